@@ -1,0 +1,6 @@
+//! Regatta server library: the layers behind the `regatta` binary.
+//!
+//! Data flows one way: `api` -> `cluster` -> `storage`; no module reaches up.
+
+pub mod cli;
+pub mod storage;

@@ -1,0 +1,312 @@
+//! The node's state-machine database: one RocksDB for every table.
+//!
+//! Each table is a column family rather than a key prefix, because the two
+//! operations that must be cheap and crash-safe map onto column families
+//! directly: dropping a table is one `drop_cf` (no range delete to compact
+//! away), and installing a snapshot fills a fresh column family (a new
+//! *generation*) and then switches the catalogue entry to it in one synced
+//! write, so readers see the old content until the switch and a crash in the
+//! middle leaves only an orphan that the next open removes.
+//!
+//! Writes are not synced one by one (`manual_wal_flush`): the Raft log is the
+//! durable record, and reopening returns each table's applied index so Raft
+//! replays what is missing. [`Storage::make_durable`] syncs everything before
+//! the Raft log may be purged.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use super::encoding::{decode_u64, encode_u64};
+use super::error::{Error, Result};
+use super::table::{read_state, Table, TableInner};
+use super::view::DbView;
+
+/// On-disk format of the state-machine database; bump with a reason when
+/// the layout changes.
+/// - 1 (2026-11-26): column family per table generation, values prefixed
+///   with create/mod revisions.
+pub const FORMAT_VERSION: u64 = 1;
+
+const FORMAT_KEY: &[u8] = b"format_version";
+/// Catalogue entries in the default column family: table name -> column family name.
+const CATALOG_PREFIX: &[u8] = b"catalog/";
+const GENERATION_PREFIX: &str = "gen-";
+
+/// Tuning of the state-machine database.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// Bytes of RocksDB block cache shared by all tables (`--storage.block-cache-size`).
+    pub block_cache_size: usize,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            block_cache_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// What every table handle shares: the database and the generation counter.
+pub(crate) struct Shared {
+    pub(crate) db: DB,
+    cf_options: Options,
+    next_generation: AtomicU64,
+    /// Serialises catalogue changes (create, drop, switch).
+    catalog_lock: Mutex<()>,
+}
+
+/// All tables of one node.
+pub struct Storage {
+    shared: Arc<Shared>,
+    tables: RwLock<BTreeMap<Vec<u8>, Table>>,
+}
+
+impl Storage {
+    /// Opens (or creates) the database in `dir`, removing any half-installed
+    /// generation a crash left behind.
+    pub fn open(dir: &Path, options: &StorageOptions) -> Result<Storage> {
+        std::fs::create_dir_all(dir)?;
+        let cf_options = table_options(options);
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.set_manual_wal_flush(true);
+        db_options.set_max_background_jobs(2);
+
+        let existing = match DB::list_cf(&db_options, dir) {
+            Ok(names) => names,
+            Err(_) => vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string()],
+        };
+        let descriptors = existing
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options.clone()));
+        let db = DB::open_cf_descriptors(&db_options, dir, descriptors)?;
+        check_format(&db)?;
+
+        let catalog = read_catalog(&db)?;
+        let referenced: HashSet<&str> = catalog.values().map(String::as_str).collect();
+        let mut max_generation = 0;
+        for name in &existing {
+            if let Some(number) = generation_number(name) {
+                max_generation = max_generation.max(number);
+                if !referenced.contains(name.as_str()) {
+                    tracing::info!(column_family = %name, "removing orphaned table generation");
+                    db.drop_cf(name)?;
+                }
+            }
+        }
+        let shared = Arc::new(Shared {
+            db,
+            cf_options,
+            next_generation: AtomicU64::new(max_generation + 1),
+            catalog_lock: Mutex::new(()),
+        });
+        let mut tables = BTreeMap::new();
+        for (name, cf_name) in catalog {
+            let state = {
+                let cf = shared
+                    .db
+                    .cf_handle(&cf_name)
+                    .ok_or_else(|| Error::Corrupt(format!("catalogue names missing column family {cf_name}")))?;
+                read_state(&DbView {
+                    db: &shared.db,
+                    cf: &cf,
+                    snapshot: None,
+                })?
+            };
+            let inner = TableInner {
+                name: name.clone(),
+                cf_name: RwLock::new(cf_name),
+                writer: Mutex::new(state),
+                dropped: AtomicBool::new(false),
+            };
+            tables.insert(
+                name,
+                Table {
+                    shared: shared.clone(),
+                    inner: Arc::new(inner),
+                },
+            );
+        }
+        Ok(Storage {
+            shared,
+            tables: RwLock::new(tables),
+        })
+    }
+
+    /// The table named `name`, if it exists.
+    pub fn table(&self, name: &[u8]) -> Option<Table> {
+        self.read_tables().get(name).cloned()
+    }
+
+    /// Names of every table, ascending.
+    pub fn table_names(&self) -> Vec<Vec<u8>> {
+        self.read_tables().keys().cloned().collect()
+    }
+
+    /// Creates an empty table; an existing one is returned unchanged.
+    pub fn create_table(&self, name: &[u8]) -> Result<Table> {
+        let mut tables = self.tables.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(table) = tables.get(name) {
+            return Ok(table.clone());
+        }
+        let cf_name = self.shared.create_generation()?;
+        {
+            let _catalog = self.shared.lock_catalog();
+            let mut batch = WriteBatch::default();
+            batch.put(catalog_key(name), cf_name.as_bytes());
+            self.shared.write_synced(batch)?;
+        }
+        let table = Table {
+            shared: self.shared.clone(),
+            inner: Arc::new(TableInner {
+                name: name.to_vec(),
+                cf_name: RwLock::new(cf_name),
+                writer: Mutex::new(Default::default()),
+                dropped: AtomicBool::new(false),
+            }),
+        };
+        tables.insert(name.to_vec(), table.clone());
+        Ok(table)
+    }
+
+    /// Removes a table and its data; dropping a missing table is a no-op.
+    pub fn drop_table(&self, name: &[u8]) -> Result<()> {
+        let mut tables = self.tables.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(table) = tables.remove(name) else {
+            return Ok(());
+        };
+        // Wait for a running apply or install, then refuse later ones.
+        let _writer = table.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        table.inner.dropped.store(true, Ordering::Release);
+        let _catalog = self.shared.lock_catalog();
+        let mut batch = WriteBatch::default();
+        batch.delete(catalog_key(name));
+        self.shared.write_synced(batch)?;
+        let cf_name = table.inner.cf_name.read().map(|name| name.clone()).unwrap_or_default();
+        self.shared.db.drop_cf(&cf_name)?;
+        Ok(())
+    }
+
+    /// Applies `command` as Raft entry `index` of `table` (see [`Table::apply_entry`]).
+    pub fn apply(&self, table: &[u8], index: u64, command: &regatta_proto::mvcc::v1::Command) -> Result<super::ApplyResult> {
+        self.table(table).ok_or(Error::TableNotFound)?.apply(index, command)
+    }
+
+    /// Makes every applied write of every table durable (one WAL sync).
+    /// Call before purging the Raft log up to what has been applied.
+    pub fn make_durable(&self) -> Result<()> {
+        self.shared.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Table>> {
+        self.tables.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Shared {
+    fn lock_catalog(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.catalog_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes `batch` and syncs the WAL: catalogue changes must survive a crash.
+    fn write_synced(&self, batch: WriteBatch) -> Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        // With manual WAL flushing a synced write alone may leave the buffer unflushed.
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// Creates a new, empty column family for a table generation.
+    pub(crate) fn create_generation(&self) -> Result<String> {
+        let number = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{GENERATION_PREFIX}{number:012}");
+        self.db.create_cf(&name, &self.cf_options)?;
+        Ok(name)
+    }
+
+    /// Points the table at `new_cf` (one synced write), then drops `old_cf`.
+    pub(crate) fn switch_generation(&self, table: &TableInner, new_cf: &str, old_cf: &str) -> Result<()> {
+        {
+            let _catalog = self.lock_catalog();
+            let mut batch = WriteBatch::default();
+            batch.put(catalog_key(&table.name), new_cf.as_bytes());
+            self.write_synced(batch)?;
+            let mut current = table.cf_name.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            *current = new_cf.to_string();
+        }
+        if let Err(err) = self.db.drop_cf(old_cf) {
+            // The catalogue no longer names it, so the next open removes it.
+            tracing::warn!(column_family = old_cf, error = %err, "could not drop old table generation");
+        }
+        Ok(())
+    }
+
+    /// Drops a generation that never became current.
+    pub(crate) fn discard_generation(&self, cf_name: &str) {
+        if let Err(err) = self.db.drop_cf(cf_name) {
+            tracing::warn!(column_family = cf_name, error = %err, "could not drop discarded table generation");
+        }
+    }
+}
+
+fn table_options(options: &StorageOptions) -> Options {
+    let mut cf_options = Options::default();
+    let mut block = rocksdb::BlockBasedOptions::default();
+    block.set_block_cache(&rocksdb::Cache::new_lru_cache(options.block_cache_size));
+    block.set_bloom_filter(10.0, false);
+    cf_options.set_block_based_table_factory(&block);
+    cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    cf_options
+}
+
+fn check_format(db: &DB) -> Result<()> {
+    match db.get(FORMAT_KEY)? {
+        None => {
+            db.put(FORMAT_KEY, encode_u64(FORMAT_VERSION))?;
+            db.flush_wal(true)?;
+            Ok(())
+        }
+        Some(raw) => {
+            let found = decode_u64(&raw, "format version")?;
+            if found == FORMAT_VERSION {
+                Ok(())
+            } else {
+                Err(Error::UnsupportedFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                })
+            }
+        }
+    }
+}
+
+fn catalog_key(table: &[u8]) -> Vec<u8> {
+    [CATALOG_PREFIX, table].concat()
+}
+
+fn read_catalog(db: &DB) -> Result<BTreeMap<Vec<u8>, String>> {
+    let mut catalog = BTreeMap::new();
+    for item in db.prefix_iterator(CATALOG_PREFIX) {
+        let (key, value) = item?;
+        if !key.starts_with(CATALOG_PREFIX) {
+            break;
+        }
+        let cf_name = String::from_utf8(value.to_vec())
+            .map_err(|_| Error::Corrupt("catalogue entry is not UTF-8".to_string()))?;
+        catalog.insert(key[CATALOG_PREFIX.len()..].to_vec(), cf_name);
+    }
+    Ok(catalog)
+}
+
+fn generation_number(cf_name: &str) -> Option<u64> {
+    cf_name.strip_prefix(GENERATION_PREFIX)?.parse().ok()
+}

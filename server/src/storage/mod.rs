@@ -1,0 +1,24 @@
+//! The table state machine on RocksDB: everything a table does to its data,
+//! independent of Raft. The Raft layer drives it through
+//! [`Table::apply_entry`] (one call per log entry), reads through
+//! [`Table::range`]/[`Table::txn_read`], and moves whole tables with
+//! [`Table::write_snapshot`]/[`Table::install_snapshot`].
+
+mod apply;
+mod encoding;
+mod engine;
+mod error;
+mod query;
+mod range;
+pub mod stream;
+mod table;
+mod txn;
+mod view;
+
+pub use encoding::Stored;
+pub use engine::{Storage, StorageOptions, FORMAT_VERSION};
+pub use error::{Error, Result};
+pub use query::{RangeQuery, RangeResult, MAX_MESSAGE_BYTES};
+pub use range::{prefix_end, KeyRange};
+pub use table::{ApplyResult, Install, Installed, Read, Table, TableState, Trailer};
+pub use txn::{is_read_only, TxnOutcome};

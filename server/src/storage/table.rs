@@ -1,0 +1,378 @@
+//! One table: apply commands at Raft indices, answer queries from a
+//! consistent view, export and install snapshots.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use regatta_proto::mvcc::v1::{Command, CommandResult, ResponseOp, Txn};
+use rocksdb::{BoundColumnFamily, WriteBatch, DB};
+
+use super::apply;
+use super::encoding::{
+    data_key, decode_u64, encode_u64, encode_value, Stored, DATA_END, META_APPLIED_INDEX,
+    META_LEADER_INDEX, META_RAFT_STATE, META_REVISION,
+};
+use super::engine::Shared;
+use super::error::{Error, Result};
+use super::query::{self, RangeQuery, RangeResult, ResponseBudget};
+use super::stream::{data_record, trailer_record, CommandStreamReader, CommandStreamWriter, Record};
+use super::txn::{self, TxnOutcome};
+use super::view::{DbView, Overlay};
+
+/// Where a table stands: what the last applied entry was and what it did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableState {
+    /// Index of the last Raft entry applied to the table.
+    pub applied_index: u64,
+    /// Index of the last applied entry that was a user write (the table's revision).
+    pub revision: u64,
+    /// On a follower cluster: the leader-cluster index of the last replicated entry (`L`).
+    pub leader_index: Option<u64>,
+}
+
+/// The outcome of applying one entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApplyResult {
+    pub result: CommandResult,
+    /// For a TXN: whether its compares held.
+    pub txn_succeeded: Option<bool>,
+}
+
+/// A read answered from one consistent view, with the revision of that view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Read<T> {
+    pub value: T,
+    pub revision: u64,
+}
+
+/// What the trailing DUMMY of an exported snapshot carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trailer {
+    /// No trailer (backups).
+    None,
+    /// The applied index (a leader cluster's Snapshot.Stream, Raft snapshots).
+    AppliedIndex,
+    /// The stored leader index `L` (a follower cluster's own Raft snapshots).
+    LeaderIndex,
+}
+
+/// How an installed stream becomes the table's content.
+#[derive(Debug, Clone, Default)]
+pub struct Install {
+    /// The Raft index the new content stands at.
+    pub applied_index: u64,
+    /// Keep the revisions recorded in the stream (our own Raft snapshots);
+    /// otherwise every key gets `applied_index` (restores, cross-cluster copies).
+    pub keep_revisions: bool,
+    /// Opaque Raft bookkeeping to store with the new content.
+    pub raft_state: Option<Vec<u8>>,
+}
+
+/// What an install did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Installed {
+    pub keys: u64,
+    pub state: TableState,
+}
+
+pub(crate) struct TableInner {
+    pub(crate) name: Vec<u8>,
+    /// Name of the column family holding the current generation of data.
+    pub(crate) cf_name: RwLock<String>,
+    /// Serialises writers (apply, install) and caches the table's state.
+    pub(crate) writer: Mutex<TableState>,
+    pub(crate) dropped: AtomicBool,
+}
+
+/// A handle to one table; cheap to clone.
+#[derive(Clone)]
+pub struct Table {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) inner: Arc<TableInner>,
+}
+
+impl Table {
+    pub fn name(&self) -> &[u8] {
+        &self.inner.name
+    }
+
+    fn db(&self) -> &DB {
+        &self.shared.db
+    }
+
+    /// The column family of the current generation. A concurrent install may
+    /// drop it between lookup and use; RocksDB keeps a dropped family readable
+    /// while a handle lives, so holding the returned handle is safe.
+    fn cf(&self) -> Result<Arc<BoundColumnFamily<'_>>> {
+        for _ in 0..3 {
+            if self.inner.dropped.load(Ordering::Acquire) {
+                return Err(Error::TableNotFound);
+            }
+            let name = self.current_cf_name();
+            if let Some(cf) = self.db().cf_handle(&name) {
+                return Ok(cf);
+            }
+        }
+        Err(Error::TableNotFound)
+    }
+
+    fn current_cf_name(&self) -> String {
+        match self.inner.cf_name.read() {
+            Ok(name) => name.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, TableState> {
+        self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The state after the last applied entry.
+    pub fn state(&self) -> TableState {
+        self.lock_writer().clone()
+    }
+
+    /// The opaque Raft bookkeeping stored with the data, if any.
+    pub fn raft_state(&self) -> Result<Option<Vec<u8>>> {
+        let cf = self.cf()?;
+        Ok(self.db().get_cf(&cf, META_RAFT_STATE)?)
+    }
+
+    /// Applies `command` as the Raft entry at `index`.
+    pub fn apply(&self, index: u64, command: &Command) -> Result<ApplyResult> {
+        self.apply_entry(index, Some(command), None)
+    }
+
+    /// Applies the entry at `index`: a command, or `None` for an entry with no
+    /// user data (a leader's blank entry, a membership change). The applied
+    /// index, revision, leader index and `raft_state` are written in the same
+    /// batch as the data. Entries at or below the applied index were applied
+    /// before and change nothing.
+    pub fn apply_entry(
+        &self,
+        index: u64,
+        command: Option<&Command>,
+        raft_state: Option<&[u8]>,
+    ) -> Result<ApplyResult> {
+        let mut state = self.lock_writer();
+        let cf = self.cf()?;
+        if index <= state.applied_index {
+            return Ok(ApplyResult {
+                result: CommandResult {
+                    responses: Vec::new(),
+                    revision: state.revision,
+                },
+                txn_succeeded: None,
+            });
+        }
+        let view = DbView {
+            db: self.db(),
+            cf: &cf,
+            snapshot: None,
+        };
+        let applied = match command {
+            Some(command) => apply::apply(&view, command, index)?,
+            None => apply::Applied::default(),
+        };
+        let mut next = state.clone();
+        next.applied_index = index;
+        if applied.is_write {
+            next.revision = index;
+        }
+        if let Some(leader_index) = command.and_then(|command| command.leader_index) {
+            next.leader_index = Some(leader_index);
+        }
+
+        let mut batch = WriteBatch::default();
+        if let Some((start, end)) = &applied.changes.removed_span {
+            let end = end.as_deref().map_or_else(|| DATA_END.to_vec(), data_key);
+            batch.delete_range_cf(&cf, data_key(start), end);
+        }
+        for (key, value) in &applied.changes.writes {
+            match value {
+                Some(stored) => batch.put_cf(&cf, data_key(key), encode_value(stored)),
+                None => batch.delete_cf(&cf, data_key(key)),
+            }
+        }
+        put_state(&mut batch, &cf, &next);
+        if let Some(raft_state) = raft_state {
+            batch.put_cf(&cf, META_RAFT_STATE, raft_state);
+        }
+        self.db().write(batch)?;
+        *state = next;
+        Ok(ApplyResult {
+            result: CommandResult {
+                responses: applied.responses,
+                revision: state.revision,
+            },
+            txn_succeeded: applied.txn_succeeded,
+        })
+    }
+
+    /// Runs `read` against a point-in-time view of the table.
+    fn with_snapshot<T>(&self, read: impl FnOnce(&DbView<'_>) -> Result<T>) -> Result<Read<T>> {
+        let cf = self.cf()?;
+        let snapshot = self.db().snapshot();
+        let view = DbView {
+            db: self.db(),
+            cf: &cf,
+            snapshot: Some(&snapshot),
+        };
+        let revision = read_state(&view)?.revision;
+        Ok(Read {
+            value: read(&view)?,
+            revision,
+        })
+    }
+
+    /// A range read (behaviour.md §2.3) from one consistent view.
+    pub fn range(&self, query: &RangeQuery) -> Result<Read<RangeResult>> {
+        self.with_snapshot(|view| query::range(view, query, &mut ResponseBudget::default()))
+    }
+
+    /// Evaluates a read-only Txn from one consistent view. Write ops, which
+    /// the API never sends here, are evaluated and then discarded.
+    pub fn txn_read(&self, request: &Txn) -> Result<Read<TxnOutcome>> {
+        debug_assert!(txn::is_read_only(request));
+        self.with_snapshot(|view| {
+            let mut overlay = Overlay::new(view);
+            txn::run(&mut overlay, request, 0, &mut ResponseBudget::default())
+        })
+    }
+
+    /// Writes a consistent copy of the table in the command-stream format:
+    /// one PUT record per key, ascending, then the trailer asked for.
+    /// Memory use is constant whatever the table's size.
+    pub fn write_snapshot<W: Write>(&self, out: W, trailer: Trailer) -> Result<(TableState, W)> {
+        let cf = self.cf()?;
+        let snapshot = self.db().snapshot();
+        let view = DbView {
+            db: self.db(),
+            cf: &cf,
+            snapshot: Some(&snapshot),
+        };
+        let state = read_state(&view)?;
+        let mut writer = CommandStreamWriter::new(out);
+        for item in crate::storage::view::View::scan(&view, &[], None) {
+            let (key, stored) = item?;
+            writer.write(&data_record(&self.inner.name, txn::key_value(key, stored)))?;
+        }
+        let trailer = match trailer {
+            Trailer::None => None,
+            Trailer::AppliedIndex => Some(state.applied_index),
+            Trailer::LeaderIndex => Some(state.leader_index.unwrap_or_default()),
+        };
+        if let Some(leader_index) = trailer {
+            writer.write(&trailer_record(&self.inner.name, leader_index, Some(state.revision)))?;
+        }
+        Ok((state, writer.finish()?))
+    }
+
+    /// Replaces the table's content with a command stream, atomically:
+    /// readers see the old content until the switch, and a malformed stream
+    /// changes nothing. Memory use is constant whatever the stream's size.
+    pub fn install_snapshot(&self, input: impl Read, install: Install) -> Result<Installed> {
+        let mut state = self.lock_writer();
+        if self.inner.dropped.load(Ordering::Acquire) {
+            return Err(Error::TableNotFound);
+        }
+        let new_cf_name = self.shared.create_generation()?;
+        match self.fill_generation(&new_cf_name, input, &install) {
+            Ok(installed) => {
+                let old_cf_name = self.current_cf_name();
+                self.shared.switch_generation(&self.inner, &new_cf_name, &old_cf_name)?;
+                *state = installed.state.clone();
+                Ok(installed)
+            }
+            Err(err) => {
+                self.shared.discard_generation(&new_cf_name);
+                Err(err)
+            }
+        }
+    }
+
+    fn fill_generation(&self, cf_name: &str, input: impl Read, install: &Install) -> Result<Installed> {
+        /// Bytes per write batch while filling; bounds memory.
+        const BATCH_BYTES: usize = 4 * 1024 * 1024;
+        let cf = self
+            .db()
+            .cf_handle(cf_name)
+            .ok_or_else(|| Error::Corrupt(format!("column family {cf_name} vanished")))?;
+        let mut state = TableState {
+            applied_index: install.applied_index,
+            revision: install.applied_index,
+            leader_index: None,
+        };
+        let mut keys = 0u64;
+        let mut batch = WriteBatch::default();
+        for record in CommandStreamReader::new(input) {
+            match record? {
+                Record::Data(kv) => {
+                    let recorded = |revision: i64| {
+                        u64::try_from(revision)
+                            .ok()
+                            .filter(|revision| install.keep_revisions && *revision > 0)
+                            .unwrap_or(install.applied_index)
+                    };
+                    let stored = Stored {
+                        create_revision: recorded(kv.create_revision),
+                        mod_revision: recorded(kv.mod_revision),
+                        value: kv.value,
+                    };
+                    batch.put_cf(&cf, data_key(&kv.key), encode_value(&stored));
+                    keys += 1;
+                    if batch.size_in_bytes() >= BATCH_BYTES {
+                        self.db().write(std::mem::take(&mut batch))?;
+                    }
+                }
+                Record::Trailer {
+                    leader_index,
+                    revision,
+                } => {
+                    state.leader_index = Some(leader_index);
+                    if let Some(revision) = revision.filter(|_| install.keep_revisions) {
+                        state.revision = revision;
+                    }
+                }
+            }
+        }
+        put_state(&mut batch, &cf, &state);
+        if let Some(raft_state) = &install.raft_state {
+            batch.put_cf(&cf, META_RAFT_STATE, raft_state);
+        }
+        self.db().write(batch)?;
+        // The new generation must be on disk before the catalogue points at it.
+        self.db().flush_cf(&cf)?;
+        Ok(Installed { keys, state })
+    }
+}
+
+fn put_state(batch: &mut WriteBatch, cf: &Arc<BoundColumnFamily<'_>>, state: &TableState) {
+    batch.put_cf(cf, META_APPLIED_INDEX, encode_u64(state.applied_index));
+    batch.put_cf(cf, META_REVISION, encode_u64(state.revision));
+    match state.leader_index {
+        Some(leader_index) => batch.put_cf(cf, META_LEADER_INDEX, encode_u64(leader_index)),
+        None => batch.delete_cf(cf, META_LEADER_INDEX),
+    }
+}
+
+/// Reads the table's state from a view (live or snapshot).
+pub(crate) fn read_state(view: &DbView<'_>) -> Result<TableState> {
+    let mut options = rocksdb::ReadOptions::default();
+    if let Some(snapshot) = view.snapshot {
+        options.set_snapshot(snapshot);
+    }
+    let read = |key: &[u8], what: &str| -> Result<Option<u64>> {
+        view.db
+            .get_pinned_cf_opt(&view.cf, key, &options)?
+            .map(|raw| decode_u64(&raw, what))
+            .transpose()
+    };
+    Ok(TableState {
+        applied_index: read(META_APPLIED_INDEX, "applied index")?.unwrap_or_default(),
+        revision: read(META_REVISION, "revision")?.unwrap_or_default(),
+        leader_index: read(META_LEADER_INDEX, "leader index")?,
+    })
+}
+
