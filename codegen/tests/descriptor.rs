@@ -40,7 +40,11 @@ fn field(full_name: &str, field: &str) -> (i32, Option<String>, bool) {
         .oneof_index
         .map(|i| message.oneof_decl[i as usize].name().to_string());
     let optional = found.proto3_optional.unwrap_or(false);
-    let oneof = if optional { None } else { synthetic_or_real_oneof };
+    let oneof = if optional {
+        None
+    } else {
+        synthetic_or_real_oneof
+    };
     (found.number(), oneof, optional)
 }
 
@@ -86,15 +90,33 @@ fn packages_and_imports_match_the_spec() {
     let files: Vec<(String, String, Vec<String>)> = set
         .file
         .iter()
-        .map(|f| (f.name().to_string(), f.package().to_string(), f.dependency.clone()))
+        .map(|f| {
+            (
+                f.name().to_string(),
+                f.package().to_string(),
+                f.dependency.clone(),
+            )
+        })
         .collect();
     assert_eq!(
         files,
         vec![
             ("mvcc.proto".into(), "mvcc.v1".into(), vec![]),
-            ("regatta.proto".into(), "regatta.v1".into(), vec!["mvcc.proto".into()]),
-            ("replication.proto".into(), "replication.v1".into(), vec!["mvcc.proto".into()]),
-            ("maintenance.proto".into(), "maintenance.v1".into(), vec!["replication.proto".into()]),
+            (
+                "regatta.proto".into(),
+                "regatta.v1".into(),
+                vec!["mvcc.proto".into()]
+            ),
+            (
+                "replication.proto".into(),
+                "replication.v1".into(),
+                vec!["mvcc.proto".into()]
+            ),
+            (
+                "maintenance.proto".into(),
+                "maintenance.v1".into(),
+                vec!["replication.proto".into()]
+            ),
         ]
     );
     for file in &set.file {
@@ -115,22 +137,52 @@ fn numbers_that_are_not_the_plain_position() {
         .map(|r| (r.start(), r.end()))
         .collect();
     assert_eq!(reserved, vec![(4, 5)], "reserved 4 (end is exclusive)");
-    assert_eq!(field("mvcc.v1.Compare", "value"), (4, Some("target_union".into()), false));
+    assert_eq!(
+        field("mvcc.v1.Compare", "value"),
+        (4, Some("target_union".into()), false)
+    );
     assert_eq!(field("mvcc.v1.Compare", "range_end"), (64, None, false));
     assert_eq!(field("regatta.v1.RangeResponse", "kvs"), (3, None, false));
     assert_eq!(field("regatta.v1.RangeResponse", "more"), (4, None, false));
     assert_eq!(field("regatta.v1.RangeResponse", "count"), (5, None, false));
-    assert_eq!(field("replication.v1.ReplicateResponse", "leader_index"), (8, None, false));
+    assert_eq!(
+        field("replication.v1.ReplicateResponse", "leader_index"),
+        (8, None, false)
+    );
 }
 
 #[test]
 fn oneofs_have_the_spec_members() {
     let cases = [
-        ("mvcc.v1.RequestOp", "request", vec![("request_range", 1), ("request_put", 2), ("request_delete_range", 3)]),
-        ("mvcc.v1.ResponseOp", "response", vec![("response_range", 1), ("response_put", 2), ("response_delete_range", 3)]),
+        (
+            "mvcc.v1.RequestOp",
+            "request",
+            vec![
+                ("request_range", 1),
+                ("request_put", 2),
+                ("request_delete_range", 3),
+            ],
+        ),
+        (
+            "mvcc.v1.ResponseOp",
+            "response",
+            vec![
+                ("response_range", 1),
+                ("response_put", 2),
+                ("response_delete_range", 3),
+            ],
+        ),
         ("mvcc.v1.Compare", "target_union", vec![("value", 4)]),
-        ("replication.v1.ReplicateResponse", "response", vec![("commands_response", 1), ("error_response", 2)]),
-        ("maintenance.v1.RestoreMessage", "data", vec![("info", 1), ("chunk", 2)]),
+        (
+            "replication.v1.ReplicateResponse",
+            "response",
+            vec![("commands_response", 1), ("error_response", 2)],
+        ),
+        (
+            "maintenance.v1.RestoreMessage",
+            "data",
+            vec![("info", 1), ("chunk", 2)],
+        ),
     ];
     for (message_name, oneof, members) in cases {
         let message = message(message_name);
@@ -138,14 +190,16 @@ fn oneofs_have_the_spec_members() {
             .oneof_decl
             .iter()
             .position(|o| o.name() == oneof)
-            .unwrap_or_else(|| panic!("{message_name} has no oneof {oneof}")) as i32;
+            .unwrap_or_else(|| panic!("{message_name} has no oneof {oneof}"))
+            as i32;
         let actual: Vec<(String, i32)> = message
             .field
             .iter()
             .filter(|f| f.oneof_index == Some(index))
             .map(|f| (f.name().to_string(), f.number()))
             .collect();
-        let expected: Vec<(String, i32)> = members.iter().map(|(n, i)| (n.to_string(), *i)).collect();
+        let expected: Vec<(String, i32)> =
+            members.iter().map(|(n, i)| (n.to_string(), *i)).collect();
         assert_eq!(actual, expected, "{message_name}.{oneof}");
     }
 }
@@ -155,8 +209,11 @@ fn only_the_spec_optional_fields_have_explicit_presence() {
     let set = descriptor_set();
     let mut optional = Vec::new();
     for file in &set.file {
-        let mut stack: Vec<(String, &DescriptorProto)> =
-            file.message_type.iter().map(|m| (format!("{}.{}", file.package(), m.name()), m)).collect();
+        let mut stack: Vec<(String, &DescriptorProto)> = file
+            .message_type
+            .iter()
+            .map(|m| (format!("{}.{}", file.package(), m.name()), m))
+            .collect();
         while let Some((name, message)) = stack.pop() {
             for f in &message.field {
                 if f.proto3_optional.unwrap_or(false) {
@@ -166,27 +223,49 @@ fn only_the_spec_optional_fields_have_explicit_presence() {
                     panic!("proto3 has no required fields: {name}.{}", f.name());
                 }
             }
-            stack.extend(message.nested_type.iter().map(|n| (format!("{name}.{}", n.name()), n)));
+            stack.extend(
+                message
+                    .nested_type
+                    .iter()
+                    .map(|n| (format!("{name}.{}", n.name()), n)),
+            );
         }
     }
     optional.sort();
     assert_eq!(
         optional,
-        vec!["mvcc.v1.Command.leader_index", "mvcc.v1.Command.range_end", "mvcc.v1.Command.txn"]
+        vec![
+            "mvcc.v1.Command.leader_index",
+            "mvcc.v1.Command.range_end",
+            "mvcc.v1.Command.txn"
+        ]
     );
 }
 
 #[test]
 fn nested_enums_live_in_their_messages() {
-    let names = |m: &str| -> Vec<String> { message(m).enum_type.iter().map(|e| e.name().to_string()).collect() };
+    let names = |m: &str| -> Vec<String> {
+        message(m)
+            .enum_type
+            .iter()
+            .map(|e| e.name().to_string())
+            .collect()
+    };
     assert_eq!(names("mvcc.v1.Command"), vec!["CommandType"]);
-    assert_eq!(names("mvcc.v1.Compare"), vec!["CompareResult", "CompareTarget"]);
+    assert_eq!(
+        names("mvcc.v1.Compare"),
+        vec!["CompareResult", "CompareTarget"]
+    );
     assert_eq!(names("replication.v1.Table"), vec!["Type"]);
     let set = descriptor_set();
     let top: Vec<String> = set
         .file
         .iter()
-        .flat_map(|f| f.enum_type.iter().map(move |e| format!("{}.{}", f.package(), e.name())))
+        .flat_map(|f| {
+            f.enum_type
+                .iter()
+                .map(move |e| format!("{}.{}", f.package(), e.name()))
+        })
         .collect();
     assert_eq!(top, vec!["replication.v1.ReplicateError"]);
 }

@@ -66,35 +66,60 @@ fn req_delete() -> mvcc::request_op::DeleteRange {
 fn request_ops() -> Vec<mvcc::RequestOp> {
     use mvcc::request_op::Request;
     vec![
-        mvcc::RequestOp { request: Some(Request::RequestRange(req_range())) },
-        mvcc::RequestOp { request: Some(Request::RequestPut(req_put())) },
-        mvcc::RequestOp { request: Some(Request::RequestDeleteRange(req_delete())) },
+        mvcc::RequestOp {
+            request: Some(Request::RequestRange(req_range())),
+        },
+        mvcc::RequestOp {
+            request: Some(Request::RequestPut(req_put())),
+        },
+        mvcc::RequestOp {
+            request: Some(Request::RequestDeleteRange(req_delete())),
+        },
     ]
 }
 
 fn resp_range() -> mvcc::response_op::Range {
-    mvcc::response_op::Range { kvs: vec![kv(1), kv(2)], more: true, count: 2 }
+    mvcc::response_op::Range {
+        kvs: vec![kv(1), kv(2)],
+        more: true,
+        count: 2,
+    }
 }
 
 fn resp_put() -> mvcc::response_op::Put {
-    mvcc::response_op::Put { prev_kv: Some(kv(3)) }
+    mvcc::response_op::Put {
+        prev_kv: Some(kv(3)),
+    }
 }
 
 fn resp_delete() -> mvcc::response_op::DeleteRange {
-    mvcc::response_op::DeleteRange { deleted: 1, prev_kvs: vec![kv(4)] }
+    mvcc::response_op::DeleteRange {
+        deleted: 1,
+        prev_kvs: vec![kv(4)],
+    }
 }
 
 fn response_ops() -> Vec<mvcc::ResponseOp> {
     use mvcc::response_op::Response;
     vec![
-        mvcc::ResponseOp { response: Some(Response::ResponseRange(resp_range())) },
-        mvcc::ResponseOp { response: Some(Response::ResponsePut(resp_put())) },
-        mvcc::ResponseOp { response: Some(Response::ResponseDeleteRange(resp_delete())) },
+        mvcc::ResponseOp {
+            response: Some(Response::ResponseRange(resp_range())),
+        },
+        mvcc::ResponseOp {
+            response: Some(Response::ResponsePut(resp_put())),
+        },
+        mvcc::ResponseOp {
+            response: Some(Response::ResponseDeleteRange(resp_delete())),
+        },
     ]
 }
 
 fn txn() -> mvcc::Txn {
-    mvcc::Txn { compare: vec![compare()], success: request_ops(), failure: request_ops() }
+    mvcc::Txn {
+        compare: vec![compare()],
+        success: request_ops(),
+        failure: request_ops(),
+    }
 }
 
 fn command() -> mvcc::Command {
@@ -111,11 +136,18 @@ fn command() -> mvcc::Command {
 }
 
 fn snapshot_chunk() -> repl::SnapshotChunk {
-    repl::SnapshotChunk { data: b"chunk".to_vec(), len: 5, index: 99 }
+    repl::SnapshotChunk {
+        data: b"chunk".to_vec(),
+        len: 5,
+        index: 99,
+    }
 }
 
 fn replicate_command() -> repl::ReplicateCommand {
-    repl::ReplicateCommand { leader_index: 4242, command: Some(command()) }
+    repl::ReplicateCommand {
+        leader_index: 4242,
+        command: Some(command()),
+    }
 }
 
 /// Every message, fully populated, by name; oneofs once per member.
@@ -124,16 +156,26 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("mvcc.v1.Command", command().encode_to_vec()),
         (
             "mvcc.v1.CommandResult",
-            mvcc::CommandResult { responses: response_ops(), revision: 9 }.encode_to_vec(),
+            mvcc::CommandResult {
+                responses: response_ops(),
+                revision: 9,
+            }
+            .encode_to_vec(),
         ),
         ("mvcc.v1.KeyValue", kv(0).encode_to_vec()),
         ("mvcc.v1.Compare", compare().encode_to_vec()),
         ("mvcc.v1.RequestOp.Range", req_range().encode_to_vec()),
         ("mvcc.v1.RequestOp.Put", req_put().encode_to_vec()),
-        ("mvcc.v1.RequestOp.DeleteRange", req_delete().encode_to_vec()),
+        (
+            "mvcc.v1.RequestOp.DeleteRange",
+            req_delete().encode_to_vec(),
+        ),
         ("mvcc.v1.ResponseOp.Range", resp_range().encode_to_vec()),
         ("mvcc.v1.ResponseOp.Put", resp_put().encode_to_vec()),
-        ("mvcc.v1.ResponseOp.DeleteRange", resp_delete().encode_to_vec()),
+        (
+            "mvcc.v1.ResponseOp.DeleteRange",
+            resp_delete().encode_to_vec(),
+        ),
         ("mvcc.v1.Txn", txn().encode_to_vec()),
         ("regatta.v1.ResponseHeader", header().encode_to_vec()),
         (
@@ -155,17 +197,31 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "regatta.v1.RangeResponse",
-            api::RangeResponse { header: Some(header()), kvs: vec![kv(1)], more: true, count: 1 }
-                .encode_to_vec(),
+            api::RangeResponse {
+                header: Some(header()),
+                kvs: vec![kv(1)],
+                more: true,
+                count: 1,
+            }
+            .encode_to_vec(),
         ),
         (
             "regatta.v1.PutRequest",
-            api::PutRequest { table: b"t".to_vec(), key: b"k".to_vec(), value: b"v".to_vec(), prev_kv: true }
-                .encode_to_vec(),
+            api::PutRequest {
+                table: b"t".to_vec(),
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                prev_kv: true,
+            }
+            .encode_to_vec(),
         ),
         (
             "regatta.v1.PutResponse",
-            api::PutResponse { header: Some(header()), prev_kv: Some(kv(2)) }.encode_to_vec(),
+            api::PutResponse {
+                header: Some(header()),
+                prev_kv: Some(kv(2)),
+            }
+            .encode_to_vec(),
         ),
         (
             "regatta.v1.DeleteRangeRequest",
@@ -179,8 +235,12 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "regatta.v1.DeleteRangeResponse",
-            api::DeleteRangeResponse { header: Some(header()), deleted: 1, prev_kvs: vec![kv(3)] }
-                .encode_to_vec(),
+            api::DeleteRangeResponse {
+                header: Some(header()),
+                deleted: 1,
+                prev_kvs: vec![kv(3)],
+            }
+            .encode_to_vec(),
         ),
         (
             "regatta.v1.TxnRequest",
@@ -194,55 +254,112 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "regatta.v1.TxnResponse",
-            api::TxnResponse { header: Some(header()), succeeded: true, responses: response_ops() }
-                .encode_to_vec(),
+            api::TxnResponse {
+                header: Some(header()),
+                succeeded: true,
+                responses: response_ops(),
+            }
+            .encode_to_vec(),
         ),
-        ("replication.v1.MetadataRequest", repl::MetadataRequest {}.encode_to_vec()),
+        (
+            "replication.v1.MetadataRequest",
+            repl::MetadataRequest {}.encode_to_vec(),
+        ),
         (
             "replication.v1.MetadataResponse",
             repl::MetadataResponse {
-                tables: vec![repl::Table { name: "t".into(), r#type: repl::table::Type::Local as i32 }],
+                tables: vec![repl::Table {
+                    name: "t".into(),
+                    r#type: repl::table::Type::Local as i32,
+                }],
             }
             .encode_to_vec(),
         ),
         (
             "replication.v1.Table",
-            repl::Table { name: "regatta-test".into(), r#type: repl::table::Type::Local as i32 }.encode_to_vec(),
+            repl::Table {
+                name: "regatta-test".into(),
+                r#type: repl::table::Type::Local as i32,
+            }
+            .encode_to_vec(),
         ),
-        ("replication.v1.SnapshotRequest", repl::SnapshotRequest { table: b"t".to_vec() }.encode_to_vec()),
-        ("replication.v1.SnapshotChunk", snapshot_chunk().encode_to_vec()),
+        (
+            "replication.v1.SnapshotRequest",
+            repl::SnapshotRequest {
+                table: b"t".to_vec(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "replication.v1.SnapshotChunk",
+            snapshot_chunk().encode_to_vec(),
+        ),
         (
             "replication.v1.ReplicateRequest",
-            repl::ReplicateRequest { table: b"t".to_vec(), leader_index: 7 }.encode_to_vec(),
+            repl::ReplicateRequest {
+                table: b"t".to_vec(),
+                leader_index: 7,
+            }
+            .encode_to_vec(),
         ),
-        ("replication.v1.ReplicateCommand", replicate_command().encode_to_vec()),
+        (
+            "replication.v1.ReplicateCommand",
+            replicate_command().encode_to_vec(),
+        ),
         (
             "replication.v1.ReplicateCommandsResponse",
-            repl::ReplicateCommandsResponse { commands: vec![replicate_command()] }.encode_to_vec(),
+            repl::ReplicateCommandsResponse {
+                commands: vec![replicate_command()],
+            }
+            .encode_to_vec(),
         ),
         (
             "replication.v1.ReplicateErrResponse",
-            repl::ReplicateErrResponse { error: repl::ReplicateError::LeaderBehind as i32 }.encode_to_vec(),
+            repl::ReplicateErrResponse {
+                error: repl::ReplicateError::LeaderBehind as i32,
+            }
+            .encode_to_vec(),
         ),
         (
             "maintenance.v1.BackupRequest",
-            maint::BackupRequest { table: b"t".to_vec() }.encode_to_vec(),
+            maint::BackupRequest {
+                table: b"t".to_vec(),
+            }
+            .encode_to_vec(),
         ),
-        ("maintenance.v1.RestoreInfo", maint::RestoreInfo { table: b"t".to_vec() }.encode_to_vec()),
-        ("maintenance.v1.RestoreResponse", maint::RestoreResponse {}.encode_to_vec()),
+        (
+            "maintenance.v1.RestoreInfo",
+            maint::RestoreInfo {
+                table: b"t".to_vec(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "maintenance.v1.RestoreResponse",
+            maint::RestoreResponse {}.encode_to_vec(),
+        ),
         (
             "maintenance.v1.ResetRequest",
-            maint::ResetRequest { table: b"t".to_vec(), reset_all: true }.encode_to_vec(),
+            maint::ResetRequest {
+                table: b"t".to_vec(),
+                reset_all: true,
+            }
+            .encode_to_vec(),
         ),
-        ("maintenance.v1.ResetResponse", maint::ResetResponse {}.encode_to_vec()),
+        (
+            "maintenance.v1.ResetResponse",
+            maint::ResetResponse {}.encode_to_vec(),
+        ),
     ];
     use repl::replicate_response::Response;
     out.push((
         "replication.v1.ReplicateResponse/commands_response",
         repl::ReplicateResponse {
-            response: Some(Response::CommandsResponse(repl::ReplicateCommandsResponse {
-                commands: vec![replicate_command()],
-            })),
+            response: Some(Response::CommandsResponse(
+                repl::ReplicateCommandsResponse {
+                    commands: vec![replicate_command()],
+                },
+            )),
             leader_index: 8,
         }
         .encode_to_vec(),
@@ -260,18 +377,39 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
     use maint::restore_message::Data;
     out.push((
         "maintenance.v1.RestoreMessage/info",
-        maint::RestoreMessage { data: Some(Data::Info(maint::RestoreInfo { table: b"t".to_vec() })) }
-            .encode_to_vec(),
+        maint::RestoreMessage {
+            data: Some(Data::Info(maint::RestoreInfo {
+                table: b"t".to_vec(),
+            })),
+        }
+        .encode_to_vec(),
     ));
     out.push((
         "maintenance.v1.RestoreMessage/chunk",
-        maint::RestoreMessage { data: Some(Data::Chunk(snapshot_chunk())) }.encode_to_vec(),
+        maint::RestoreMessage {
+            data: Some(Data::Chunk(snapshot_chunk())),
+        }
+        .encode_to_vec(),
     ));
     for (i, op) in request_ops().into_iter().enumerate() {
-        out.push((["mvcc.v1.RequestOp/range", "mvcc.v1.RequestOp/put", "mvcc.v1.RequestOp/delete_range"][i], op.encode_to_vec()));
+        out.push((
+            [
+                "mvcc.v1.RequestOp/range",
+                "mvcc.v1.RequestOp/put",
+                "mvcc.v1.RequestOp/delete_range",
+            ][i],
+            op.encode_to_vec(),
+        ));
     }
     for (i, op) in response_ops().into_iter().enumerate() {
-        out.push((["mvcc.v1.ResponseOp/range", "mvcc.v1.ResponseOp/put", "mvcc.v1.ResponseOp/delete_range"][i], op.encode_to_vec()));
+        out.push((
+            [
+                "mvcc.v1.ResponseOp/range",
+                "mvcc.v1.ResponseOp/put",
+                "mvcc.v1.ResponseOp/delete_range",
+            ][i],
+            op.encode_to_vec(),
+        ));
     }
     out
 }
@@ -307,7 +445,9 @@ fn every_message_round_trips() {
             "mvcc.v1.ResponseOp" => round_trip::<mvcc::ResponseOp>(&bytes),
             "mvcc.v1.ResponseOp.Range" => round_trip::<mvcc::response_op::Range>(&bytes),
             "mvcc.v1.ResponseOp.Put" => round_trip::<mvcc::response_op::Put>(&bytes),
-            "mvcc.v1.ResponseOp.DeleteRange" => round_trip::<mvcc::response_op::DeleteRange>(&bytes),
+            "mvcc.v1.ResponseOp.DeleteRange" => {
+                round_trip::<mvcc::response_op::DeleteRange>(&bytes)
+            }
             "mvcc.v1.Txn" => round_trip::<mvcc::Txn>(&bytes),
             "regatta.v1.ResponseHeader" => round_trip::<api::ResponseHeader>(&bytes),
             "regatta.v1.RangeRequest" => round_trip::<api::RangeRequest>(&bytes),
@@ -325,8 +465,12 @@ fn every_message_round_trips() {
             "replication.v1.SnapshotChunk" => round_trip::<repl::SnapshotChunk>(&bytes),
             "replication.v1.ReplicateRequest" => round_trip::<repl::ReplicateRequest>(&bytes),
             "replication.v1.ReplicateCommand" => round_trip::<repl::ReplicateCommand>(&bytes),
-            "replication.v1.ReplicateCommandsResponse" => round_trip::<repl::ReplicateCommandsResponse>(&bytes),
-            "replication.v1.ReplicateErrResponse" => round_trip::<repl::ReplicateErrResponse>(&bytes),
+            "replication.v1.ReplicateCommandsResponse" => {
+                round_trip::<repl::ReplicateCommandsResponse>(&bytes)
+            }
+            "replication.v1.ReplicateErrResponse" => {
+                round_trip::<repl::ReplicateErrResponse>(&bytes)
+            }
             "replication.v1.ReplicateResponse" => round_trip::<repl::ReplicateResponse>(&bytes),
             "maintenance.v1.BackupRequest" => round_trip::<maint::BackupRequest>(&bytes),
             "maintenance.v1.RestoreInfo" => round_trip::<maint::RestoreInfo>(&bytes),
@@ -342,8 +486,10 @@ fn every_message_round_trips() {
 #[test]
 fn samples_cover_every_message_of_the_descriptor() {
     let set = regatta_proto_descriptor();
-    let sampled: std::collections::BTreeSet<String> =
-        samples().iter().map(|(name, _)| name.split('/').next().unwrap_or(name).to_string()).collect();
+    let sampled: std::collections::BTreeSet<String> = samples()
+        .iter()
+        .map(|(name, _)| name.split('/').next().unwrap_or(name).to_string())
+        .collect();
     let mut missing = Vec::new();
     for file in &set.file {
         let package = file.package();
@@ -360,9 +506,13 @@ fn samples_cover_every_message_of_the_descriptor() {
             }
         }
     }
-    assert!(missing.is_empty(), "messages without a wire sample: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "messages without a wire sample: {missing:?}"
+    );
 }
 
 fn regatta_proto_descriptor() -> prost_types::FileDescriptorSet {
-    prost_types::FileDescriptorSet::decode(regatta_proto::FILE_DESCRIPTOR_SET).expect("descriptor set decodes")
+    prost_types::FileDescriptorSet::decode(regatta_proto::FILE_DESCRIPTOR_SET)
+        .expect("descriptor set decodes")
 }

@@ -58,7 +58,11 @@ pub fn apply(view: &impl View, command: &Command, revision: u64) -> Result<Appli
             responses.push(put_response(prev_kv.filter(|_| command.prev_kvs)));
         }
         Ok(CommandType::Delete) => {
-            let key = command.kv.as_ref().map(|kv| kv.key.as_slice()).unwrap_or_default();
+            let key = command
+                .kv
+                .as_ref()
+                .map(|kv| kv.key.as_slice())
+                .unwrap_or_default();
             let range = KeyRange::new(key, command.range_end.as_deref().unwrap_or_default());
             let (deleted, prev_kvs) = match &range {
                 KeyRange::Span { start, end } if !command.prev_kvs && !range.is_empty() => {
@@ -74,7 +78,14 @@ pub fn apply(view: &impl View, command: &Command, revision: u64) -> Result<Appli
                 _ => {
                     let removed = txn::delete_range(&mut overlay, &range)?;
                     let count = removed.len();
-                    (count, if command.prev_kvs { removed } else { Vec::new() })
+                    (
+                        count,
+                        if command.prev_kvs {
+                            removed
+                        } else {
+                            Vec::new()
+                        },
+                    )
                 }
             };
             responses.push(ResponseOp {
@@ -103,7 +114,12 @@ pub fn apply(view: &impl View, command: &Command, revision: u64) -> Result<Appli
         }
         Ok(CommandType::Txn) => {
             if let Some(request) = &command.txn {
-                let outcome = txn::run(&mut overlay, request, revision, &mut ResponseBudget::default())?;
+                let outcome = txn::run(
+                    &mut overlay,
+                    request,
+                    revision,
+                    &mut ResponseBudget::default(),
+                )?;
                 responses = outcome.responses;
                 txn_succeeded = Some(outcome.succeeded);
             }

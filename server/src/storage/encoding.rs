@@ -10,7 +10,6 @@
 
 use super::error::{Error, Result};
 
-pub(crate) const META_PREFIX: u8 = 0x00;
 pub(crate) const DATA_PREFIX: u8 = 0x01;
 /// First byte past all data keys: the exclusive upper bound of a full scan.
 pub(crate) const DATA_END: [u8; 1] = [DATA_PREFIX + 1];

@@ -109,10 +109,9 @@ impl Storage {
         let mut tables = BTreeMap::new();
         for (name, cf_name) in catalog {
             let state = {
-                let cf = shared
-                    .db
-                    .cf_handle(&cf_name)
-                    .ok_or_else(|| Error::Corrupt(format!("catalogue names missing column family {cf_name}")))?;
+                let cf = shared.db.cf_handle(&cf_name).ok_or_else(|| {
+                    Error::Corrupt(format!("catalogue names missing column family {cf_name}"))
+                })?;
                 read_state(&DbView {
                     db: &shared.db,
                     cf: &cf,
@@ -151,7 +150,10 @@ impl Storage {
 
     /// Creates an empty table; an existing one is returned unchanged.
     pub fn create_table(&self, name: &[u8]) -> Result<Table> {
-        let mut tables = self.tables.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tables = self
+            .tables
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(table) = tables.get(name) {
             return Ok(table.clone());
         }
@@ -177,25 +179,44 @@ impl Storage {
 
     /// Removes a table and its data; dropping a missing table is a no-op.
     pub fn drop_table(&self, name: &[u8]) -> Result<()> {
-        let mut tables = self.tables.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tables = self
+            .tables
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(table) = tables.remove(name) else {
             return Ok(());
         };
         // Wait for a running apply or install, then refuse later ones.
-        let _writer = table.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _writer = table
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         table.inner.dropped.store(true, Ordering::Release);
         let _catalog = self.shared.lock_catalog();
         let mut batch = WriteBatch::default();
         batch.delete(catalog_key(name));
         self.shared.write_synced(batch)?;
-        let cf_name = table.inner.cf_name.read().map(|name| name.clone()).unwrap_or_default();
+        let cf_name = table
+            .inner
+            .cf_name
+            .read()
+            .map(|name| name.clone())
+            .unwrap_or_default();
         self.shared.db.drop_cf(&cf_name)?;
         Ok(())
     }
 
     /// Applies `command` as Raft entry `index` of `table` (see [`Table::apply_entry`]).
-    pub fn apply(&self, table: &[u8], index: u64, command: &regatta_proto::mvcc::v1::Command) -> Result<super::ApplyResult> {
-        self.table(table).ok_or(Error::TableNotFound)?.apply(index, command)
+    pub fn apply(
+        &self,
+        table: &[u8],
+        index: u64,
+        command: &regatta_proto::mvcc::v1::Command,
+    ) -> Result<super::ApplyResult> {
+        self.table(table)
+            .ok_or(Error::TableNotFound)?
+            .apply(index, command)
     }
 
     /// Makes every applied write of every table durable (one WAL sync).
@@ -206,13 +227,17 @@ impl Storage {
     }
 
     fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Table>> {
-        self.tables.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tables
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Shared {
     fn lock_catalog(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.catalog_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.catalog_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Writes `batch` and syncs the WAL: catalogue changes must survive a crash.
@@ -234,13 +259,21 @@ impl Shared {
     }
 
     /// Points the table at `new_cf` (one synced write), then drops `old_cf`.
-    pub(crate) fn switch_generation(&self, table: &TableInner, new_cf: &str, old_cf: &str) -> Result<()> {
+    pub(crate) fn switch_generation(
+        &self,
+        table: &TableInner,
+        new_cf: &str,
+        old_cf: &str,
+    ) -> Result<()> {
         {
             let _catalog = self.lock_catalog();
             let mut batch = WriteBatch::default();
             batch.put(catalog_key(&table.name), new_cf.as_bytes());
             self.write_synced(batch)?;
-            let mut current = table.cf_name.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut current = table
+                .cf_name
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             *current = new_cf.to_string();
         }
         if let Err(err) = self.db.drop_cf(old_cf) {

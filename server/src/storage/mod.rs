@@ -20,5 +20,8 @@ pub use engine::{Storage, StorageOptions, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use query::{RangeQuery, RangeResult, MAX_MESSAGE_BYTES};
 pub use range::{prefix_end, KeyRange};
-pub use table::{ApplyResult, Install, Installed, Read, Table, TableState, Trailer};
+pub use table::{ApplyResult, Install, Installed, Table, TableState, Trailer, Versioned};
 pub use txn::{is_read_only, TxnOutcome};
+
+#[cfg(test)]
+mod tests;

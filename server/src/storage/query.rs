@@ -29,11 +29,6 @@ impl Default for ResponseBudget {
 }
 
 impl ResponseBudget {
-    /// A budget of exactly `bytes` (tests use small ones).
-    pub fn with_bytes(bytes: usize) -> Self {
-        ResponseBudget { remaining: bytes }
-    }
-
     /// Takes room for one pair; false when it does not fit.
     fn take(&mut self, kv: &KeyValue) -> bool {
         // Tag, length prefix and the message itself.
@@ -110,15 +105,24 @@ pub(crate) fn to_i64(revision: u64) -> i64 {
 }
 
 /// Runs a range read against `view`.
-pub fn range(view: &impl View, query: &RangeQuery, budget: &mut ResponseBudget) -> Result<RangeResult> {
+pub fn range(
+    view: &impl View,
+    query: &RangeQuery,
+    budget: &mut ResponseBudget,
+) -> Result<RangeResult> {
     let mut result = RangeResult::default();
     let matches: Box<dyn Iterator<Item = Result<(Vec<u8>, Stored)>>> =
         match KeyRange::new(&query.key, &query.range_end) {
-            KeyRange::Single(key) => Box::new(view.get(&key)?.map(|stored| Ok((key, stored))).into_iter()),
+            KeyRange::Single(key) => {
+                Box::new(view.get(&key)?.map(|stored| Ok((key, stored))).into_iter())
+            }
             range if range.is_empty() => return Ok(result),
             KeyRange::Span { start, end } => view.scan(&start, end.as_deref()),
         };
-    for item in matches.filter(|item| item.as_ref().map_or(true, |(_, stored)| query.passes(stored))) {
+    for item in matches.filter(|item| {
+        item.as_ref()
+            .map_or(true, |(_, stored)| query.passes(stored))
+    }) {
         let (key, stored) = item?;
         if query.limit > 0 && result.count >= query.limit {
             result.more = true;

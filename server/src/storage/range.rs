@@ -7,7 +7,10 @@ pub enum KeyRange {
     Single(Vec<u8>),
     /// `[start, end)` in unsigned byte order; `end = None` means no upper bound
     /// (`range_end = "\0"`). `end <= start` selects nothing.
-    Span { start: Vec<u8>, end: Option<Vec<u8>> },
+    Span {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+    },
 }
 
 impl KeyRange {
@@ -30,7 +33,9 @@ impl KeyRange {
     pub fn is_empty(&self) -> bool {
         match self {
             KeyRange::Single(_) => false,
-            KeyRange::Span { start, end } => end.as_deref().is_some_and(|end| end <= start),
+            KeyRange::Span { start, end } => {
+                end.as_deref().is_some_and(|end| end <= start.as_slice())
+            }
         }
     }
 

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use regatta_proto::mvcc::v1::{Command, CommandResult, ResponseOp, Txn};
+use regatta_proto::mvcc::v1::{Command, CommandResult, Txn};
 use rocksdb::{BoundColumnFamily, WriteBatch, DB};
 
 use super::apply;
@@ -16,7 +16,9 @@ use super::encoding::{
 use super::engine::Shared;
 use super::error::{Error, Result};
 use super::query::{self, RangeQuery, RangeResult, ResponseBudget};
-use super::stream::{data_record, trailer_record, CommandStreamReader, CommandStreamWriter, Record};
+use super::stream::{
+    data_record, trailer_record, CommandStreamReader, CommandStreamWriter, Record,
+};
 use super::txn::{self, TxnOutcome};
 use super::view::{DbView, Overlay};
 
@@ -41,7 +43,7 @@ pub struct ApplyResult {
 
 /// A read answered from one consistent view, with the revision of that view.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Read<T> {
+pub struct Versioned<T> {
     pub value: T,
     pub revision: u64,
 }
@@ -53,7 +55,8 @@ pub enum Trailer {
     None,
     /// The applied index (a leader cluster's Snapshot.Stream, Raft snapshots).
     AppliedIndex,
-    /// The stored leader index `L` (a follower cluster's own Raft snapshots).
+    /// The stored leader index `L`, if any, and the revision: Raft snapshots
+    /// inside a cluster (a follower cluster's `L` must travel with its data).
     LeaderIndex,
 }
 
@@ -125,7 +128,10 @@ impl Table {
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, TableState> {
-        self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The state after the last applied entry.
@@ -211,7 +217,10 @@ impl Table {
     }
 
     /// Runs `read` against a point-in-time view of the table.
-    fn with_snapshot<T>(&self, read: impl FnOnce(&DbView<'_>) -> Result<T>) -> Result<Read<T>> {
+    fn with_snapshot<T>(
+        &self,
+        read: impl FnOnce(&DbView<'_>) -> Result<T>,
+    ) -> Result<Versioned<T>> {
         let cf = self.cf()?;
         let snapshot = self.db().snapshot();
         let view = DbView {
@@ -220,20 +229,20 @@ impl Table {
             snapshot: Some(&snapshot),
         };
         let revision = read_state(&view)?.revision;
-        Ok(Read {
+        Ok(Versioned {
             value: read(&view)?,
             revision,
         })
     }
 
     /// A range read (behaviour.md §2.3) from one consistent view.
-    pub fn range(&self, query: &RangeQuery) -> Result<Read<RangeResult>> {
+    pub fn range(&self, query: &RangeQuery) -> Result<Versioned<RangeResult>> {
         self.with_snapshot(|view| query::range(view, query, &mut ResponseBudget::default()))
     }
 
     /// Evaluates a read-only Txn from one consistent view. Write ops, which
     /// the API never sends here, are evaluated and then discarded.
-    pub fn txn_read(&self, request: &Txn) -> Result<Read<TxnOutcome>> {
+    pub fn txn_read(&self, request: &Txn) -> Result<Versioned<TxnOutcome>> {
         debug_assert!(txn::is_read_only(request));
         self.with_snapshot(|view| {
             let mut overlay = Overlay::new(view);
@@ -258,13 +267,17 @@ impl Table {
             let (key, stored) = item?;
             writer.write(&data_record(&self.inner.name, txn::key_value(key, stored)))?;
         }
-        let trailer = match trailer {
+        let leader_index = match trailer {
             Trailer::None => None,
-            Trailer::AppliedIndex => Some(state.applied_index),
-            Trailer::LeaderIndex => Some(state.leader_index.unwrap_or_default()),
+            Trailer::AppliedIndex => Some(Some(state.applied_index)),
+            Trailer::LeaderIndex => Some(state.leader_index),
         };
-        if let Some(leader_index) = trailer {
-            writer.write(&trailer_record(&self.inner.name, leader_index, Some(state.revision)))?;
+        if let Some(leader_index) = leader_index {
+            writer.write(&trailer_record(
+                &self.inner.name,
+                leader_index,
+                Some(state.revision),
+            ))?;
         }
         Ok((state, writer.finish()?))
     }
@@ -281,7 +294,8 @@ impl Table {
         match self.fill_generation(&new_cf_name, input, &install) {
             Ok(installed) => {
                 let old_cf_name = self.current_cf_name();
-                self.shared.switch_generation(&self.inner, &new_cf_name, &old_cf_name)?;
+                self.shared
+                    .switch_generation(&self.inner, &new_cf_name, &old_cf_name)?;
                 *state = installed.state.clone();
                 Ok(installed)
             }
@@ -292,7 +306,12 @@ impl Table {
         }
     }
 
-    fn fill_generation(&self, cf_name: &str, input: impl Read, install: &Install) -> Result<Installed> {
+    fn fill_generation(
+        &self,
+        cf_name: &str,
+        input: impl Read,
+        install: &Install,
+    ) -> Result<Installed> {
         /// Bytes per write batch while filling; bounds memory.
         const BATCH_BYTES: usize = 4 * 1024 * 1024;
         let cf = self
@@ -330,7 +349,7 @@ impl Table {
                     leader_index,
                     revision,
                 } => {
-                    state.leader_index = Some(leader_index);
+                    state.leader_index = leader_index;
                     if let Some(revision) = revision.filter(|_| install.keep_revisions) {
                         state.revision = revision;
                     }
@@ -365,7 +384,7 @@ pub(crate) fn read_state(view: &DbView<'_>) -> Result<TableState> {
     }
     let read = |key: &[u8], what: &str| -> Result<Option<u64>> {
         view.db
-            .get_pinned_cf_opt(&view.cf, key, &options)?
+            .get_pinned_cf_opt(view.cf, key, &options)?
             .map(|raw| decode_u64(&raw, what))
             .transpose()
     };
@@ -375,4 +394,3 @@ pub(crate) fn read_state(view: &DbView<'_>) -> Result<TableState> {
         leader_index: read(META_LEADER_INDEX, "leader index")?,
     })
 }
-

@@ -44,7 +44,11 @@ pub fn run<V: View>(
             break;
         }
     }
-    let branch = if succeeded { &txn.success } else { &txn.failure };
+    let branch = if succeeded {
+        &txn.success
+    } else {
+        &txn.failure
+    };
     let mut responses = Vec::with_capacity(branch.len());
     for op in branch {
         responses.push(run_op(overlay, op, revision, budget)?);
@@ -62,7 +66,9 @@ fn run_op<V: View>(
     budget: &mut ResponseBudget,
 ) -> Result<ResponseOp> {
     let response = match &op.request {
-        Some(Request::RequestRange(range)) => Response::ResponseRange(range_op(overlay, range, budget)?),
+        Some(Request::RequestRange(range)) => {
+            Response::ResponseRange(range_op(overlay, range, budget)?)
+        }
         Some(Request::RequestPut(put)) => Response::ResponsePut(response_op::Put {
             prev_kv: put_key(overlay, &put.key, &put.value, revision)?.filter(|_| put.prev_kv),
         }),
@@ -110,7 +116,9 @@ pub fn put_key<V: View>(
     revision: u64,
 ) -> Result<Option<KeyValue>> {
     let previous = overlay.get(key)?;
-    let create_revision = previous.as_ref().map_or(revision, |prev| prev.create_revision);
+    let create_revision = previous
+        .as_ref()
+        .map_or(revision, |prev| prev.create_revision);
     overlay.put(
         key.to_vec(),
         Stored {
@@ -123,7 +131,10 @@ pub fn put_key<V: View>(
 }
 
 /// Removes every key of `range`; returns the removed pairs in key order.
-pub fn delete_range<V: View>(overlay: &mut Overlay<'_, V>, range: &KeyRange) -> Result<Vec<KeyValue>> {
+pub fn delete_range<V: View>(
+    overlay: &mut Overlay<'_, V>,
+    range: &KeyRange,
+) -> Result<Vec<KeyValue>> {
     let removed: Vec<KeyValue> = match range {
         KeyRange::Single(key) => overlay
             .get(key)?

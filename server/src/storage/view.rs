@@ -45,7 +45,7 @@ impl View for DbView<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Stored>> {
         let found = self
             .db
-            .get_pinned_cf_opt(&self.cf, data_key(key), &self.read_options())?;
+            .get_pinned_cf_opt(self.cf, data_key(key), &self.read_options())?;
         found.map(|raw| decode_value(&raw)).transpose()
     }
 
@@ -55,7 +55,7 @@ impl View for DbView<'_> {
             Some(end) => data_key(end),
             None => DATA_END.to_vec(),
         });
-        let mut iter = self.db.raw_iterator_cf_opt(&self.cf, options);
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf, options);
         iter.seek(data_key(start));
         let mut done = false;
         Box::new(std::iter::from_fn(move || {
@@ -149,11 +149,11 @@ impl<P: Iterator<Item = (Vec<u8>, Option<Stored>)>> Iterator for Merge<'_, P> {
         loop {
             let take_pending = match (self.base.peek(), self.pending.peek()) {
                 (None, None) => return None,
-                (Some(Err(_)), _) => return self.base.next(),
-                (Some(Ok(_)), None) => return self.base.next(),
+                (Some(_), None) | (Some(Err(_)), _) => return self.base.next(),
                 (None, Some(_)) => true,
                 (Some(Ok((base_key, _))), Some((pending_key, _))) => {
                     if base_key == pending_key {
+                        // The pending write shadows the stored pair.
                         self.base.next();
                         true
                     } else {
@@ -161,12 +161,13 @@ impl<P: Iterator<Item = (Vec<u8>, Option<Stored>)>> Iterator for Merge<'_, P> {
                     }
                 }
             };
-            if take_pending {
-                if let Some((key, Some(stored))) = self.pending.next() {
-                    return Some(Ok((key, stored)));
-                }
-                // A pending delete hides the key; look further.
+            if !take_pending {
+                return self.base.next();
             }
+            if let Some((key, Some(stored))) = self.pending.next() {
+                return Some(Ok((key, stored)));
+            }
+            // A pending delete hides the key; look further.
         }
     }
 }
