@@ -203,7 +203,7 @@ fn malformed_stream_changes_nothing() {
 }
 
 #[test]
-fn readers_holding_the_old_generation_keep_reading_it() {
+fn every_handle_reads_the_new_content_after_install() {
     let mut f = Fixture::new();
     f.must_put(b"old", b"1");
     let before = f.table.clone();
@@ -239,4 +239,62 @@ fn readers_holding_the_old_generation_keep_reading_it() {
             .is_empty(),
         "index 5 <= 9 is not applied again"
     );
+}
+
+#[test]
+fn readers_see_the_old_content_until_the_switch() {
+    let mut f = Fixture::new();
+    f.must_put(b"old", b"1");
+    let (_, bytes) = {
+        let mut other = Fixture::new();
+        for i in 0..1000u32 {
+            other.must_put(format!("new{i:04}").as_bytes(), &[9; 100]);
+        }
+        other
+            .table
+            .write_snapshot(Vec::new(), Trailer::None)
+            .expect("snapshot")
+    };
+    // A stream that, while the install is consuming it, reads the table.
+    struct Spy<'a> {
+        bytes: &'a [u8],
+        table: crate::storage::Table,
+        seen: Vec<Vec<Vec<u8>>>,
+    }
+    impl std::io::Read for Spy<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let read = self
+                .table
+                .range(&range(b"\0", b"\0"))
+                .expect("range during install");
+            self.seen.push(keys(&read.value));
+            let n = buf.len().min(self.bytes.len()).min(4096);
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+    let mut spy = Spy {
+        bytes: &bytes,
+        table: f.table.clone(),
+        seen: Vec::new(),
+    };
+    f.table
+        .install_snapshot(
+            &mut spy,
+            Install {
+                applied_index: 7,
+                ..Install::default()
+            },
+        )
+        .expect("install");
+    assert!(
+        spy.seen.len() > 2,
+        "the install read the stream in several pieces"
+    );
+    assert!(
+        spy.seen.iter().all(|seen| seen == &vec![b"old".to_vec()]),
+        "a reader saw partial content"
+    );
+    assert_eq!(f.must_range(range(b"\0", b"\0")).kvs.len(), 1000);
 }
