@@ -34,15 +34,21 @@ fn data(key: String, value: String) -> Record {
     })
 }
 
-fn backup_records() -> Vec<Record> {
-    let mut expected: Vec<Record> = (0..1000)
-        .map(|i| data(format!("1631262254_{i}"), format!("value_{i}")))
-        .collect();
-    expected.sort_by(|a, b| match (a, b) {
+/// Records ordered by key, as a snapshot writes them.
+fn by_key(mut records: Vec<Record>) -> Vec<Record> {
+    records.sort_by(|a, b| match (a, b) {
         (Record::Data(a), Record::Data(b)) => a.key.cmp(&b.key),
         _ => std::cmp::Ordering::Equal,
     });
-    expected
+    records
+}
+
+fn backup_records() -> Vec<Record> {
+    by_key(
+        (0..1000)
+            .map(|i| data(format!("1631262254_{i}"), format!("value_{i}")))
+            .collect(),
+    )
 }
 
 #[test]
@@ -81,18 +87,12 @@ fn empty_go_backup_is_an_empty_stream() {
 
 #[test]
 fn go_replication_snapshot_holds_the_documented_records_without_trailer() {
-    let mut expected: Vec<Record> = (0..1000)
-        .map(|i| data(format!("foo{i}"), "bar".repeat(22)))
-        .collect();
-    expected.sort_by(|a, b| match (a, b) {
-        (Record::Data(a), Record::Data(b)) => a.key.cmp(&b.key),
-        _ => std::cmp::Ordering::Equal,
-    });
-    let mut got = records(&read_fixture("replication-snapshot.bin"));
-    got.sort_by(|a, b| match (a, b) {
-        (Record::Data(a), Record::Data(b)) => a.key.cmp(&b.key),
-        _ => std::cmp::Ordering::Equal,
-    });
+    let expected = by_key(
+        (0..1000)
+            .map(|i| data(format!("foo{i}"), "bar".repeat(22)))
+            .collect(),
+    );
+    let got = by_key(records(&read_fixture("replication-snapshot.bin")));
     assert_eq!(got, expected);
 }
 
