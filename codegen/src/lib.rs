@@ -36,6 +36,17 @@ pub mod maintenance {
     }
 }
 
+/// Node-to-node transport of one cluster; not part of the public API and
+/// not in [`FILE_DESCRIPTOR_SET`].
+pub mod internal {
+    pub mod raft {
+        #[allow(clippy::all, clippy::pedantic, missing_docs)]
+        pub mod v1 {
+            include!("generated/regatta.internal.raft.v1.rs");
+        }
+    }
+}
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every public proto file,
 /// with comments; what gRPC reflection serves.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/descriptor.bin");

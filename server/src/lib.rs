@@ -3,4 +3,5 @@
 //! Data flows one way: `api` -> `cluster` -> `storage`; no module reaches up.
 
 pub mod cli;
+pub mod cluster;
 pub mod storage;

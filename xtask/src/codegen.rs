@@ -17,6 +17,10 @@ const PROTO_FILES: [&str; 4] = [
     "maintenance.proto",
 ];
 
+/// The node-to-node transport: generated beside the public API but kept out
+/// of the descriptor set that gRPC reflection serves.
+const INTERNAL_PROTO_FILES: [&str; 1] = ["internal/raft.proto"];
+
 /// Where the generated files live, relative to the workspace root.
 const OUT_DIR: &str = "codegen/src/generated";
 
@@ -84,17 +88,21 @@ fn generate(root: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     let fds = protox::compile(PROTO_FILES, [&proto_dir])
         .map_err(|err| anyhow::anyhow!("compiling proto/: {err:?}"))?;
     let descriptor = fds.encode_to_vec();
+    let internal = protox::compile(INTERNAL_PROTO_FILES, [&proto_dir])
+        .map_err(|err| anyhow::anyhow!("compiling proto/internal: {err:?}"))?;
 
     // tonic-prost-build writes files; give it a scratch directory.
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .build_transport(true)
-        .emit_rerun_if_changed(false)
-        .out_dir(scratch.path())
-        .compile_fds(fds)
-        .context("generating Rust code")?;
+    for set in [fds, internal] {
+        tonic_prost_build::configure()
+            .build_client(true)
+            .build_server(true)
+            .build_transport(true)
+            .emit_rerun_if_changed(false)
+            .out_dir(scratch.path())
+            .compile_fds(set)
+            .context("generating Rust code")?;
+    }
 
     let mut files = BTreeMap::new();
     for entry in fs::read_dir(scratch.path())? {

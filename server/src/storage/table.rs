@@ -153,8 +153,8 @@ impl Table {
     /// Applies the entry at `index`: a command, or `None` for an entry with no
     /// user data (a leader's blank entry, a membership change). The applied
     /// index, revision, leader index and `raft_state` are written in the same
-    /// batch as the data. Entries at or below the applied index were applied
-    /// before and change nothing.
+    /// batch as the data. Entries at or below the applied index (except
+    /// index 0) were applied before and change nothing.
     pub fn apply_entry(
         &self,
         index: u64,
@@ -163,7 +163,9 @@ impl Table {
     ) -> Result<ApplyResult> {
         let mut state = self.lock_writer();
         let cf = self.cf()?;
-        if index <= state.applied_index {
+        // Index 0 is openraft's initial membership entry, applied before
+        // anything else; an applied index of 0 cannot tell it apart.
+        if index <= state.applied_index && index > 0 {
             return Ok(ApplyResult {
                 result: CommandResult {
                     responses: Vec::new(),
@@ -254,6 +256,17 @@ impl Table {
     /// one PUT record per key, ascending, then the trailer asked for.
     /// Memory use is constant whatever the table's size.
     pub fn write_snapshot<W: Write>(&self, out: W, trailer: Trailer) -> Result<(TableState, W)> {
+        let (state, _, out) = self.export(out, trailer)?;
+        Ok((state, out))
+    }
+
+    /// [`Table::write_snapshot`], also returning the Raft state stored in
+    /// the same point-in-time view (what a Raft snapshot's meta must match).
+    pub fn export<W: Write>(
+        &self,
+        out: W,
+        trailer: Trailer,
+    ) -> Result<(TableState, Option<Vec<u8>>, W)> {
         let cf = self.cf()?;
         let snapshot = self.db().snapshot();
         let view = DbView {
@@ -262,6 +275,11 @@ impl Table {
             snapshot: Some(&snapshot),
         };
         let state = read_state(&view)?;
+        let raft_state = view.db.get_cf_opt(&cf, META_RAFT_STATE, &{
+            let mut options = rocksdb::ReadOptions::default();
+            options.set_snapshot(&snapshot);
+            options
+        })?;
         let mut writer = CommandStreamWriter::new(out);
         for item in crate::storage::view::View::scan(&view, &[], None) {
             let (key, stored) = item?;
@@ -279,7 +297,7 @@ impl Table {
                 Some(state.revision),
             ))?;
         }
-        Ok((state, writer.finish()?))
+        Ok((state, raft_state, writer.finish()?))
     }
 
     /// Replaces the table's content with a command stream, atomically:

@@ -1,0 +1,142 @@
+//! The Raft settings of a node, with Regatta's flag names and defaults, and
+//! their mapping onto openraft's configuration.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::{Error, Result};
+use super::raft::types::NodeId;
+
+/// Raft settings of one node (`--raft.*`).
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    /// `--raft.node-id`.
+    pub node_id: NodeId,
+    /// `--raft.address`: what peers dial.
+    pub address: String,
+    /// `--raft.listen-address`: what this node binds (default: `address`).
+    pub listen_address: Option<String>,
+    /// `--raft.initial-members`: every member's id and address.
+    pub initial_members: BTreeMap<NodeId, String>,
+    /// `--raft.node-host-dir`: the Raft log and vote.
+    pub node_host_dir: PathBuf,
+    /// `--raft.wal-dir`: the Raft log instead of `node_host_dir`, when set.
+    pub wal_dir: Option<PathBuf>,
+    /// `--raft.state-machine-dir`: table data.
+    pub state_machine_dir: PathBuf,
+    /// `--raft.rtt`: the unit of the timings below.
+    pub rtt: Duration,
+    /// `--raft.heartbeat-rtt`.
+    pub heartbeat_rtt: u64,
+    /// `--raft.election-rtt`.
+    pub election_rtt: u64,
+    /// `--raft.snapshot-entries` (0: never).
+    pub snapshot_entries: u64,
+    /// `--raft.compaction-overhead`.
+    pub compaction_overhead: u64,
+}
+
+impl RaftSettings {
+    /// Defaults of Regatta for a single node with its data under `dir`.
+    pub fn single_node(dir: PathBuf, address: String) -> Self {
+        RaftSettings {
+            node_id: 1,
+            address: address.clone(),
+            listen_address: None,
+            initial_members: BTreeMap::from([(1, address)]),
+            node_host_dir: dir.join("raft"),
+            wal_dir: None,
+            state_machine_dir: dir.join("state-machine"),
+            rtt: Duration::from_millis(50),
+            heartbeat_rtt: 1,
+            election_rtt: 20,
+            snapshot_entries: 10_000,
+            compaction_overhead: 5_000,
+        }
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        self.rtt * self.heartbeat_rtt.max(1) as u32
+    }
+
+    /// Regatta's election timeout E = rtt × election-rtt.
+    pub fn election_timeout(&self) -> Duration {
+        self.rtt * self.election_rtt.max(2) as u32
+    }
+
+    /// openraft's configuration. openraft waits roughly min + max after
+    /// losing the leader, so min = E/2, max = E lands near Regatta's [E, 2E).
+    pub fn openraft_config(&self) -> Result<openraft::Config> {
+        let heartbeat = self.heartbeat().as_millis() as u64;
+        let election = self.election_timeout().as_millis() as u64;
+        let config = openraft::Config {
+            cluster_name: "regatta".into(),
+            heartbeat_interval: heartbeat,
+            election_timeout_min: (election / 2).max(heartbeat + 1),
+            election_timeout_max: election.max(heartbeat + 2),
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: if self.snapshot_entries == 0 {
+                openraft::SnapshotPolicy::Never
+            } else {
+                openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_entries)
+            },
+            max_in_snapshot_log_to_keep: self.compaction_overhead,
+            replication_lag_threshold: self.snapshot_entries.max(5_000),
+            purge_batch_size: 256,
+            ..openraft::Config::default()
+        };
+        config
+            .validate()
+            .map_err(|err| Error::Startup(format!("raft timing: {err}")))
+    }
+}
+
+/// Parses `--raft.initial-members` (`1=host:port,2=host:port`, Regatta's format).
+pub fn parse_members(spec: &str) -> Result<BTreeMap<NodeId, String>> {
+    let mut members = BTreeMap::new();
+    for item in spec
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let (id, address) = item.split_once('=').ok_or_else(|| {
+            Error::Startup(format!("initial member {item:?} is not id=host:port"))
+        })?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| Error::Startup(format!("initial member id {id:?} is not a number")))?;
+        if members.insert(id, address.trim().to_string()).is_some() {
+            return Err(Error::Startup(format!("initial member {id} listed twice")));
+        }
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_in_regattas_format() {
+        let members = parse_members("1=a:5012, 2=b:5012,3=c:5012").expect("parses");
+        assert_eq!(members.get(&2).map(String::as_str), Some("b:5012"));
+        assert_eq!(members.len(), 3);
+        assert!(parse_members("1=a,1=b").is_err());
+        assert!(parse_members("x=a").is_err());
+        assert!(parse_members("1:a").is_err());
+    }
+
+    #[test]
+    fn default_timings_follow_regatta() {
+        let settings = RaftSettings::single_node(PathBuf::from("/tmp/x"), "127.0.0.1:5012".into());
+        let config = settings.openraft_config().expect("valid");
+        assert_eq!(config.heartbeat_interval, 50);
+        assert_eq!(
+            (config.election_timeout_min, config.election_timeout_max),
+            (500, 1000)
+        );
+    }
+}

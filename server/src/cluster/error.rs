@@ -1,0 +1,29 @@
+//! Errors of the cluster layer.
+
+/// What the cluster layer reports upward; the API maps each kind to one
+/// gRPC code in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such table in the catalogue (or not yet running on this node).
+    #[error("table not found")]
+    TableNotFound,
+    /// A retryable condition: no leader yet, leader changed, no quorum,
+    /// timeout inside the cluster, shutting down.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The storage layer failed.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::Error),
+    /// Starting the node failed (disk, address, configuration).
+    #[error("startup: {0}")]
+    Startup(String),
+}
+
+impl Error {
+    /// Whether the client may retry (behaviour.md §2.1: `Unavailable`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

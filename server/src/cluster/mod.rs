@@ -1,0 +1,14 @@
+//! The cluster layer: Raft groups per table plus the metadata group that
+//! holds the table catalogue (behaviour.md §3, §7), write forwarding to the
+//! leader and linearizable reads on any node. Sits between `api` and
+//! `storage`.
+
+pub mod catalogue;
+pub mod config;
+mod error;
+pub mod node;
+pub mod raft;
+
+pub use config::{parse_members, RaftSettings};
+pub use error::{Error, Result};
+pub use node::{GroupInfo, Node, Written};

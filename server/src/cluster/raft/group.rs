@@ -1,0 +1,142 @@
+//! One running Raft group (the metadata group or a table's shard) and the
+//! registry through which the transport finds groups by id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::types::{GroupId, NodeId, Raft, Request, Response};
+use crate::storage::Table;
+
+/// Why a group could not serve a request here; travels between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum GroupError {
+    /// This node does not lead the group; the leader if one is known.
+    #[error("not the leader (leader: {0:?})")]
+    NotLeader(Option<NodeId>),
+    /// The group cannot serve now (no quorum, shutting down); retryable.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A running group.
+pub struct Group {
+    pub id: GroupId,
+    pub raft: Raft,
+    pub table: Table,
+    /// The applied index, published by the state machine.
+    pub applied: watch::Receiver<u64>,
+}
+
+impl Group {
+    /// The leader this node knows of, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        // Copy out of the borrow at once: a held borrow blocks the Raft core.
+        let metrics = self.raft.server_metrics();
+        let leader = metrics.borrow().current_leader;
+        leader
+    }
+
+    /// The group's current term.
+    pub fn term(&self) -> u64 {
+        let metrics = self.raft.server_metrics();
+        let term = metrics.borrow().vote.leader_id.term;
+        term
+    }
+
+    /// Proposes `request` on this node; fails with `NotLeader` elsewhere.
+    pub async fn write_local(&self, request: Request) -> Result<Response, GroupError> {
+        match self.raft.client_write(request).await {
+            Ok(written) => Ok(written.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(GroupError::NotLeader(forward.leader_id))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(err))) => {
+                Err(GroupError::Unavailable(err.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(GroupError::Unavailable(fatal.to_string())),
+        }
+    }
+
+    /// The read index, confirmed with a quorum; only the leader can give one.
+    pub async fn read_index_local(&self) -> Result<u64, GroupError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(GroupError::NotLeader(forward.leader_id))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(err))) => {
+                Err(GroupError::Unavailable(err.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(GroupError::Unavailable(fatal.to_string())),
+        }
+    }
+
+    /// Waits until this replica has applied `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), GroupError> {
+        let mut applied = self.applied.clone();
+        let reached =
+            tokio::time::timeout(timeout, applied.wait_for(|applied| *applied >= index)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(GroupError::Unavailable("group stopped".into())),
+            Err(_) => Err(GroupError::Unavailable(format!(
+                "replica did not reach index {index} in time"
+            ))),
+        }
+    }
+
+    /// Waits (bounded) until the group knows a leader; returns it.
+    pub async fn wait_leader(&self, timeout: Duration) -> Option<NodeId> {
+        let mut metrics = self.raft.server_metrics();
+        let found =
+            tokio::time::timeout(timeout, metrics.wait_for(|m| m.current_leader.is_some())).await;
+        match found {
+            Ok(Ok(m)) => m.current_leader,
+            _ => None,
+        }
+    }
+}
+
+/// The groups running on this node, by id.
+#[derive(Default)]
+pub struct Groups {
+    map: RwLock<HashMap<GroupId, Arc<Group>>>,
+}
+
+impl Groups {
+    pub fn get(&self, id: GroupId) -> Option<Arc<Group>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn insert(&self, group: Arc<Group>) {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group.id, group);
+    }
+
+    pub fn remove(&self, id: GroupId) -> Option<Arc<Group>> {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+    }
+
+    pub fn all(&self) -> Vec<Arc<Group>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}

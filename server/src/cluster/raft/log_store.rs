@@ -1,0 +1,315 @@
+//! The Raft log and vote of every group of a node, in one RocksDB
+//! (`--raft.node-host-dir`, or `--raft.wal-dir`).
+//!
+//! Appends are written unsynced (readable at once) and their `LogFlushed`
+//! callbacks queued to one flusher thread, which syncs the WAL once for
+//! everything queued and then completes the callbacks in order: appends of
+//! concurrent groups share one fsync (group commit). Votes and truncations
+//! are synced inline. One WAL orders every write, so a sync covers all
+//! earlier writes of every group.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{OptionalSend, StorageIOError};
+use rocksdb::{Options, WriteBatch, WriteOptions, DB};
+
+use super::types::{Entry, GroupId, LogId, StorageError, TypeConfig, Vote};
+
+const KIND_ENTRY: u8 = 1;
+const KIND_VOTE: u8 = 2;
+const KIND_PURGED: u8 = 3;
+
+fn entry_key(group: GroupId, index: u64) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = KIND_ENTRY;
+    key[1..9].copy_from_slice(&group.to_be_bytes());
+    key[9..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn meta_key(kind: u8, group: GroupId) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = kind;
+    key[1..].copy_from_slice(&group.to_be_bytes());
+    key
+}
+
+type FlushCallback = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+/// The node's log database and its flusher.
+pub struct LogDb {
+    db: Arc<DB>,
+    flusher: mpsc::Sender<FlushCallback>,
+}
+
+impl LogDb {
+    pub fn open(dir: &Path) -> io::Result<Arc<LogDb>> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.set_manual_wal_flush(true);
+        let db = Arc::new(DB::open(&options, dir).map_err(io::Error::other)?);
+        let (flusher, queue) = mpsc::channel::<FlushCallback>();
+        let flush_db = db.clone();
+        std::thread::Builder::new()
+            .name("raft-log-flusher".into())
+            .spawn(move || run_flusher(&flush_db, &queue))?;
+        Ok(Arc::new(LogDb { db, flusher }))
+    }
+
+    /// The log of one group.
+    pub fn group(self: &Arc<Self>, group: GroupId) -> GroupLogStore {
+        GroupLogStore {
+            log: self.clone(),
+            group,
+        }
+    }
+
+    /// Removes everything a group stored (its table was dropped).
+    pub fn remove_group(&self, group: GroupId) -> Result<(), rocksdb::Error> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range(entry_key(group, 0), entry_key(group, u64::MAX));
+        batch.delete(entry_key(group, u64::MAX));
+        batch.delete(meta_key(KIND_VOTE, group));
+        batch.delete(meta_key(KIND_PURGED, group));
+        self.write_synced(batch)
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
+        self.db.write_opt(batch, &WriteOptions::default())?;
+        self.db.flush_wal(true)
+    }
+}
+
+/// Syncs the WAL once for every callback queued, then completes them in order.
+fn run_flusher(db: &DB, queue: &mpsc::Receiver<FlushCallback>) {
+    while let Ok(first) = queue.recv() {
+        let mut pending = vec![first];
+        pending.extend(queue.try_iter());
+        let result = db.flush_wal(true);
+        for callback in pending {
+            callback(match &result {
+                Ok(()) => Ok(()),
+                // Never report an append as durable after a failed sync.
+                Err(err) => Err(io::Error::other(err.to_string())),
+            });
+        }
+    }
+}
+
+fn read_err(err: impl std::error::Error + 'static) -> StorageError {
+    StorageError::IO {
+        source: StorageIOError::read_logs(&err),
+    }
+}
+
+fn write_err(err: impl std::error::Error + 'static) -> StorageError {
+    StorageError::IO {
+        source: StorageIOError::write_logs(&err),
+    }
+}
+
+/// The log of one Raft group over the shared database. Cheap to clone; the
+/// clone is also the group's log reader.
+#[derive(Clone)]
+pub struct GroupLogStore {
+    log: Arc<LogDb>,
+    group: GroupId,
+}
+
+impl GroupLogStore {
+    fn db(&self) -> &DB {
+        &self.log.db
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: u8,
+    ) -> Result<Option<T>, StorageError> {
+        self.db()
+            .get(meta_key(kind, self.group))
+            .map_err(read_err)?
+            .map(|raw| bincode::deserialize(&raw).map_err(read_err))
+            .transpose()
+    }
+
+    fn last_entry(&self) -> Result<Option<Entry>, StorageError> {
+        let mut iter = self.db().raw_iterator();
+        iter.seek_for_prev(entry_key(self.group, u64::MAX));
+        match (iter.valid(), iter.key(), iter.value()) {
+            (true, Some(key), Some(value))
+                if key.len() == 17 && key[..9] == entry_key(self.group, 0)[..9] =>
+            {
+                bincode::deserialize(value).map(Some).map_err(read_err)
+            }
+            _ => iter.status().map(|()| None).map_err(read_err),
+        }
+    }
+
+    /// The index of the last entry stored, if any (for the replication service).
+    pub fn last_index(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.last_entry()?.map(|entry| entry.log_id.index))
+    }
+
+    /// The last purged log id, if any.
+    pub fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        self.read_meta(KIND_PURGED)
+    }
+
+    /// Entries with index in `[start, end)` that exist, ascending.
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let mut entries = Vec::new();
+        if start >= end {
+            return Ok(entries);
+        }
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(entry_key(self.group, end).to_vec());
+        let mut iter = self.db().raw_iterator_opt(options);
+        iter.seek(entry_key(self.group, start));
+        while iter.valid() {
+            if let Some(value) = iter.value() {
+                entries.push(bincode::deserialize(value).map_err(read_err)?);
+            }
+            iter.next();
+        }
+        iter.status().map_err(read_err)?;
+        Ok(entries)
+    }
+}
+
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(x) => *x,
+        Bound::Excluded(x) => x.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(x) => x.saturating_add(1),
+        Bound::Excluded(x) => *x,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for GroupLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = bounds(&range);
+        self.entries(start, end)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        /// Keep AppendEntries well under the transport's message limit.
+        const MAX_BYTES: usize = 8 * 1024 * 1024;
+        let mut entries = self.entries(start, end)?;
+        let mut bytes = 0usize;
+        let mut keep = 0;
+        for entry in &entries {
+            bytes += bincode::serialized_size(entry).unwrap_or(0) as usize;
+            if keep > 0 && bytes > MAX_BYTES {
+                break;
+            }
+            keep += 1;
+        }
+        entries.truncate(keep);
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for GroupLogStore {
+    type LogReader = GroupLogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.last_purged()?;
+        let last_log_id = self
+            .last_entry()?
+            .map(|entry| entry.log_id)
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put(
+            meta_key(KIND_VOTE, self.group),
+            bincode::serialize(vote).map_err(|err| StorageError::IO {
+                source: StorageIOError::write_vote(&err),
+            })?,
+        );
+        self.log
+            .write_synced(batch)
+            .map_err(|err| StorageError::IO {
+                source: StorageIOError::write_vote(&err),
+            })
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.read_meta(KIND_VOTE)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put(
+                entry_key(self.group, entry.log_id.index),
+                bincode::serialize(&entry).map_err(write_err)?,
+            );
+        }
+        self.db().write(batch).map_err(write_err)?;
+        let queued: FlushCallback = Box::new(move |result| callback.log_io_completed(result));
+        self.log
+            .flusher
+            .send(queued)
+            .map_err(|_| write_err(io::Error::other("the log flusher has stopped")))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range(
+            entry_key(self.group, log_id.index),
+            entry_key(self.group, u64::MAX),
+        );
+        batch.delete(entry_key(self.group, u64::MAX));
+        self.log.write_synced(batch).map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put(
+            meta_key(KIND_PURGED, self.group),
+            bincode::serialize(&log_id).map_err(write_err)?,
+        );
+        batch.delete_range(
+            entry_key(self.group, 0),
+            entry_key(self.group, log_id.index.saturating_add(1)),
+        );
+        // Rides the next sync: losing a purge only keeps entries longer.
+        self.db().write(batch).map_err(write_err)
+    }
+}

@@ -1,0 +1,226 @@
+//! The client side of the internal Raft transport: one lazily connected
+//! tonic channel per peer, shared by every group; each group gets its own
+//! factory carrying its group id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use regatta_proto::internal::raft::v1::raft_client::RaftClient;
+use regatta_proto::internal::raft::v1::RaftMessage;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use super::types::{GroupId, NodeId, TypeConfig};
+
+/// Largest message on the internal transport (entries carry values up to 2 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Channels to the other nodes of the cluster, by node id.
+pub struct Peers {
+    self_id: NodeId,
+    addresses: HashMap<NodeId, String>,
+    channels: RwLock<HashMap<NodeId, Channel>>,
+}
+
+impl Peers {
+    pub fn new(self_id: NodeId, addresses: HashMap<NodeId, String>) -> Arc<Peers> {
+        Arc::new(Peers {
+            self_id,
+            addresses,
+            channels: RwLock::default(),
+        })
+    }
+
+    pub fn self_id(&self) -> NodeId {
+        self.self_id
+    }
+
+    /// A client for `node`; connects lazily and reconnects after failures.
+    pub fn client(&self, node: NodeId) -> Result<RaftClient<Channel>, String> {
+        if node == self.self_id {
+            return Err("refusing to dial this node itself".into());
+        }
+        if let Some(channel) = self
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+        {
+            return Ok(Self::wrap(channel.clone()));
+        }
+        let address = self
+            .addresses
+            .get(&node)
+            .ok_or_else(|| format!("node {node} is not a member"))?;
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|err| format!("bad address {address}: {err}"))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        self.channels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, channel.clone());
+        Ok(Self::wrap(channel))
+    }
+
+    fn wrap(channel: Channel) -> RaftClient<Channel> {
+        RaftClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Sends one message to `to` for `group` and decodes the reply payload.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        to: NodeId,
+        group: GroupId,
+        method: Method,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let mut client = self.client(to).map_err(CallError::Unreachable)?;
+        let payload =
+            bincode::serialize(request).map_err(|err| CallError::Network(err.to_string()))?;
+        let mut message = tonic::Request::new(RaftMessage {
+            group_id: group,
+            from: self.self_id,
+            to,
+            payload,
+        });
+        message.set_timeout(timeout);
+        let reply = match method {
+            Method::AppendEntries => client.append_entries(message).await,
+            Method::Vote => client.vote(message).await,
+            Method::InstallSnapshot => client.install_snapshot(message).await,
+            Method::Forward => client.forward(message).await,
+            Method::ReadIndex => client.read_index(message).await,
+        };
+        let reply = reply.map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
+                CallError::Unreachable(status.message().to_string())
+            }
+            tonic::Code::DeadlineExceeded => CallError::Timeout,
+            _ => CallError::Network(format!("{}: {}", status.code(), status.message())),
+        })?;
+        bincode::deserialize(&reply.into_inner().payload)
+            .map_err(|err| CallError::Network(err.to_string()))
+    }
+}
+
+/// The internal RPCs.
+#[derive(Debug, Clone, Copy)]
+pub enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    Forward,
+    ReadIndex,
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The peer cannot be reached (down, unknown group, refused).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The call did not complete in time; its outcome is unknown.
+    #[error("timed out")]
+    Timeout,
+    /// Anything else on the way.
+    #[error("network: {0}")]
+    Network(String),
+}
+
+/// Creates the network clients of one group.
+pub struct GroupNetworkFactory {
+    pub group: GroupId,
+    pub peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
+    type Network = GroupNetwork;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> GroupNetwork {
+        GroupNetwork {
+            group: self.group,
+            target,
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// openraft's view of one peer for one group.
+pub struct GroupNetwork {
+    group: GroupId,
+    target: NodeId,
+    peers: Arc<Peers>,
+}
+
+impl GroupNetwork {
+    async fn send<Req, Resp, E>(
+        &self,
+        method: Method,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let reply: Result<Resp, RaftError<NodeId, E>> = self
+            .peers
+            .call(self.target, self.group, method, request, option.hard_ttl())
+            .await
+            .map_err(|err| match err {
+                CallError::Unreachable(reason) => {
+                    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(reason)))
+                }
+                other => RPCError::Network(NetworkError::new(&other)),
+            })?;
+        reply.map_err(|err| RPCError::RemoteError(RemoteError::new(self.target, err)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GroupNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.send(Method::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.send(Method::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.send(Method::Vote, &rpc, &option).await
+    }
+}
