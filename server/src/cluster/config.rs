@@ -84,7 +84,9 @@ impl RaftSettings {
             },
             max_in_snapshot_log_to_keep: self.compaction_overhead,
             replication_lag_threshold: self.snapshot_entries.max(5_000),
-            purge_batch_size: 256,
+            // Purging is one range delete; batch it, but not beyond what a
+            // small snapshot interval would ever reach.
+            purge_batch_size: (self.snapshot_entries / 10).clamp(1, 256),
             ..openraft::Config::default()
         };
         config

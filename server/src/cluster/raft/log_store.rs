@@ -45,7 +45,18 @@ type FlushCallback = Box<dyn FnOnce(io::Result<()>) + Send>;
 /// The node's log database and its flusher.
 pub struct LogDb {
     db: Arc<DB>,
-    flusher: mpsc::Sender<FlushCallback>,
+    flusher: Option<mpsc::Sender<FlushCallback>>,
+    flusher_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LogDb {
+    fn drop(&mut self) {
+        // Closing the queue ends the flusher, which holds the database open.
+        self.flusher.take();
+        if let Some(thread) = self.flusher_thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl LogDb {
@@ -56,10 +67,14 @@ impl LogDb {
         let db = Arc::new(DB::open(&options, dir).map_err(io::Error::other)?);
         let (flusher, queue) = mpsc::channel::<FlushCallback>();
         let flush_db = db.clone();
-        std::thread::Builder::new()
+        let flusher_thread = std::thread::Builder::new()
             .name("raft-log-flusher".into())
             .spawn(move || run_flusher(&flush_db, &queue))?;
-        Ok(Arc::new(LogDb { db, flusher }))
+        Ok(Arc::new(LogDb {
+            db,
+            flusher: Some(flusher),
+            flusher_thread: Some(flusher_thread),
+        }))
     }
 
     /// The log of one group.
@@ -285,8 +300,9 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
         let queued: FlushCallback = Box::new(move |result| callback.log_io_completed(result));
         self.log
             .flusher
-            .send(queued)
-            .map_err(|_| write_err(io::Error::other("the log flusher has stopped")))
+            .as_ref()
+            .and_then(|flusher| flusher.send(queued).ok())
+            .ok_or_else(|| write_err(io::Error::other("the log flusher has stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -1,0 +1,256 @@
+//! A cluster of in-process nodes with `must_*` helpers that panic with
+//! context and `wait_*` helpers that poll with a deadline.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use regatta::cluster::{Error, Node, RaftSettings, Written};
+use regatta::storage::{RangeQuery, StorageOptions};
+use regatta_proto::mvcc::v1::command::CommandType;
+use regatta_proto::mvcc::v1::{Command, KeyValue};
+use tempfile::TempDir;
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Multi-node scenarios run one at a time: several 3-node clusters at once
+/// on 2 cores would turn timing into flakiness.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub struct Cluster {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    pub dirs: Vec<TempDir>,
+    pub settings: Vec<RaftSettings>,
+    pub nodes: Vec<Option<Arc<Node>>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+impl Cluster {
+    /// Starts `size` nodes with fast timings; `snapshot_entries` small values
+    /// exercise snapshots.
+    pub async fn start(size: u64, snapshot_entries: u64) -> Cluster {
+        let members: BTreeMap<u64, String> = (1..=size)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cluster = Cluster {
+            _serial: serial,
+            dirs: Vec::new(),
+            settings: Vec::new(),
+            nodes: Vec::new(),
+        };
+        for id in 1..=size {
+            let dir = TempDir::new().expect("temp dir");
+            let mut settings =
+                RaftSettings::single_node(dir.path().to_path_buf(), members[&id].clone());
+            settings.node_id = id;
+            settings.initial_members = members.clone();
+            settings.rtt = Duration::from_millis(20);
+            settings.heartbeat_rtt = 2;
+            settings.election_rtt = 20;
+            settings.snapshot_entries = snapshot_entries;
+            settings.compaction_overhead = snapshot_entries / 4;
+            cluster.dirs.push(dir);
+            cluster.settings.push(settings);
+            cluster.nodes.push(None);
+        }
+        let starts: Vec<_> = (1..=size).map(|id| cluster.spawn_start(id)).collect();
+        for (i, start) in starts.into_iter().enumerate() {
+            cluster.nodes[i] = Some(start.await.expect("join").expect("node starts"));
+        }
+        cluster
+    }
+
+    fn spawn_start(&self, id: u64) -> tokio::task::JoinHandle<Result<Arc<Node>, Error>> {
+        let settings = self.settings[(id - 1) as usize].clone();
+        tokio::spawn(async move { Node::start(settings, StorageOptions::default()).await })
+    }
+
+    pub fn node(&self, id: u64) -> &Arc<Node> {
+        self.nodes[(id - 1) as usize]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is stopped"))
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        (1..=self.nodes.len() as u64)
+            .filter(|id| self.nodes[(id - 1) as usize].is_some())
+            .collect()
+    }
+
+    pub async fn stop(&mut self, id: u64) {
+        if let Some(node) = self.nodes[(id - 1) as usize].take() {
+            node.shutdown().await;
+            wait_until_dropped(node).await;
+        }
+    }
+
+    pub async fn restart(&mut self, id: u64) {
+        self.stop(id).await;
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match self.spawn_start(id).await.expect("join") {
+                Ok(node) => {
+                    self.nodes[(id - 1) as usize] = Some(node);
+                    return;
+                }
+                // Background tasks of the stopped node may still hold its database lock briefly.
+                Err(err) if err.to_string().contains("lock") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => panic!("node {id} restarts: {err}"),
+            }
+        }
+    }
+
+    pub async fn stop_all(&mut self) {
+        for id in self.running() {
+            self.stop(id).await;
+        }
+    }
+
+    /// Creates a table through node `via` and waits until every running node runs it.
+    pub async fn must_create_table(&self, via: u64, name: &str) -> u64 {
+        let shard = self
+            .node(via)
+            .create_table(name.as_bytes(), TIMEOUT)
+            .await
+            .unwrap_or_else(|err| panic!("create table {name} via node {via}: {err}"));
+        for id in self.running() {
+            self.wait_table(id, name, Some(shard)).await;
+        }
+        shard
+    }
+
+    pub async fn wait_table(&self, id: u64, name: &str, shard: Option<u64>) {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.node(id).tables().get(name.as_bytes()).copied() != shard {
+            assert!(
+                Instant::now() < deadline,
+                "node {id}: table {name} not at shard {shard:?} in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn must_put(&self, via: u64, table: &str, key: &str, value: &str) -> Written {
+        self.put(via, table, key, value)
+            .await
+            .unwrap_or_else(|err| panic!("put {key} via node {via}: {err}"))
+    }
+
+    pub async fn put(
+        &self,
+        via: u64,
+        table: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Written, Error> {
+        let command = Command {
+            table: table.as_bytes().to_vec(),
+            r#type: CommandType::Put as i32,
+            kv: Some(KeyValue {
+                key: key.as_bytes().to_vec(),
+                value: value.as_bytes().to_vec(),
+                ..KeyValue::default()
+            }),
+            ..Command::default()
+        };
+        self.node(via)
+            .write(table.as_bytes(), &command, TIMEOUT)
+            .await
+            .map(|(written, _)| written)
+    }
+
+    /// A linearizable read of every pair of `table` on node `via`.
+    pub async fn must_read_all(&self, via: u64, table: &str) -> BTreeMap<String, String> {
+        self.read_all(via, table, TIMEOUT)
+            .await
+            .unwrap_or_else(|err| panic!("linearizable read via node {via}: {err}"))
+    }
+
+    pub async fn read_all(
+        &self,
+        via: u64,
+        table: &str,
+        timeout: Duration,
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let group = self
+            .node(via)
+            .linearizable_barrier(table.as_bytes(), timeout)
+            .await?;
+        let all = group
+            .table
+            .range(&RangeQuery {
+                key: vec![0],
+                range_end: vec![0],
+                ..RangeQuery::default()
+            })
+            .map_err(Error::Storage)?;
+        Ok(all
+            .value
+            .kvs
+            .into_iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(&kv.value).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// The leader of `table` that every running node agrees on.
+    pub async fn wait_leader(&self, table: &str) -> u64 {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let leaders: Vec<Option<u64>> = self
+                .running()
+                .iter()
+                .map(|id| {
+                    self.node(*id)
+                        .table_group(table.as_bytes())
+                        .ok()
+                        .and_then(|g| g.leader())
+                })
+                .collect();
+            if let Some(Some(leader)) = leaders.first() {
+                if leaders.iter().all(|l| l == &Some(*leader)) && self.running().contains(leader) {
+                    return *leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader of {table}: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits until nothing else holds the node, so its databases are closed.
+async fn wait_until_dropped(node: Arc<Node>) {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut node = Some(node);
+    while let Some(held) = node.take() {
+        match Arc::try_unwrap(held) {
+            Ok(node) => drop(node),
+            Err(held) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "node still referenced after shutdown"
+                );
+                node = Some(held);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

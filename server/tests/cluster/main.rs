@@ -1,0 +1,5 @@
+//! Multi-node tests of the cluster layer: real nodes in this process, talking
+//! over real loopback sockets, each with its own RocksDB directories.
+
+mod harness;
+mod scenarios;

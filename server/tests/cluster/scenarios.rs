@@ -1,0 +1,218 @@
+//! What issue 4 promises of a cluster, scenario by scenario.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use regatta::cluster::Error;
+
+use crate::harness::Cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_group_elects_a_leader_and_writes_on_any_node_read_linearizably_everywhere() {
+    let cluster = Cluster::start(3, 10_000).await;
+    let shard = cluster.must_create_table(1, "t").await;
+    assert!(shard >= 10001, "shard ids start at 10001: {shard}");
+    let second = cluster.must_create_table(2, "u").await;
+    assert!(second > shard, "shard ids grow: {second} after {shard}");
+    assert_eq!(
+        cluster.must_create_table(3, "t").await,
+        shard,
+        "creating an existing table is a no-op"
+    );
+    let leader = cluster.wait_leader("t").await;
+    assert!((1..=3).contains(&leader));
+
+    let mut revisions = Vec::new();
+    for via in 1..=3 {
+        let written = cluster
+            .must_put(via, "t", &format!("k{via}"), &format!("from {via}"))
+            .await;
+        revisions.push(written.result.revision);
+    }
+    assert!(
+        revisions.windows(2).all(|w| w[0] < w[1]),
+        "revisions strictly increase: {revisions:?}"
+    );
+    let expected: BTreeMap<String, String> = (1..=3)
+        .map(|via| (format!("k{via}"), format!("from {via}")))
+        .collect();
+    for via in 1..=3 {
+        assert_eq!(
+            cluster.must_read_all(via, "t").await,
+            expected,
+            "linearizable read on node {via}"
+        );
+    }
+    for via in 1..=3 {
+        let group = cluster.node(via).table_group(b"t").expect("group");
+        let info = cluster.node(via).group_info(&group);
+        assert_eq!(
+            (info.shard_id, info.replica_id, info.raft_leader_id),
+            (shard, via, leader)
+        );
+        assert!(info.raft_term >= 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_the_leader_elects_another_and_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3, 10_000).await;
+    cluster.must_create_table(1, "t").await;
+    let leader = cluster.wait_leader("t").await;
+    let other = (1..=3).find(|id| *id != leader).expect("another node");
+    let mut acknowledged = BTreeMap::new();
+    for i in 0..20 {
+        cluster
+            .must_put(other, "t", &format!("before{i:02}"), "v")
+            .await;
+        acknowledged.insert(format!("before{i:02}"), "v".to_string());
+    }
+    cluster.stop(leader).await;
+    for i in 0..20 {
+        cluster
+            .must_put(other, "t", &format!("after{i:02}"), "v")
+            .await;
+        acknowledged.insert(format!("after{i:02}"), "v".to_string());
+    }
+    let new_leader = cluster.wait_leader("t").await;
+    assert_ne!(new_leader, leader);
+    for via in cluster.running() {
+        assert_eq!(
+            cluster.must_read_all(via, "t").await,
+            acknowledged,
+            "node {via}"
+        );
+    }
+    cluster.restart(leader).await;
+    assert_eq!(
+        cluster.must_read_all(leader, "t").await,
+        acknowledged,
+        "the old leader catches up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarting_every_node_keeps_every_write_and_revisions_continue() {
+    let mut cluster = Cluster::start(3, 10_000).await;
+    cluster.must_create_table(1, "t").await;
+    let mut last = 0;
+    for i in 0..10 {
+        last = cluster
+            .must_put(1 + i % 3, "t", &format!("k{i}"), "v")
+            .await
+            .result
+            .revision;
+    }
+    cluster.stop_all().await;
+    for id in 1..=3 {
+        cluster.restart(id).await;
+    }
+    cluster.wait_leader("t").await;
+    assert_eq!(cluster.must_read_all(2, "t").await.len(), 10);
+    let next = cluster
+        .must_put(3, "t", "after", "restart")
+        .await
+        .result
+        .revision;
+    assert!(next > last, "revision {next} continues after {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_missed_compacted_entries_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(3, 20).await;
+    cluster.must_create_table(1, "t").await;
+    let leader = cluster.wait_leader("t").await;
+    let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.stop(lagging).await;
+    let writer = (1..=3).find(|id| *id != lagging).expect("a running node");
+    for i in 0..120 {
+        cluster
+            .must_put(writer, "t", &format!("k{i:03}"), &format!("v{i}"))
+            .await;
+    }
+    let purged: Vec<Option<u64>> = cluster
+        .running()
+        .iter()
+        .map(|id| {
+            let group = cluster.node(*id).table_group(b"t").expect("group");
+            let purged = group.raft.metrics().borrow().purged.map(|id| id.index);
+            purged
+        })
+        .collect();
+    assert!(
+        purged.iter().flatten().any(|index| *index > 20),
+        "the log was compacted: {purged:?}"
+    );
+    cluster.restart(lagging).await;
+    let expected = cluster.must_read_all(writer, "t").await;
+    assert_eq!(expected.len(), 120);
+    assert_eq!(cluster.must_read_all(lagging, "t").await, expected);
+    let snapshot = cluster
+        .node(lagging)
+        .table_group(b"t")
+        .expect("group")
+        .raft
+        .metrics()
+        .borrow()
+        .snapshot;
+    assert!(snapshot.is_some(), "the lagging node installed a snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tables_created_or_deleted_while_a_node_is_down_follow_it_when_it_returns() {
+    let mut cluster = Cluster::start(3, 10_000).await;
+    cluster.must_create_table(1, "doomed").await;
+    cluster.must_put(1, "doomed", "k", "v").await;
+    cluster.stop(3).await;
+    let shard = cluster.must_create_table(1, "late").await;
+    cluster.must_put(2, "late", "k", "v").await;
+    cluster
+        .node(1)
+        .delete_table(b"doomed", super::harness::TIMEOUT)
+        .await
+        .expect("delete");
+    cluster.restart(3).await;
+    cluster.wait_table(3, "late", Some(shard)).await;
+    cluster.wait_table(3, "doomed", None).await;
+    assert_eq!(cluster.must_read_all(3, "late").await.len(), 1);
+    for id in 1..=3 {
+        assert!(
+            cluster.node(id).storage().table(b"doomed").is_none(),
+            "node {id} still has data of the deleted table"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minority_acknowledges_neither_writes_nor_linearizable_reads() {
+    let mut cluster = Cluster::start(3, 10_000).await;
+    cluster.must_create_table(1, "t").await;
+    cluster.must_put(1, "t", "k", "v").await;
+    cluster.stop(2).await;
+    cluster.stop(3).await;
+    let short = Duration::from_secs(2);
+    let write = cluster.node(1).write(b"t", &put_command("k2"), short).await;
+    assert!(
+        matches!(write, Err(Error::Unavailable(_))),
+        "write on a minority: {write:?}"
+    );
+    assert!(write.as_ref().err().is_some_and(Error::is_retryable));
+    let read = cluster.read_all(1, "t", short).await;
+    assert!(
+        matches!(read, Err(Error::Unavailable(_))),
+        "linearizable read on a minority: {read:?}"
+    );
+}
+
+fn put_command(key: &str) -> regatta_proto::mvcc::v1::Command {
+    use regatta_proto::mvcc::v1::command::CommandType;
+    regatta_proto::mvcc::v1::Command {
+        r#type: CommandType::Put as i32,
+        kv: Some(regatta_proto::mvcc::v1::KeyValue {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
