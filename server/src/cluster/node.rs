@@ -65,6 +65,23 @@ impl Node {
         settings: RaftSettings,
         storage_options: StorageOptions,
     ) -> Result<Arc<Node>> {
+        let listen = settings
+            .listen_address
+            .clone()
+            .unwrap_or_else(|| settings.address.clone());
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|err| Error::Startup(format!("binding the raft address {listen}: {err}")))?;
+        Self::start_with_listener(settings, storage_options, listener).await
+    }
+
+    /// [`Node::start`] on an already bound raft listener (tests bind port 0
+    /// first, so no other socket can take the port in between).
+    pub async fn start_with_listener(
+        settings: RaftSettings,
+        storage_options: StorageOptions,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Arc<Node>> {
         let config = Arc::new(settings.openraft_config()?);
         if !settings.initial_members.contains_key(&settings.node_id) {
             return Err(Error::Startup(format!(
@@ -92,13 +109,6 @@ impl Node {
         let peers = Peers::new(settings.node_id, addresses);
         let groups = Arc::new(Groups::default());
 
-        let listen = settings
-            .listen_address
-            .clone()
-            .unwrap_or_else(|| settings.address.clone());
-        let listener = tokio::net::TcpListener::bind(&listen)
-            .await
-            .map_err(|err| Error::Startup(format!("binding the raft address {listen}: {err}")))?;
         let bound_raft_address = listener
             .local_addr()
             .map_err(|err| Error::Startup(err.to_string()))?;
@@ -161,6 +171,13 @@ impl Node {
     /// The address the internal transport is bound to.
     pub fn raft_address(&self) -> SocketAddr {
         self.bound_raft_address
+    }
+
+    /// (appends made durable, WAL syncs) of this node's Raft log so far.
+    pub fn log_sync_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.log.stats();
+        (stats.appends.load(Relaxed), stats.syncs.load(Relaxed))
     }
 
     /// The storage layer (for reads).
@@ -385,9 +402,19 @@ impl Node {
                     "no leader accepted the write in time".into(),
                 ));
             }
-            let leader = match group.write_local(request.clone()).await {
+            // A leader that lost its quorum never commits: bound the wait.
+            let local = tokio::time::timeout(remaining, group.write_local(request.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(GroupError::Unavailable(
+                        "write outcome unknown: not committed in time".into(),
+                    ))
+                });
+            let leader = match local {
                 Ok(response) => return Ok(response),
-                Err(GroupError::Unavailable(reason)) => return Err(Error::Unavailable(reason)),
+                Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason)) => {
+                    return Err(Error::Unavailable(reason))
+                }
                 Err(GroupError::NotLeader(leader)) => leader,
             };
             match leader {
@@ -401,7 +428,7 @@ impl Node {
                         .await;
                     match reply {
                         Ok(Ok(response)) => return Ok(response),
-                        Ok(Err(GroupError::Unavailable(reason))) => {
+                        Ok(Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason))) => {
                             return Err(Error::Unavailable(reason))
                         }
                         // Not applied there: the leader moved, or it was not reachable.
@@ -431,7 +458,8 @@ impl Node {
 
     /// Makes the next local read of `table` linearizable: confirms a read
     /// index with the leader's quorum (asking the leader when this node is
-    /// not it) and waits until this replica has applied it.
+    /// not it) and waits until this replica has applied it. Rounds that fail
+    /// for want of a leader or of a quorum are retried until `timeout`.
     pub async fn linearizable_barrier(
         &self,
         table: &[u8],
@@ -439,16 +467,18 @@ impl Node {
     ) -> Result<Arc<Group>> {
         let group = self.table_group(table)?;
         let deadline = Instant::now() + timeout;
+        let mut last_failure = String::from("no leader");
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Error::Unavailable(
-                    "could not confirm a read index in time".into(),
-                ));
+                return Err(Error::Unavailable(format!(
+                    "could not confirm a read index in time: {last_failure}"
+                )));
             }
-            let index = match group.read_index_local().await {
-                Ok(index) => Some(index),
-                Err(GroupError::Unavailable(reason)) => return Err(Error::Unavailable(reason)),
+            let local = tokio::time::timeout(remaining, group.read_index_local())
+                .await
+                .unwrap_or_else(|_| Err(GroupError::NoQuorum("read index round timed out".into())));
+            let answer = match local {
                 Err(GroupError::NotLeader(Some(leader))) if leader != self.id() => {
                     let reply: std::result::Result<
                         std::result::Result<u64, GroupError>,
@@ -458,26 +488,29 @@ impl Node {
                         .call(leader, group.id, Method::ReadIndex, &(), remaining)
                         .await;
                     match reply {
-                        Ok(Ok(index)) => Some(index),
-                        Ok(Err(GroupError::Unavailable(reason))) => {
-                            return Err(Error::Unavailable(reason))
+                        Ok(answer) => answer,
+                        Err(CallError::Unreachable(reason)) => {
+                            last_failure = reason;
+                            Err(GroupError::NotLeader(None))
                         }
-                        Ok(Err(GroupError::NotLeader(_))) | Err(CallError::Unreachable(_)) => None,
                         Err(err) => return Err(Error::Unavailable(err.to_string())),
                     }
                 }
-                Err(GroupError::NotLeader(_)) => None,
+                answer => answer,
             };
-            match index {
-                Some(index) => {
+            match answer {
+                Ok(index) => {
                     group
                         .wait_applied(index, deadline.saturating_duration_since(Instant::now()))
                         .await
                         .map_err(|err| Error::Unavailable(err.to_string()))?;
                     return Ok(group);
                 }
-                None => self.pause_for_leader(&group, deadline).await,
+                Err(GroupError::Unavailable(reason)) => return Err(Error::Unavailable(reason)),
+                Err(GroupError::NoQuorum(reason)) => last_failure = reason,
+                Err(GroupError::NotLeader(_)) => {}
             }
+            self.pause_for_leader(&group, deadline).await;
         }
     }
 

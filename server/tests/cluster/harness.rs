@@ -24,19 +24,34 @@ pub struct Cluster {
     pub nodes: Vec<Option<Arc<Node>>>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
+/// Binds the raft address of a node: port 0 the first time, then the same
+/// address again on restart (retrying while the old socket lingers).
+fn bind(address: &str) -> std::net::TcpListener {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match std::net::TcpListener::bind(address) {
+            Ok(listener) => {
+                listener.set_nonblocking(true).expect("non-blocking");
+                return listener;
+            }
+            Err(err) if Instant::now() < deadline => {
+                let _ = err;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(err) => panic!("binding {address}: {err}"),
+        }
+    }
 }
 
 impl Cluster {
     /// Starts `size` nodes with fast timings; `snapshot_entries` small values
     /// exercise snapshots.
     pub async fn start(size: u64, snapshot_entries: u64) -> Cluster {
+        let mut listeners: Vec<std::net::TcpListener> =
+            (0..size).map(|_| bind("127.0.0.1:0")).collect();
         let members: BTreeMap<u64, String> = (1..=size)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .zip(&listeners)
+            .map(|(id, listener)| (id, listener.local_addr().expect("bound").to_string()))
             .collect();
         let serial = SERIAL
             .lock()
@@ -62,16 +77,26 @@ impl Cluster {
             cluster.settings.push(settings);
             cluster.nodes.push(None);
         }
-        let starts: Vec<_> = (1..=size).map(|id| cluster.spawn_start(id)).collect();
+        let starts: Vec<_> = (1..=size)
+            .zip(listeners.drain(..))
+            .map(|(id, listener)| cluster.spawn_start(id, listener))
+            .collect();
         for (i, start) in starts.into_iter().enumerate() {
             cluster.nodes[i] = Some(start.await.expect("join").expect("node starts"));
         }
         cluster
     }
 
-    fn spawn_start(&self, id: u64) -> tokio::task::JoinHandle<Result<Arc<Node>, Error>> {
+    fn spawn_start(
+        &self,
+        id: u64,
+        listener: std::net::TcpListener,
+    ) -> tokio::task::JoinHandle<Result<Arc<Node>, Error>> {
         let settings = self.settings[(id - 1) as usize].clone();
-        tokio::spawn(async move { Node::start(settings, StorageOptions::default()).await })
+        tokio::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            Node::start_with_listener(settings, StorageOptions::default(), listener).await
+        })
     }
 
     pub fn node(&self, id: u64) -> &Arc<Node> {
@@ -97,7 +122,8 @@ impl Cluster {
         self.stop(id).await;
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            match self.spawn_start(id).await.expect("join") {
+            let listener = bind(&self.settings[(id - 1) as usize].address);
+            match self.spawn_start(id, listener).await.expect("join") {
                 Ok(node) => {
                     self.nodes[(id - 1) as usize] = Some(node);
                     return;

@@ -216,3 +216,40 @@ fn put_command(key: &str) -> regatta_proto::mvcc::v1::Command {
         ..Default::default()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_of_many_groups_share_fsyncs() {
+    let cluster = Cluster::start(3, 10_000).await;
+    let tables = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    for table in tables {
+        cluster.must_create_table(1, table).await;
+    }
+    let before = cluster.node(1).log_sync_stats();
+    let mut writers = Vec::new();
+    for (i, table) in tables.iter().enumerate() {
+        let node = cluster.node(1 + (i as u64 % 3)).clone();
+        let table = table.to_string();
+        writers.push(tokio::spawn(async move {
+            for j in 0..25 {
+                node.write(
+                    table.as_bytes(),
+                    &put_command(&format!("k{j}")),
+                    super::harness::TIMEOUT,
+                )
+                .await
+                .expect("write");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let after = cluster.node(1).log_sync_stats();
+    let (appends, syncs) = (after.0 - before.0, after.1 - before.1);
+    println!("node 1: {appends} appends made durable with {syncs} WAL syncs");
+    assert!(appends >= 50, "the writes reached node 1's log: {appends}");
+    assert!(
+        syncs < appends,
+        "group commit shares syncs: {syncs} syncs for {appends} appends"
+    );
+}

@@ -18,9 +18,13 @@ pub enum GroupError {
     /// This node does not lead the group; the leader if one is known.
     #[error("not the leader (leader: {0:?})")]
     NotLeader(Option<NodeId>),
-    /// The group cannot serve now (no quorum, shutting down); retryable.
+    /// The group cannot serve now (shutting down, stopped); retryable by the client.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The leader could not confirm its leadership with a quorum this round
+    /// (peers down, or slow to answer); a later round may succeed.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
 }
 
 /// A running group.
@@ -70,7 +74,7 @@ impl Group {
                 Err(GroupError::NotLeader(forward.leader_id))
             }
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(err))) => {
-                Err(GroupError::Unavailable(err.to_string()))
+                Err(GroupError::NoQuorum(err.to_string()))
             }
             Err(RaftError::Fatal(fatal)) => Err(GroupError::Unavailable(fatal.to_string())),
         }

@@ -42,9 +42,17 @@ fn meta_key(kind: u8, group: GroupId) -> [u8; 9] {
 
 type FlushCallback = Box<dyn FnOnce(io::Result<()>) + Send>;
 
+/// How well group commit works: appends made durable, and the WAL syncs it took.
+#[derive(Debug, Default)]
+pub struct FlushStats {
+    pub appends: std::sync::atomic::AtomicU64,
+    pub syncs: std::sync::atomic::AtomicU64,
+}
+
 /// The node's log database and its flusher.
 pub struct LogDb {
     db: Arc<DB>,
+    stats: Arc<FlushStats>,
     flusher: Option<mpsc::Sender<FlushCallback>>,
     flusher_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -67,11 +75,14 @@ impl LogDb {
         let db = Arc::new(DB::open(&options, dir).map_err(io::Error::other)?);
         let (flusher, queue) = mpsc::channel::<FlushCallback>();
         let flush_db = db.clone();
+        let stats = Arc::new(FlushStats::default());
+        let flush_stats = stats.clone();
         let flusher_thread = std::thread::Builder::new()
             .name("raft-log-flusher".into())
-            .spawn(move || run_flusher(&flush_db, &queue))?;
+            .spawn(move || run_flusher(&flush_db, &queue, &flush_stats))?;
         Ok(Arc::new(LogDb {
             db,
+            stats,
             flusher: Some(flusher),
             flusher_thread: Some(flusher_thread),
         }))
@@ -83,6 +94,11 @@ impl LogDb {
             log: self.clone(),
             group,
         }
+    }
+
+    /// Group-commit counters since the database was opened.
+    pub fn stats(&self) -> &FlushStats {
+        &self.stats
     }
 
     /// Removes everything a group stored (its table was dropped).
@@ -102,11 +118,14 @@ impl LogDb {
 }
 
 /// Syncs the WAL once for every callback queued, then completes them in order.
-fn run_flusher(db: &DB, queue: &mpsc::Receiver<FlushCallback>) {
+fn run_flusher(db: &DB, queue: &mpsc::Receiver<FlushCallback>, stats: &FlushStats) {
+    use std::sync::atomic::Ordering::Relaxed;
     while let Ok(first) = queue.recv() {
         let mut pending = vec![first];
         pending.extend(queue.try_iter());
         let result = db.flush_wal(true);
+        stats.syncs.fetch_add(1, Relaxed);
+        stats.appends.fetch_add(pending.len() as u64, Relaxed);
         for callback in pending {
             callback(match &result {
                 Ok(()) => Ok(()),
