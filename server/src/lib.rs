@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: `api` -> `cluster` -> `storage`; no module reaches up.
 
+pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod storage;

@@ -2,10 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use regatta::cli::Cli;
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    regatta::cli::run(cli)
+    match regatta::cli::parse(std::env::args_os().collect()) {
+        Ok(cli) => regatta::cli::run(cli),
+        Err(err) => {
+            let _ = err.print();
+            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+        }
+    }
 }

@@ -1,0 +1,238 @@
+//! `regatta.v1.KV` on a leader-cluster node (behaviour.md §2).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use regatta_proto::mvcc::v1::command::CommandType;
+use regatta_proto::mvcc::v1::response_op::Response as OpResponse;
+use regatta_proto::mvcc::v1::{Command, KeyValue, Txn};
+use regatta_proto::regatta::v1::kv_server::Kv;
+use regatta_proto::regatta::v1::{
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, TxnRequest, TxnResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::status::Error;
+use super::validate;
+use crate::cluster::{GroupInfo, Node};
+use crate::storage::{is_read_only, RangeQuery};
+
+/// Deadline of a KV call that brings none (behaviour.md §1).
+pub const DEFAULT_KV_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The KV service of a leader-cluster node.
+pub struct KvService {
+    node: Arc<Node>,
+}
+
+impl KvService {
+    pub fn new(node: Arc<Node>) -> Self {
+        KvService { node }
+    }
+
+    fn exists(&self) -> impl Fn(&[u8]) -> bool + '_ {
+        |table: &[u8]| self.node.tables().contains_key(table)
+    }
+}
+
+fn header(info: GroupInfo, revision: u64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        shard_id: info.shard_id,
+        replica_id: info.replica_id,
+        revision,
+        raft_term: info.raft_term,
+        raft_leader_id: info.raft_leader_id,
+    })
+}
+
+/// The client's deadline (`grpc-timeout`), or the default.
+fn deadline<T>(request: &Request<T>) -> Duration {
+    request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .unwrap_or(DEFAULT_KV_DEADLINE)
+}
+
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+impl KvService {
+    async fn write(
+        &self,
+        table: &[u8],
+        command: Command,
+        timeout: Duration,
+    ) -> Result<(crate::cluster::Written, GroupInfo), Error> {
+        Ok(self.node.write(table, &command, timeout).await?)
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let timeout = deadline(&request);
+        let request = request.into_inner();
+        validate::range(&request, &self.exists())?;
+        let group = if request.linearizable {
+            self.node
+                .linearizable_barrier(&request.table, timeout)
+                .await
+                .map_err(Error::from)?
+        } else {
+            self.node.table_group(&request.table).map_err(Error::from)?
+        };
+        let query = RangeQuery {
+            key: request.key,
+            range_end: request.range_end,
+            limit: request.limit as u64,
+            keys_only: request.keys_only,
+            count_only: request.count_only,
+            min_mod_revision: request.min_mod_revision.max(0) as u64,
+            max_mod_revision: request.max_mod_revision.max(0) as u64,
+            min_create_revision: request.min_create_revision.max(0) as u64,
+            max_create_revision: request.max_create_revision.max(0) as u64,
+        };
+        let found = group.table.range(&query).map_err(Error::from)?;
+        Ok(Response::new(RangeResponse {
+            header: header(self.node.group_info(&group), found.revision),
+            kvs: found.value.kvs,
+            more: found.value.more,
+            count: found.value.count as i64,
+        }))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let timeout = deadline(&request);
+        let request = request.into_inner();
+        validate::put(&request, &self.exists())?;
+        let command = Command {
+            table: request.table.clone(),
+            r#type: CommandType::Put as i32,
+            kv: Some(KeyValue {
+                key: request.key,
+                value: request.value,
+                ..KeyValue::default()
+            }),
+            prev_kvs: request.prev_kv,
+            ..Command::default()
+        };
+        let (written, info) = self.write(&request.table, command, timeout).await?;
+        let prev_kv = written
+            .result
+            .responses
+            .into_iter()
+            .find_map(|op| match op.response {
+                Some(OpResponse::ResponsePut(put)) => put.prev_kv,
+                _ => None,
+            });
+        Ok(Response::new(PutResponse {
+            header: header(info, written.result.revision),
+            prev_kv,
+        }))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let timeout = deadline(&request);
+        let request = request.into_inner();
+        validate::delete_range(&request, &self.exists())?;
+        let command = Command {
+            table: request.table.clone(),
+            r#type: CommandType::Delete as i32,
+            kv: Some(KeyValue {
+                key: request.key,
+                ..KeyValue::default()
+            }),
+            range_end: Some(request.range_end).filter(|end| !end.is_empty()),
+            prev_kvs: request.prev_kv,
+            ..Command::default()
+        };
+        let (written, info) = self.write(&request.table, command, timeout).await?;
+        let (deleted, prev_kvs) = written
+            .result
+            .responses
+            .into_iter()
+            .find_map(|op| match op.response {
+                Some(OpResponse::ResponseDeleteRange(delete)) => {
+                    Some((delete.deleted, delete.prev_kvs))
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
+        Ok(Response::new(DeleteRangeResponse {
+            header: header(info, written.result.revision),
+            deleted,
+            prev_kvs,
+        }))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let timeout = deadline(&request);
+        let request = request.into_inner();
+        validate::txn(&request, &self.exists())?;
+        let txn = Txn {
+            compare: request.compare,
+            success: request.success,
+            failure: request.failure,
+        };
+        if is_read_only(&txn) {
+            // Read-only: never logged, but linearizable (§2.5).
+            let group = self
+                .node
+                .linearizable_barrier(&request.table, timeout)
+                .await
+                .map_err(Error::from)?;
+            let outcome = group.table.txn_read(&txn).map_err(Error::from)?;
+            return Ok(Response::new(TxnResponse {
+                header: header(self.node.group_info(&group), outcome.revision),
+                succeeded: outcome.value.succeeded,
+                responses: outcome.value.responses,
+            }));
+        }
+        let command = Command {
+            table: request.table.clone(),
+            r#type: CommandType::Txn as i32,
+            txn: Some(txn),
+            ..Command::default()
+        };
+        let (written, info) = self.write(&request.table, command, timeout).await?;
+        Ok(Response::new(TxnResponse {
+            header: header(info, written.result.revision),
+            succeeded: written.txn_succeeded.unwrap_or_default(),
+            responses: written.result.responses,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+}

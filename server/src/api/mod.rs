@@ -1,0 +1,10 @@
+//! The public gRPC API: request validation, the KV service, and the single
+//! mapping of errors to gRPC statuses. Uses `cluster` (and through it
+//! `storage`); nothing below reaches back up.
+
+pub mod kv;
+pub mod limits;
+pub mod status;
+pub mod validate;
+
+pub use kv::KvService;

@@ -1,0 +1,70 @@
+//! The one place where errors become gRPC statuses.
+//!
+//! ```text
+//! api::Error
+//! ├── InvalidArgument(msg)  -> InvalidArgument   (bad request: behaviour.md §2.1)
+//! ├── NotFound(msg)         -> NotFound          (unknown table)
+//! ├── Unimplemented(msg)    -> Unimplemented     (a role does not serve the call)
+//! ├── Unavailable(reason)   -> Unavailable       (no leader, no quorum, timeout: retryable)
+//! └── Internal(detail)      -> Internal          (a bug or the disk; detail logged, not sent)
+//!         ^ cluster::Error::{Unavailable, TableNotFound, Storage, Startup}
+//!         ^ storage::Error::{TableNotFound, ...}
+//! ```
+
+use tonic::Status;
+
+use crate::cluster;
+use crate::storage;
+
+/// Errors the API answers with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub const TABLE_NOT_FOUND: &str = "table not found";
+
+impl From<cluster::Error> for Error {
+    fn from(err: cluster::Error) -> Self {
+        match err {
+            cluster::Error::TableNotFound => Error::NotFound(TABLE_NOT_FOUND),
+            cluster::Error::Unavailable(reason) => Error::Unavailable(reason),
+            cluster::Error::Storage(err) => err.into(),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<storage::Error> for Error {
+    fn from(err: storage::Error) -> Self {
+        match err {
+            storage::Error::TableNotFound => Error::NotFound(TABLE_NOT_FOUND),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidArgument(message) => Status::invalid_argument(message),
+            Error::NotFound(message) => Status::not_found(message),
+            Error::Unimplemented(message) => Status::unimplemented(message),
+            Error::Unavailable(reason) => Status::unavailable(reason),
+            Error::Internal(detail) => {
+                // Server faults are logged once, here; callers get no internals.
+                tracing::error!(error = %detail, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! `regatta leader`: a node of the leader cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Args};
+use regatta_proto::regatta::v1::kv_server::KvServer;
+use tonic::codec::CompressionEncoding;
+
+use crate::api::KvService;
+use crate::cluster::{parse_members, Node, RaftSettings};
+use crate::storage::{StorageOptions, MAX_MESSAGE_BYTES};
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| err.to_string())
+}
+
+/// Flags of `regatta leader`; names and meanings follow Regatta's. Each can
+/// also be set as `REGATTA_<NAME>` (dots and dashes as underscores) or in
+/// the `--config` file.
+#[derive(Debug, Clone, Args)]
+pub struct LeaderArgs {
+    /// YAML file with settings; keys are flag names (`api.address: ...`).
+    #[arg(long = "config", env = "REGATTA_CONFIG")]
+    pub config: Option<String>,
+
+    /// Address the KV API listens on.
+    #[arg(
+        long = "api.address",
+        env = "REGATTA_API_ADDRESS",
+        default_value = "127.0.0.1:8443"
+    )]
+    pub api_address: String,
+    /// TLS certificate of the API (plaintext without it).
+    #[arg(long = "api.cert-filename", env = "REGATTA_API_CERT_FILENAME")]
+    pub api_cert_filename: Option<PathBuf>,
+    /// TLS key of the API.
+    #[arg(long = "api.key-filename", env = "REGATTA_API_KEY_FILENAME")]
+    pub api_key_filename: Option<PathBuf>,
+    /// Serve gRPC reflection on the API port.
+    #[arg(long = "api.reflection-api", env = "REGATTA_API_REFLECTION_API", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub api_reflection_api: bool,
+
+    /// Address of the REST listener (health and metrics).
+    #[arg(
+        long = "rest.address",
+        env = "REGATTA_REST_ADDRESS",
+        default_value = "127.0.0.1:8079"
+    )]
+    pub rest_address: String,
+    /// Read timeout of the REST listener.
+    #[arg(long = "rest.read-timeout", env = "REGATTA_REST_READ_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub rest_read_timeout: Duration,
+
+    /// This node's id in the cluster.
+    #[arg(
+        long = "raft.node-id",
+        env = "REGATTA_RAFT_NODE_ID",
+        default_value_t = 1
+    )]
+    pub raft_node_id: u64,
+    /// Address other nodes dial for Raft traffic.
+    #[arg(
+        long = "raft.address",
+        env = "REGATTA_RAFT_ADDRESS",
+        default_value = "127.0.0.1:5012"
+    )]
+    pub raft_address: String,
+    /// Address this node binds for Raft traffic (default: --raft.address).
+    #[arg(long = "raft.listen-address", env = "REGATTA_RAFT_LISTEN_ADDRESS")]
+    pub raft_listen_address: Option<String>,
+    /// Every member of the cluster as `id=host:port,...` (default: this node alone).
+    #[arg(long = "raft.initial-members", env = "REGATTA_RAFT_INITIAL_MEMBERS")]
+    pub raft_initial_members: Option<String>,
+    /// Directory of the Raft log and vote.
+    #[arg(
+        long = "raft.node-host-dir",
+        env = "REGATTA_RAFT_NODE_HOST_DIR",
+        default_value = "regatta-data/raft"
+    )]
+    pub raft_node_host_dir: PathBuf,
+    /// Directory of the Raft log, when apart from --raft.node-host-dir.
+    #[arg(long = "raft.wal-dir", env = "REGATTA_RAFT_WAL_DIR")]
+    pub raft_wal_dir: Option<PathBuf>,
+    /// Directory of table data.
+    #[arg(
+        long = "raft.state-machine-dir",
+        env = "REGATTA_RAFT_STATE_MACHINE_DIR",
+        default_value = "regatta-data/state-machine"
+    )]
+    pub raft_state_machine_dir: PathBuf,
+    /// Round-trip time between nodes: the unit of the Raft timings.
+    #[arg(long = "raft.rtt", env = "REGATTA_RAFT_RTT", default_value = "50ms", value_parser = duration)]
+    pub raft_rtt: Duration,
+    /// Heartbeat interval, in RTTs.
+    #[arg(
+        long = "raft.heartbeat-rtt",
+        env = "REGATTA_RAFT_HEARTBEAT_RTT",
+        default_value_t = 1
+    )]
+    pub raft_heartbeat_rtt: u64,
+    /// Election timeout, in RTTs.
+    #[arg(
+        long = "raft.election-rtt",
+        env = "REGATTA_RAFT_ELECTION_RTT",
+        default_value_t = 20
+    )]
+    pub raft_election_rtt: u64,
+    /// Entries between snapshots (0: never).
+    #[arg(
+        long = "raft.snapshot-entries",
+        env = "REGATTA_RAFT_SNAPSHOT_ENTRIES",
+        default_value_t = 10_000
+    )]
+    pub raft_snapshot_entries: u64,
+    /// Entries kept in the log after a snapshot.
+    #[arg(
+        long = "raft.compaction-overhead",
+        env = "REGATTA_RAFT_COMPACTION_OVERHEAD",
+        default_value_t = 5_000
+    )]
+    pub raft_compaction_overhead: u64,
+
+    /// Bytes of RocksDB block cache for table data.
+    #[arg(long = "storage.block-cache-size", env = "REGATTA_STORAGE_BLOCK_CACHE_SIZE", default_value_t = 16 * 1024 * 1024)]
+    pub storage_block_cache_size: usize,
+
+    /// Tables to create at start (existing ones are kept).
+    #[arg(
+        long = "tables.names",
+        env = "REGATTA_TABLES_NAMES",
+        default_value = "regatta",
+        value_delimiter = ','
+    )]
+    pub tables_names: Vec<String>,
+    /// Tables to delete at start.
+    #[arg(
+        long = "tables.delete",
+        env = "REGATTA_TABLES_DELETE",
+        value_delimiter = ','
+    )]
+    pub tables_delete: Vec<String>,
+
+    /// Maintenance listener (served by a later version; accepted now).
+    #[arg(
+        long = "maintenance.address",
+        env = "REGATTA_MAINTENANCE_ADDRESS",
+        default_value = "127.0.0.1:8445"
+    )]
+    pub maintenance_address: String,
+    /// Serve the maintenance API (accepted now).
+    #[arg(long = "maintenance.enabled", env = "REGATTA_MAINTENANCE_ENABLED", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub maintenance_enabled: bool,
+    /// Bearer token required by the maintenance API (accepted now).
+    #[arg(long = "maintenance.token", env = "REGATTA_MAINTENANCE_TOKEN")]
+    pub maintenance_token: Option<String>,
+    /// Replication listener (served by a later version; accepted now).
+    #[arg(
+        long = "replication.address",
+        env = "REGATTA_REPLICATION_ADDRESS",
+        default_value = "127.0.0.1:8444"
+    )]
+    pub replication_address: String,
+    /// Serve the replication API (accepted now).
+    #[arg(long = "replication.enabled", env = "REGATTA_REPLICATION_ENABLED", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub replication_enabled: bool,
+
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long = "log-level", env = "REGATTA_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Human-readable logs instead of JSON.
+    #[arg(long = "dev-mode", env = "REGATTA_DEV_MODE", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub dev_mode: bool,
+}
+
+impl LeaderArgs {
+    fn raft_settings(&self) -> Result<RaftSettings, String> {
+        let members = match &self.raft_initial_members {
+            Some(spec) => parse_members(spec).map_err(|e| e.to_string())?,
+            None => [(self.raft_node_id, self.raft_address.clone())].into(),
+        };
+        Ok(RaftSettings {
+            node_id: self.raft_node_id,
+            address: self.raft_address.clone(),
+            listen_address: self.raft_listen_address.clone(),
+            initial_members: members,
+            node_host_dir: self.raft_node_host_dir.clone(),
+            wal_dir: self.raft_wal_dir.clone(),
+            state_machine_dir: self.raft_state_machine_dir.clone(),
+            rtt: self.raft_rtt,
+            heartbeat_rtt: self.raft_heartbeat_rtt,
+            election_rtt: self.raft_election_rtt,
+            snapshot_entries: self.raft_snapshot_entries,
+            compaction_overhead: self.raft_compaction_overhead,
+        })
+    }
+}
+
+fn init_logging(args: &LeaderArgs) {
+    // A plain level keeps openraft's chatty per-group info logs out.
+    let spec = if args.log_level.contains(['=', ',']) {
+        args.log_level.clone()
+    } else {
+        format!("{},openraft=warn", args.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if args.dev_mode {
+        builder.try_init()
+    } else {
+        builder.json().try_init()
+    };
+}
+
+/// Runs a leader-cluster node until SIGTERM or SIGINT.
+pub fn run(args: LeaderArgs) -> ExitCode {
+    init_logging(&args);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("regatta: starting the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "regatta leader stopped");
+            eprintln!("regatta: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: LeaderArgs) -> Result<(), String> {
+    if args.api_cert_filename.is_some() || args.api_key_filename.is_some() {
+        return Err("TLS on the API is not supported by this version yet".into());
+    }
+    let settings = args.raft_settings()?;
+    let storage = StorageOptions {
+        block_cache_size: args.storage_block_cache_size,
+    };
+    let node = Node::start(settings, storage)
+        .await
+        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(30);
+    for table in &args.tables_delete {
+        node.delete_table(table.as_bytes(), timeout)
+            .await
+            .map_err(|e| format!("deleting table {table}: {e}"))?;
+    }
+    for table in &args.tables_names {
+        node.create_table(table.as_bytes(), timeout)
+            .await
+            .map_err(|e| format!("creating table {table}: {e}"))?;
+    }
+    let api = KvServer::new(KvService::new(node.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let listener = tokio::net::TcpListener::bind(&args.api_address)
+        .await
+        .map_err(|e| format!("binding the API address {}: {e}", args.api_address))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        api = %bound,
+        tables = ?args.tables_names,
+        "regatta leader is serving: reach the KV API at http://{bound}"
+    );
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(tower::util::MapResponseLayer::new(
+            crate::api::limits::resource_exhausted_for_oversized,
+        ))
+        .add_service(api)
+        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    drop(node);
+    served.map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,139 @@
+//! Command line: the entry point of every `regatta` subcommand.
+
+mod config_file;
+mod leader;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+pub use leader::LeaderArgs;
+
+/// Regatta: a distributed, read-optimised key-value store with an etcd-like
+/// gRPC API. Tables are Raft groups in a leader cluster; follower clusters copy
+/// them asynchronously and serve local reads.
+#[derive(Debug, Parser)]
+#[command(name = "regatta", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Commands>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run a node of the leader cluster (takes writes). With no flags: a
+    /// single node on 127.0.0.1 with its data under ./regatta-data.
+    Leader(Box<LeaderArgs>),
+}
+
+/// Parses the command line, layering a `--config` YAML file under flags and
+/// environment variables (precedence: flag > env > file > default).
+pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let matches = Cli::command().try_get_matches_from(&args)?;
+    let file_args = match matches.subcommand() {
+        Some((name, sub)) => match sub.get_one::<String>("config") {
+            Some(path) => config_file::as_args(name, path, sub)?,
+            None => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    if file_args.is_empty() {
+        return Cli::from_arg_matches(&matches);
+    }
+    // File values go in as flags only where neither a flag nor the
+    // environment gave one, so they rank above defaults only.
+    let mut layered = args;
+    layered.extend(file_args);
+    let matches = Cli::command().try_get_matches_from(&layered)?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        None => {
+            let _ = Cli::command().print_help();
+            ExitCode::SUCCESS
+        }
+        Some(Commands::Leader(args)) => leader::run(*args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Cli, clap::Error> {
+        parse(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_flag_prints_the_crate_version() {
+        let err = parse_args(&["regatta", "--version"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert!(err.to_string().contains(env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn leader_defaults_suit_a_laptop() {
+        let Some(Commands::Leader(args)) =
+            parse_args(&["regatta", "leader"]).expect("parses").command
+        else {
+            panic!("leader subcommand");
+        };
+        assert_eq!(args.api_address, "127.0.0.1:8443");
+        assert_eq!(args.raft_address, "127.0.0.1:5012");
+        assert_eq!(args.rest_address, "127.0.0.1:8079");
+        assert_eq!(args.tables_names, vec!["regatta".to_string()]);
+        assert_eq!(args.raft_node_id, 1);
+    }
+
+    #[test]
+    fn config_file_ranks_below_env_and_flags() {
+        let dir = tempfile::TempDir::new().expect("dir");
+        let path = dir.path().join("regatta.yaml");
+        std::fs::write(
+            &path,
+            "api:\n  address: 127.0.0.1:1111\nraft.rtt: 70ms\ntables:\n  names: a,b\nrest.address: 127.0.0.1:2222\n",
+        )
+        .expect("write");
+        let config = path.to_string_lossy().to_string();
+        let leader = |args: &[&str]| match parse_args(args).expect("parses").command {
+            Some(Commands::Leader(args)) => args,
+            None => panic!("leader"),
+        };
+        let from_file = leader(&["regatta", "leader", "--config", &config]);
+        assert_eq!(from_file.api_address, "127.0.0.1:1111");
+        assert_eq!(from_file.raft_rtt, std::time::Duration::from_millis(70));
+        assert_eq!(
+            from_file.tables_names,
+            vec!["a".to_string(), "b".to_string()]
+        );
+        let flag_wins = leader(&[
+            "regatta",
+            "leader",
+            "--config",
+            &config,
+            "--api.address",
+            "127.0.0.1:3333",
+        ]);
+        assert_eq!(flag_wins.api_address, "127.0.0.1:3333");
+        assert_eq!(flag_wins.rest_address, "127.0.0.1:2222");
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let dir = tempfile::TempDir::new().expect("dir");
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, "api.adress: x\n").expect("write");
+        let err =
+            parse_args(&["regatta", "leader", "--config", &path.to_string_lossy()]).unwrap_err();
+        assert!(err.to_string().contains("api.adress"), "{err}");
+    }
+}

@@ -1,0 +1,414 @@
+//! The KV API of the real `regatta leader` binary over a real socket:
+//! behaviour.md §2 checks, codes and messages, headers, limits, compression.
+
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use regatta_proto::mvcc::v1::request_op::{self, Request};
+use regatta_proto::mvcc::v1::{Compare, RequestOp};
+use regatta_proto::regatta::v1::kv_client::KvClient;
+use regatta_proto::regatta::v1::{DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Channel;
+use tonic::Code;
+
+struct Server {
+    child: Child,
+    _dir: tempfile::TempDir,
+    api: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn start() -> (Server, KvClient<Channel>) {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let api = format!("127.0.0.1:{}", free_port());
+    let raft = format!("127.0.0.1:{}", free_port());
+    let child = Process::new(env!("CARGO_BIN_EXE_regatta"))
+        .args([
+            "leader",
+            "--api.address",
+            &api,
+            "--raft.address",
+            &raft,
+            "--tables.names",
+            "t,other",
+        ])
+        .arg("--raft.node-host-dir")
+        .arg(dir.path().join("raft"))
+        .arg("--raft.state-machine-dir")
+        .arg(dir.path().join("sm"))
+        .args(["--raft.rtt", "10ms", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn regatta leader");
+    let server = Server {
+        child,
+        _dir: dir,
+        api,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{}", server.api))
+            .expect("uri")
+            .connect()
+            .await
+        {
+            return (
+                server,
+                KvClient::new(channel).max_decoding_message_size(8 * 1024 * 1024),
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "regatta leader did not start serving"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn range(table: &str, key: &[u8]) -> RangeRequest {
+    RangeRequest {
+        table: table.into(),
+        key: key.to_vec(),
+        ..RangeRequest::default()
+    }
+}
+
+fn put(table: &str, key: &[u8], value: &[u8]) -> PutRequest {
+    PutRequest {
+        table: table.into(),
+        key: key.to_vec(),
+        value: value.to_vec(),
+        prev_kv: false,
+    }
+}
+
+fn expect_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, message: &str) {
+    match result {
+        Err(status) => assert_eq!((status.code(), status.message()), (code, message)),
+        Ok(answer) => panic!("expected {code:?} {message:?}, got {answer:?}"),
+    }
+}
+
+const INVALID: Code = Code::InvalidArgument;
+
+#[tokio::test]
+async fn every_check_of_behaviour_2_1_answers_its_code_and_message() {
+    let (_server, mut kv) = start().await;
+    let long = vec![b'k'; 1025];
+
+    // Range, in order.
+    expect_status(
+        kv.range(RangeRequest {
+            limit: -1,
+            keys_only: true,
+            count_only: true,
+            ..RangeRequest::default()
+        })
+        .await,
+        INVALID,
+        "limit must be a positive number",
+    );
+    expect_status(
+        kv.range(RangeRequest {
+            keys_only: true,
+            count_only: true,
+            ..RangeRequest::default()
+        })
+        .await,
+        INVALID,
+        "keys_only and count_only must not be set at the same time",
+    );
+    expect_status(kv.range(range("", b"")).await, INVALID, "table must be set");
+    expect_status(
+        kv.range(range("nope", b"")).await,
+        INVALID,
+        "key must be set",
+    );
+    expect_status(
+        kv.range(range("nope", &long)).await,
+        Code::NotFound,
+        "table not found",
+    );
+    expect_status(
+        kv.range(range("t", &long)).await,
+        INVALID,
+        "key length exceeded max allowed value",
+    );
+    expect_status(
+        kv.range(RangeRequest {
+            range_end: long.clone(),
+            ..range("t", b"k")
+        })
+        .await,
+        INVALID,
+        "key length exceeded max allowed value",
+    );
+
+    // Put.
+    expect_status(
+        kv.put(put("", b"", b"")).await,
+        INVALID,
+        "table must be set",
+    );
+    expect_status(
+        kv.put(put("nope", b"", b"")).await,
+        INVALID,
+        "key must be set",
+    );
+    expect_status(
+        kv.put(put("nope", &long, b"")).await,
+        Code::NotFound,
+        "table not found",
+    );
+    expect_status(
+        kv.put(put("t", &long, b"")).await,
+        INVALID,
+        "key length exceeded max allowed value",
+    );
+    expect_status(
+        kv.put(put("t", b"k", &vec![0; 2 * 1024 * 1024 + 1])).await,
+        INVALID,
+        "value length exceeded max allowed value",
+    );
+    kv.put(put("t", &[0xff; 1024], &vec![7; 2 * 1024 * 1024]))
+        .await
+        .expect("exactly 1024-byte key and 2 MiB value");
+
+    // DeleteRange.
+    let delete = |table: &str, key: &[u8], end: &[u8]| DeleteRangeRequest {
+        table: table.into(),
+        key: key.to_vec(),
+        range_end: end.to_vec(),
+        prev_kv: false,
+    };
+    expect_status(
+        kv.delete_range(delete("", b"", b"")).await,
+        INVALID,
+        "table must be set",
+    );
+    expect_status(
+        kv.delete_range(delete("nope", b"", b"")).await,
+        INVALID,
+        "key must be set",
+    );
+    expect_status(
+        kv.delete_range(delete("nope", b"k", b"")).await,
+        Code::NotFound,
+        "table not found",
+    );
+    expect_status(
+        kv.delete_range(delete("t", b"k", &long)).await,
+        INVALID,
+        "key length exceeded max allowed value",
+    );
+
+    // Txn: table, then success ops, failure ops, then compares.
+    let bad_range = RequestOp {
+        request: Some(Request::RequestRange(request_op::Range {
+            key: b"k".to_vec(),
+            limit: -1,
+            ..Default::default()
+        })),
+    };
+    let empty_put = RequestOp {
+        request: Some(Request::RequestPut(request_op::Put::default())),
+    };
+    let txn = |table: &str,
+               success: Vec<RequestOp>,
+               failure: Vec<RequestOp>,
+               compare: Vec<Compare>| TxnRequest {
+        table: table.into(),
+        compare,
+        success,
+        failure,
+    };
+    expect_status(
+        kv.txn(txn("", vec![bad_range.clone()], vec![], vec![]))
+            .await,
+        INVALID,
+        "table must be set",
+    );
+    expect_status(
+        kv.txn(txn("nope", vec![bad_range.clone()], vec![], vec![]))
+            .await,
+        Code::NotFound,
+        "table not found",
+    );
+    expect_status(
+        kv.txn(txn("t", vec![bad_range], vec![empty_put.clone()], vec![]))
+            .await,
+        INVALID,
+        "limit must be a positive number",
+    );
+    expect_status(
+        kv.txn(txn("t", vec![], vec![empty_put], vec![])).await,
+        INVALID,
+        "key must be set",
+    );
+    let long_compare = Compare {
+        key: long.clone(),
+        ..Compare::default()
+    };
+    expect_status(
+        kv.txn(txn("t", vec![], vec![], vec![long_compare])).await,
+        INVALID,
+        "key length exceeded max allowed value",
+    );
+}
+
+#[tokio::test]
+async fn writes_and_reads_carry_headers_with_increasing_revisions() {
+    let (_server, mut kv) = start().await;
+    let first = kv
+        .put(put("t", b"a", b"1"))
+        .await
+        .expect("put")
+        .into_inner();
+    let second = kv
+        .put(PutRequest {
+            prev_kv: true,
+            ..put("t", b"a", b"2")
+        })
+        .await
+        .expect("put")
+        .into_inner();
+    let h1 = first.header.expect("header");
+    let h2 = second.header.expect("header");
+    assert!(h1.shard_id >= 10001);
+    assert_eq!((h1.replica_id, h1.raft_leader_id), (1, 1));
+    assert!(h1.raft_term >= 1);
+    assert!(
+        h2.revision > h1.revision,
+        "{} then {}",
+        h1.revision,
+        h2.revision
+    );
+    assert_eq!(second.prev_kv.expect("prev kv").value, b"1");
+
+    let read = kv
+        .range(RangeRequest {
+            linearizable: true,
+            ..range("t", b"a")
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(read.kvs[0].value, b"2");
+    assert_eq!(
+        read.header.expect("header").revision,
+        h2.revision,
+        "reads return the revision they read"
+    );
+    let missing = kv
+        .range(range("t", b"zz"))
+        .await
+        .expect("range of a missing key")
+        .into_inner();
+    assert!(missing.kvs.is_empty() && missing.count == 0);
+
+    let deleted = kv
+        .delete_range(DeleteRangeRequest {
+            table: "t".into(),
+            key: b"a".to_vec(),
+            range_end: vec![0],
+            prev_kv: true,
+        })
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(deleted.deleted, 1);
+    assert!(deleted.header.expect("header").revision > h2.revision);
+
+    let put_op = RequestOp {
+        request: Some(Request::RequestPut(request_op::Put {
+            key: b"x".to_vec(),
+            value: b"y".to_vec(),
+            prev_kv: false,
+        })),
+    };
+    let txn = kv
+        .txn(TxnRequest {
+            table: "t".into(),
+            compare: vec![],
+            success: vec![put_op],
+            failure: vec![],
+        })
+        .await
+        .expect("txn")
+        .into_inner();
+    assert!(txn.succeeded);
+    assert_eq!(txn.responses.len(), 1);
+    let read_only = kv
+        .txn(TxnRequest {
+            table: "t".into(),
+            compare: vec![Compare {
+                key: b"x".to_vec(),
+                ..Compare::default()
+            }],
+            success: vec![RequestOp {
+                request: Some(Request::RequestRange(request_op::Range {
+                    key: b"x".to_vec(),
+                    ..Default::default()
+                })),
+            }],
+            failure: vec![],
+        })
+        .await
+        .expect("read-only txn")
+        .into_inner();
+    assert!(read_only.succeeded, "x exists");
+    assert_eq!(
+        read_only.header.expect("header").revision,
+        txn.header.expect("header").revision,
+        "a read-only txn writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused_and_compression_works() {
+    let (_server, kv) = start().await;
+    let mut kv = kv.max_encoding_message_size(16 * 1024 * 1024);
+    let huge = put("t", b"k", &vec![1; 5 * 1024 * 1024]);
+    let err = kv.put(huge).await.expect_err("a request over 4 MiB");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+
+    let mut compressed = kv
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    compressed
+        .put(put("t", b"c", &vec![b'z'; 100_000]))
+        .await
+        .expect("gzip put");
+    let read = compressed
+        .range(range("t", b"c"))
+        .await
+        .expect("gzip range")
+        .into_inner();
+    assert_eq!(read.kvs[0].value.len(), 100_000);
+    let mut zstd = compressed
+        .send_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Zstd);
+    assert_eq!(
+        zstd.range(range("t", b"c"))
+            .await
+            .expect("zstd range")
+            .into_inner()
+            .kvs
+            .len(),
+        1
+    );
+}
