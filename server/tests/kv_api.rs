@@ -16,6 +16,7 @@ struct Server {
     child: Child,
     _dir: tempfile::TempDir,
     api: String,
+    rest: String,
 }
 
 impl Drop for Server {
@@ -36,6 +37,7 @@ async fn start() -> (Server, KvClient<Channel>) {
     let dir = tempfile::TempDir::new().expect("temp dir");
     let api = format!("127.0.0.1:{}", free_port());
     let raft = format!("127.0.0.1:{}", free_port());
+    let rest = format!("127.0.0.1:{}", free_port());
     let child = Process::new(env!("CARGO_BIN_EXE_regatta"))
         .args([
             "leader",
@@ -51,6 +53,7 @@ async fn start() -> (Server, KvClient<Channel>) {
         .arg("--raft.state-machine-dir")
         .arg(dir.path().join("sm"))
         .args(["--raft.rtt", "10ms", "--log-level", "warn"])
+        .args(["--rest.address", &rest, "--api.reflection-api"])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn regatta leader");
@@ -58,6 +61,7 @@ async fn start() -> (Server, KvClient<Channel>) {
         child,
         _dir: dir,
         api,
+        rest,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -410,5 +414,118 @@ async fn oversized_requests_are_refused_and_compression_works() {
             .kvs
             .len(),
         1
+    );
+}
+
+/// A plain HTTP/1.1 GET; returns (status code, body).
+fn http_get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect REST");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: regatta\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn health_metrics_and_reflection_describe_the_node() {
+    let (server, mut kv) = start().await;
+    kv.put(put("t", b"k", b"v")).await.expect("put");
+    let _ = kv.range(range("", b"")).await;
+
+    let rest = server.rest.clone();
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(&rest, "/healthz"))
+        .await
+        .expect("join");
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let rest = server.rest.clone();
+    let (status, metrics) = tokio::task::spawn_blocking(move || http_get(&rest, "/metrics"))
+        .await
+        .expect("join");
+    assert_eq!(status, 200);
+    for expected in [
+        "regatta_grpc_requests_total{method=\"Put\",code=\"Ok\"} 1",
+        "regatta_grpc_requests_total{method=\"Range\",code=\"InvalidArgument\"} 1",
+        "regatta_grpc_request_duration_seconds_count{method=\"Put\"} 1",
+        "regatta_table_revision{table=\"t\"}",
+        "regatta_table_raft_leader_id{table=\"t\"} 1",
+        "regatta_raft_log_syncs_total",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "metrics lack {expected}:\n{metrics}"
+        );
+    }
+
+    let channel = Channel::from_shared(format!("http://{}", server.api))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "regatta.v1.KV", "t", "other"] {
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|err| panic!("health of {service:?}: {err}"))
+            .into_inner();
+        assert_eq!(
+            answer.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .expect("answer")
+        .expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected reflection answer {answer:?}");
+    };
+    let services: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "regatta.v1.KV",
+        "replication.v1.Log",
+        "maintenance.v1.Maintenance",
+    ] {
+        assert!(
+            services.iter().any(|s| s == expected),
+            "{expected} not in {services:?}"
+        );
+    }
+    assert!(
+        !services.iter().any(|s| s.contains("internal")),
+        "the internal transport is not advertised: {services:?}"
     );
 }

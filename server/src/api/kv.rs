@@ -1,7 +1,7 @@
 //! `regatta.v1.KV` on a leader-cluster node (behaviour.md §2).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use regatta_proto::mvcc::v1::command::CommandType;
 use regatta_proto::mvcc::v1::response_op::Response as OpResponse;
@@ -13,6 +13,7 @@ use regatta_proto::regatta::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use super::metrics::ApiMetrics;
 use super::status::Error;
 use super::validate;
 use crate::cluster::{GroupInfo, Node};
@@ -24,11 +25,19 @@ pub const DEFAULT_KV_DEADLINE: Duration = Duration::from_secs(5);
 /// The KV service of a leader-cluster node.
 pub struct KvService {
     node: Arc<Node>,
+    metrics: Arc<ApiMetrics>,
 }
 
 impl KvService {
-    pub fn new(node: Arc<Node>) -> Self {
-        KvService { node }
+    pub fn new(node: Arc<Node>, metrics: Arc<ApiMetrics>) -> Self {
+        KvService { node, metrics }
+    }
+
+    fn observe<T>(&self, method: &'static str, started: Instant, result: &Result<T, Status>) {
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.observe(method, code, started.elapsed());
     }
 
     fn exists(&self) -> impl Fn(&[u8]) -> bool + '_ {
@@ -81,9 +90,8 @@ impl KvService {
     }
 }
 
-#[tonic::async_trait]
-impl Kv for KvService {
-    async fn range(
+impl KvService {
+    async fn range_inner(
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
@@ -118,7 +126,10 @@ impl Kv for KvService {
         }))
     }
 
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+    async fn put_inner(
+        &self,
+        request: Request<PutRequest>,
+    ) -> Result<Response<PutResponse>, Status> {
         let timeout = deadline(&request);
         let request = request.into_inner();
         validate::put(&request, &self.exists())?;
@@ -148,7 +159,7 @@ impl Kv for KvService {
         }))
     }
 
-    async fn delete_range(
+    async fn delete_range_inner(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
@@ -185,7 +196,10 @@ impl Kv for KvService {
         }))
     }
 
-    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+    async fn txn_inner(
+        &self,
+        request: Request<TxnRequest>,
+    ) -> Result<Response<TxnResponse>, Status> {
         let timeout = deadline(&request);
         let request = request.into_inner();
         validate::txn(&request, &self.exists())?;
@@ -220,6 +234,43 @@ impl Kv for KvService {
             succeeded: written.txn_succeeded.unwrap_or_default(),
             responses: written.result.responses,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let started = Instant::now();
+        let result = self.range_inner(request).await;
+        self.observe("Range", started, &result);
+        result
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let started = Instant::now();
+        let result = self.put_inner(request).await;
+        self.observe("Put", started, &result);
+        result
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let started = Instant::now();
+        let result = self.delete_range_inner(request).await;
+        self.observe("DeleteRange", started, &result);
+        result
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let started = Instant::now();
+        let result = self.txn_inner(request).await;
+        self.observe("Txn", started, &result);
+        result
     }
 }
 

@@ -4,6 +4,8 @@
 
 pub mod kv;
 pub mod limits;
+pub mod metrics;
+pub mod rest;
 pub mod status;
 pub mod validate;
 

@@ -2,12 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use regatta_proto::regatta::v1::kv_server::KvServer;
 use tonic::codec::CompressionEncoding;
 
+use crate::api::metrics::ApiMetrics;
 use crate::api::KvService;
 use crate::cluster::{parse_members, Node, RaftSettings};
 use crate::storage::{StorageOptions, MAX_MESSAGE_BYTES};
@@ -258,7 +260,30 @@ async fn serve(args: LeaderArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("creating table {table}: {e}"))?;
     }
-    let api = KvServer::new(KvService::new(node.clone()))
+    // Tables just created elect their leaders within an election timeout.
+    let ready_by = tokio::time::Instant::now() + timeout;
+    while let Some(reason) = crate::api::rest::not_ready(&node) {
+        if tokio::time::Instant::now() > ready_by {
+            tracing::warn!(reason, "serving before every table has a leader");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = Arc::new(ApiMetrics::default());
+    let rest = rest_server(&args.rest_address, node.clone(), metrics.clone()).await?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(node.clone(), health));
+    let reflection = if args.api_reflection_api {
+        Some(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(regatta_proto::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .map_err(|e| format!("gRPC reflection: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let api = KvServer::new(KvService::new(node.clone(), metrics))
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip)
@@ -281,12 +306,57 @@ async fn serve(args: LeaderArgs) -> Result<(), String> {
             crate::api::limits::resource_exhausted_for_oversized,
         ))
         .add_service(api)
+        .add_service(health_service)
+        .add_optional_service(reflection)
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await;
     tracing::info!("shutting down");
+    rest.abort();
     node.shutdown().await;
     drop(node);
     served.map_err(|e| e.to_string())
+}
+
+/// Serves `/healthz` and `/metrics` on the REST address.
+async fn rest_server(
+    address: &str,
+    node: Arc<Node>,
+    metrics: Arc<ApiMetrics>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("binding the REST address {address}: {e}"))?;
+    let router = crate::api::rest::router(node, metrics);
+    Ok(tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(error = %err, "REST server stopped");
+        }
+    }))
+}
+
+/// Keeps gRPC health in step with the node: `regatta.v1.KV` (and the
+/// overall status) serve when every table has a leader; each table name is
+/// a service of its own.
+async fn report_health(node: Arc<Node>, health: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus::{NotServing, Serving};
+    loop {
+        let ready = crate::api::rest::not_ready(&node).is_none();
+        let status = if ready { Serving } else { NotServing };
+        health.set_service_status("", status).await;
+        health.set_service_status("regatta.v1.KV", status).await;
+        for name in node.tables().keys() {
+            let serving = node
+                .table_group(name)
+                .is_ok_and(|group| group.leader().is_some());
+            health
+                .set_service_status(
+                    String::from_utf8_lossy(name),
+                    if serving { Serving } else { NotServing },
+                )
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,166 @@
+//! Prometheus text metrics: API requests by method and code with latency
+//! histograms, per-table Raft and storage state, group-commit counters.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::cluster::Node;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Counters of the API, shared by the services that serve it.
+#[derive(Default)]
+pub struct ApiMetrics {
+    requests: Mutex<BTreeMap<(&'static str, String), u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+}
+
+impl ApiMetrics {
+    /// Records one finished call.
+    pub fn observe(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
+        let code = format!("{code:?}");
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((method, code))
+            .or_default() += 1;
+        let seconds = elapsed.as_secs_f64();
+        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let histogram = latency.entry(method).or_default();
+        for (bucket, bound) in histogram.counts.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        histogram.count += 1;
+        histogram.sum += seconds;
+    }
+
+    /// Everything in Prometheus text format.
+    pub fn render(&self, node: &Node) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP regatta_grpc_requests_total KV API calls by method and gRPC code."
+        );
+        let _ = writeln!(out, "# TYPE regatta_grpc_requests_total counter");
+        for ((method, code), count) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "regatta_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP regatta_grpc_request_duration_seconds KV API call latency."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE regatta_grpc_request_duration_seconds histogram"
+        );
+        for (method, histogram) in self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            for (bound, count) in BUCKETS.iter().zip(histogram.counts) {
+                let _ = writeln!(out, "regatta_grpc_request_duration_seconds_bucket{{method=\"{method}\",le=\"{bound}\"}} {count}");
+            }
+            let _ = writeln!(out, "regatta_grpc_request_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}", histogram.count);
+            let _ = writeln!(
+                out,
+                "regatta_grpc_request_duration_seconds_sum{{method=\"{method}\"}} {}",
+                histogram.sum
+            );
+            let _ = writeln!(
+                out,
+                "regatta_grpc_request_duration_seconds_count{{method=\"{method}\"}} {}",
+                histogram.count
+            );
+        }
+        render_tables(&mut out, node);
+        out
+    }
+}
+
+fn render_tables(out: &mut String, node: &Node) {
+    let gauges = [
+        ("regatta_table_revision", "The table's revision."),
+        (
+            "regatta_table_applied_index",
+            "Index of the last Raft entry applied to the table.",
+        ),
+        (
+            "regatta_table_raft_term",
+            "Current Raft term of the table's group.",
+        ),
+        (
+            "regatta_table_raft_leader_id",
+            "Node id of the table's Raft leader (0: none).",
+        ),
+        (
+            "regatta_table_raft_log_last_index",
+            "Index of the last entry in the table's Raft log.",
+        ),
+    ];
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let mut names = Vec::new();
+    for (name, _) in node.tables() {
+        let Ok(group) = node.table_group(&name) else {
+            continue;
+        };
+        let state = group.table.state();
+        let last_log = {
+            let metrics = group.raft.metrics();
+            let last = metrics.borrow().last_log_index.unwrap_or_default();
+            last
+        };
+        rows.push([
+            state.revision.to_string(),
+            state.applied_index.to_string(),
+            group.term().to_string(),
+            group.leader().unwrap_or_default().to_string(),
+            last_log.to_string(),
+        ]);
+        names.push(String::from_utf8_lossy(&name).replace(['"', '\\', '\n'], "_"));
+    }
+    for (i, (metric, help)) in gauges.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {metric} {help}");
+        let _ = writeln!(out, "# TYPE {metric} gauge");
+        for (name, row) in names.iter().zip(&rows) {
+            let _ = writeln!(out, "{metric}{{table=\"{name}\"}} {}", row[i]);
+        }
+    }
+    let (appends, syncs) = node.log_sync_stats();
+    let _ = writeln!(
+        out,
+        "# HELP regatta_raft_log_appends_total Raft log appends made durable."
+    );
+    let _ = writeln!(out, "# TYPE regatta_raft_log_appends_total counter");
+    let _ = writeln!(out, "regatta_raft_log_appends_total {appends}");
+    let _ = writeln!(
+        out,
+        "# HELP regatta_raft_log_syncs_total WAL syncs of the Raft log (group commit shares them)."
+    );
+    let _ = writeln!(out, "# TYPE regatta_raft_log_syncs_total counter");
+    let _ = writeln!(out, "regatta_raft_log_syncs_total {syncs}");
+}

@@ -1,0 +1,69 @@
+//! The REST listener: `GET /healthz` and `GET /metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use super::metrics::ApiMetrics;
+use crate::cluster::Node;
+
+#[derive(Clone)]
+struct Rest {
+    node: Arc<Node>,
+    metrics: Arc<ApiMetrics>,
+}
+
+/// Why the node does not serve yet, if it does not.
+pub fn not_ready(node: &Node) -> Option<String> {
+    let tables = node.tables();
+    if tables.is_empty() {
+        return None;
+    }
+    for name in tables.keys() {
+        match node.table_group(name) {
+            Ok(group) if group.leader().is_some() => {}
+            Ok(_) => {
+                return Some(format!(
+                    "table {} has no leader",
+                    String::from_utf8_lossy(name)
+                ))
+            }
+            Err(_) => {
+                return Some(format!(
+                    "table {} is not running here",
+                    String::from_utf8_lossy(name)
+                ))
+            }
+        }
+    }
+    None
+}
+
+async fn healthz(State(rest): State<Rest>) -> impl IntoResponse {
+    match not_ready(&rest.node) {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
+}
+
+async fn render_metrics(State(rest): State<Rest>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        rest.metrics.render(&rest.node),
+    )
+}
+
+/// The REST routes.
+pub fn router(node: Arc<Node>, metrics: Arc<ApiMetrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
+        .with_state(Rest { node, metrics })
+}
