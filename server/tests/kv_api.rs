@@ -529,3 +529,59 @@ async fn health_metrics_and_reflection_describe_the_node() {
         "the internal transport is not advertised: {services:?}"
     );
 }
+
+/// Runs `regatta kv --address <api> <args>` with `stdin`; returns (success, stdout, stderr).
+fn regatta_kv(api: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Process::new(env!("CARGO_BIN_EXE_regatta"))
+        .args(["kv", "--address", api])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn regatta kv");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("regatta kv output");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn the_kv_client_commands_work_against_a_running_server() {
+    let (server, _kv) = start().await;
+    let api = server.api.clone();
+    tokio::task::spawn_blocking(move || {
+        let (ok, out, err) = regatta_kv(&api, &["put", "t", "user/1", "alice"], "");
+        assert!(ok && out.starts_with("OK (revision "), "{out} {err}");
+        regatta_kv(&api, &["put", "t", "user/2", "bob"], "");
+        let (ok, out, _) = regatta_kv(&api, &["get", "t", "user/", "--prefix"], "");
+        assert!(ok);
+        assert_eq!(out, "user/1=alice\nuser/2=bob");
+        let (ok, out, _) = regatta_kv(&api, &["get", "t", "user/", "--prefix", "--count-only", "--linearizable"], "");
+        assert!(ok);
+        assert_eq!(out, "count: 2");
+        let (ok, out, _) = regatta_kv(&api, &["--json", "get", "t", "user/1"], "");
+        assert!(ok);
+        let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(json["kvs"][0]["value"], "YWxpY2U=", "base64 of alice");
+        let txn = r#"{"compare":[{"key":"user/1","value":"alice"}],"success":[{"put":{"key":"user/1","value":"carol"}}],"failure":[]}"#;
+        let (ok, out, err) = regatta_kv(&api, &["txn", "t"], txn);
+        assert!(ok && out.starts_with("succeeded: true"), "{out} {err}");
+        let (ok, out, _) = regatta_kv(&api, &["delete", "t", "user/", "--prefix"], "");
+        assert!(ok && out.starts_with("deleted 2"), "{out}");
+        let (ok, _, err) = regatta_kv(&api, &["get", "nope", "k"], "");
+        assert!(!ok);
+        assert_eq!(err, "regatta kv: NotFound: table not found");
+    })
+    .await
+    .expect("client steps");
+}

@@ -1,6 +1,7 @@
 //! Command line: the entry point of every `regatta` subcommand.
 
 mod config_file;
+mod kv;
 mod leader;
 
 use std::ffi::OsString;
@@ -25,6 +26,8 @@ pub enum Commands {
     /// Run a node of the leader cluster (takes writes). With no flags: a
     /// single node on 127.0.0.1 with its data under ./regatta-data.
     Leader(Box<LeaderArgs>),
+    /// Talk to a running server: put, get, delete, txn.
+    Kv(kv::KvArgs),
 }
 
 /// Parses the command line, layering a `--config` YAML file under flags and
@@ -32,7 +35,7 @@ pub enum Commands {
 pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     let matches = Cli::command().try_get_matches_from(&args)?;
     let file_args = match matches.subcommand() {
-        Some((name, sub)) => match sub.get_one::<String>("config") {
+        Some((name, sub)) => match sub.try_get_one::<String>("config").ok().flatten() {
             Some(path) => config_file::as_args(name, path, sub)?,
             None => Vec::new(),
         },
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Commands::Leader(args)) => leader::run(*args),
+        Some(Commands::Kv(args)) => kv::run(args),
     }
 }
 
@@ -106,7 +110,7 @@ mod tests {
         let config = path.to_string_lossy().to_string();
         let leader = |args: &[&str]| match parse_args(args).expect("parses").command {
             Some(Commands::Leader(args)) => args,
-            None => panic!("leader"),
+            _ => panic!("leader"),
         };
         let from_file = leader(&["regatta", "leader", "--config", &config]);
         assert_eq!(from_file.api_address, "127.0.0.1:1111");
