@@ -463,6 +463,10 @@ async fn health_metrics_and_reflection_describe_the_node() {
         "regatta_table_revision{table=\"t\"}",
         "regatta_table_raft_leader_id{table=\"t\"} 1",
         "regatta_raft_log_syncs_total",
+        "regatta_rocksdb_block_cache_capacity_bytes 16777216",
+        "regatta_rocksdb_estimated_keys",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
     ] {
         assert!(
             metrics.contains(expected),
@@ -584,4 +588,95 @@ async fn the_kv_client_commands_work_against_a_running_server() {
     })
     .await
     .expect("client steps");
+}
+
+#[tokio::test]
+async fn sigterm_during_writes_keeps_every_acknowledged_write() {
+    let (mut server, mut kv) = start().await;
+    let writer = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for i in 0..10_000u32 {
+            let key = format!("k{i:05}");
+            match kv.put(put("t", key.as_bytes(), b"v")).await {
+                Ok(_) => acknowledged.push(key),
+                Err(_) => break,
+            }
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = server.child.id().to_string();
+    let term = Process::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("send SIGTERM");
+    assert!(term.success());
+    let acknowledged = writer.await.expect("writer");
+    let exit = server.child.wait().expect("wait for the node");
+    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+    assert!(
+        !acknowledged.is_empty(),
+        "some writes were acknowledged before SIGTERM"
+    );
+
+    // Same directories, new process.
+    let dir = server._dir.path().to_path_buf();
+    let child = Process::new(env!("CARGO_BIN_EXE_regatta"))
+        .args([
+            "leader",
+            "--api.address",
+            &server.api,
+            "--tables.names",
+            "t,other",
+        ])
+        .args(["--raft.address", &format!("127.0.0.1:{}", free_port())])
+        .args(["--rest.address", &server.rest])
+        .arg("--raft.node-host-dir")
+        .arg(dir.join("raft"))
+        .arg("--raft.state-machine-dir")
+        .arg(dir.join("sm"))
+        .args(["--raft.rtt", "10ms", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("restart");
+    server.child = child;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut kv = loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{}", server.api))
+            .expect("uri")
+            .connect()
+            .await
+        {
+            break KvClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
+        }
+        assert!(Instant::now() < deadline, "restarted node did not serve");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let all = kv
+        .range(RangeRequest {
+            range_end: vec![0],
+            linearizable: true,
+            count_only: true,
+            ..range("t", b"k")
+        })
+        .await
+        .expect("count after restart")
+        .into_inner();
+    assert!(
+        all.count as usize >= acknowledged.len(),
+        "{} keys after restart, {} acknowledged",
+        all.count,
+        acknowledged.len()
+    );
+    let last = acknowledged.last().expect("one write");
+    let found = kv
+        .range(range("t", last.as_bytes()))
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(
+        found.kvs.len(),
+        1,
+        "the last acknowledged write {last} survived"
+    );
 }

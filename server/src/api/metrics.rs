@@ -98,6 +98,12 @@ impl ApiMetrics {
             );
         }
         render_tables(&mut out, node);
+        for (name, help, value) in node.storage().rocksdb_stats() {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        render_process(&mut out);
         out
     }
 }
@@ -163,4 +169,53 @@ fn render_tables(out: &mut String, node: &Node) {
     );
     let _ = writeln!(out, "# TYPE regatta_raft_log_syncs_total counter");
     let _ = writeln!(out, "regatta_raft_log_syncs_total {syncs}");
+}
+
+/// The usual `process_*` metrics, read from `/proc` (Linux); absent elsewhere.
+fn render_process(out: &mut String) {
+    const PAGE_BYTES: u64 = 4096;
+    const TICKS_PER_SECOND: f64 = 100.0;
+    if let Some(rss_pages) = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+    {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes."
+        );
+        let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
+        let _ = writeln!(
+            out,
+            "process_resident_memory_bytes {}",
+            rss_pages * PAGE_BYTES
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            out,
+            "# HELP process_open_fds Number of open file descriptors."
+        );
+        let _ = writeln!(out, "# TYPE process_open_fds gauge");
+        let _ = writeln!(out, "process_open_fds {}", fds.count());
+    }
+    if let Some(ticks) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+    {
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total User and system CPU time spent."
+        );
+        let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter");
+        let _ = writeln!(
+            out,
+            "process_cpu_seconds_total {}",
+            ticks as f64 / TICKS_PER_SECOND
+        );
+    }
 }

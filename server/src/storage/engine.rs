@@ -226,6 +226,64 @@ impl Storage {
         Ok(())
     }
 
+    /// RocksDB figures for operators: (metric name, help, value).
+    pub fn rocksdb_stats(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let db = &self.shared.db;
+        let db_wide = |property: &str| {
+            db.property_int_value(property)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        let per_table = |property: &str| -> u64 {
+            self.read_tables()
+                .values()
+                .filter_map(|table| {
+                    let name = table.inner.cf_name.read().ok()?.clone();
+                    let cf = db.cf_handle(&name)?;
+                    db.property_int_value_cf(&cf, property).ok().flatten()
+                })
+                .sum()
+        };
+        vec![
+            (
+                "regatta_rocksdb_block_cache_usage_bytes",
+                "Bytes in the shared block cache.",
+                db_wide("rocksdb.block-cache-usage"),
+            ),
+            (
+                "regatta_rocksdb_block_cache_capacity_bytes",
+                "Capacity of the shared block cache.",
+                db_wide("rocksdb.block-cache-capacity"),
+            ),
+            (
+                "regatta_rocksdb_running_compactions",
+                "Compactions running now.",
+                db_wide("rocksdb.num-running-compactions"),
+            ),
+            (
+                "regatta_rocksdb_pending_compaction_bytes",
+                "Bytes compaction estimates it still has to rewrite, all tables.",
+                per_table("rocksdb.estimate-pending-compaction-bytes"),
+            ),
+            (
+                "regatta_rocksdb_sst_files_bytes",
+                "Size of the SST files of all tables.",
+                per_table("rocksdb.total-sst-files-size"),
+            ),
+            (
+                "regatta_rocksdb_memtable_bytes",
+                "Size of the memtables of all tables.",
+                per_table("rocksdb.cur-size-all-mem-tables"),
+            ),
+            (
+                "regatta_rocksdb_estimated_keys",
+                "Estimated number of keys in all tables.",
+                per_table("rocksdb.estimate-num-keys"),
+            ),
+        ]
+    }
+
     fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Table>> {
         self.tables
             .read()
