@@ -680,3 +680,130 @@ async fn sigterm_during_writes_keeps_every_acknowledged_write() {
         "the last acknowledged write {last} survived"
     );
 }
+
+/// Three `regatta leader` processes forming one cluster.
+async fn start_cluster() -> (Vec<Server>, Vec<KvClient<Channel>>) {
+    let ports: Vec<(String, String, String)> = (0..3)
+        .map(|_| {
+            (
+                format!("127.0.0.1:{}", free_port()),
+                format!("127.0.0.1:{}", free_port()),
+                format!("127.0.0.1:{}", free_port()),
+            )
+        })
+        .collect();
+    let members = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, raft, _))| format!("{}={raft}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut servers = Vec::new();
+    for (i, (api, raft, rest)) in ports.iter().enumerate() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let child = Process::new(env!("CARGO_BIN_EXE_regatta"))
+            .args([
+                "leader",
+                "--api.address",
+                api,
+                "--raft.address",
+                raft,
+                "--rest.address",
+                rest,
+            ])
+            .args([
+                "--raft.node-id",
+                &(i + 1).to_string(),
+                "--raft.initial-members",
+                &members,
+            ])
+            .args([
+                "--tables.names",
+                "t",
+                "--raft.rtt",
+                "10ms",
+                "--log-level",
+                "warn",
+            ])
+            .arg("--raft.node-host-dir")
+            .arg(dir.path().join("raft"))
+            .arg("--raft.state-machine-dir")
+            .arg(dir.path().join("sm"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn regatta leader");
+        servers.push(Server {
+            child,
+            _dir: dir,
+            api: api.clone(),
+            rest: rest.clone(),
+        });
+    }
+    let mut clients = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for server in &servers {
+        loop {
+            if let Ok(channel) = Channel::from_shared(format!("http://{}", server.api))
+                .expect("uri")
+                .connect()
+                .await
+            {
+                clients.push(KvClient::new(channel));
+                break;
+            }
+            assert!(Instant::now() < deadline, "cluster node did not serve");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    (servers, clients)
+}
+
+#[tokio::test]
+async fn a_three_node_cluster_of_the_binary_agrees_on_headers_and_data() {
+    let (_servers, mut clients) = start_cluster().await;
+    let mut revisions = Vec::new();
+    let mut shards = Vec::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let answer = client
+            .put(put("t", format!("k{i}").as_bytes(), b"v"))
+            .await
+            .unwrap_or_else(|err| panic!("put via node {}: {err}", i + 1))
+            .into_inner();
+        let header = answer.header.expect("header");
+        assert_eq!(
+            header.replica_id,
+            i as u64 + 1,
+            "replica_id is the answering node"
+        );
+        revisions.push(header.revision);
+        shards.push(header.shard_id);
+    }
+    assert!(
+        revisions.windows(2).all(|w| w[0] < w[1]),
+        "revisions strictly increase: {revisions:?}"
+    );
+    assert!(
+        shards.iter().all(|s| *s == shards[0] && *s >= 10001),
+        "one shard id: {shards:?}"
+    );
+    let mut leaders = Vec::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let read = client
+            .range(RangeRequest {
+                range_end: vec![0],
+                linearizable: true,
+                ..range("t", b"k")
+            })
+            .await
+            .unwrap_or_else(|err| panic!("linearizable range via node {}: {err}", i + 1))
+            .into_inner();
+        assert_eq!(read.kvs.len(), 3, "node {} sees every write", i + 1);
+        let header = read.header.expect("header");
+        assert!(header.revision >= revisions[2]);
+        leaders.push(header.raft_leader_id);
+    }
+    assert!(
+        leaders.iter().all(|l| *l == leaders[0] && *l != 0),
+        "every node names the same leader: {leaders:?}"
+    );
+}
