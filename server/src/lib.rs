@@ -6,3 +6,4 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod storage;
+pub mod tls;

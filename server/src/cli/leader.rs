@@ -34,7 +34,8 @@ pub struct LeaderArgs {
         default_value = "127.0.0.1:8443"
     )]
     pub api_address: String,
-    /// TLS certificate of the API (plaintext without it).
+    /// TLS certificate (PEM) of the API and REST listeners (plaintext without
+    /// it); read again when the file changes.
     #[arg(long = "api.cert-filename", env = "REGATTA_API_CERT_FILENAME")]
     pub api_cert_filename: Option<PathBuf>,
     /// TLS key of the API.
@@ -239,9 +240,14 @@ pub fn run(args: LeaderArgs) -> ExitCode {
 }
 
 async fn serve(args: LeaderArgs) -> Result<(), String> {
-    if args.api_cert_filename.is_some() || args.api_key_filename.is_some() {
-        return Err("TLS on the API is not supported by this version yet".into());
-    }
+    // TLS on the API and REST listeners when a certificate and key are given.
+    let tls = match (&args.api_cert_filename, &args.api_key_filename) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::acceptor(cert, key).map_err(|e| format!("TLS: {e}"))?)
+        }
+        (None, None) => None,
+        _ => return Err("--api.cert-filename and --api.key-filename go together".into()),
+    };
     let settings = args.raft_settings()?;
     let storage = StorageOptions {
         block_cache_size: args.storage_block_cache_size,
@@ -270,7 +276,13 @@ async fn serve(args: LeaderArgs) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let metrics = Arc::new(ApiMetrics::default());
-    let rest = rest_server(&args.rest_address, node.clone(), metrics.clone()).await?;
+    let rest = rest_server(
+        &args.rest_address,
+        node.clone(),
+        metrics.clone(),
+        tls.clone(),
+    )
+    .await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(node.clone(), health));
     let reflection = if args.api_reflection_api {
@@ -294,22 +306,34 @@ async fn serve(args: LeaderArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("binding the API address {}: {e}", args.api_address))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         api = %bound,
         tables = ?args.tables_names,
-        "regatta leader is serving: reach the KV API at http://{bound}"
+        "regatta leader is serving: reach the KV API at {scheme}://{bound}"
     );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(tower::util::MapResponseLayer::new(
             crate::api::limits::resource_exhausted_for_oversized,
         ))
         .add_service(api)
         .add_service(health_service)
-        .add_optional_service(reflection)
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
-        .await;
+        .add_optional_service(reflection);
+    let served = match tls {
+        Some(acceptor) => {
+            let incoming = crate::tls::incoming(listener, acceptor);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown_signal())
+                .await
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown_signal())
+                .await
+        }
+    };
     tracing::info!("shutting down");
     rest.abort();
     node.shutdown().await;
@@ -322,13 +346,21 @@ async fn rest_server(
     address: &str,
     node: Arc<Node>,
     metrics: Arc<ApiMetrics>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("binding the REST address {address}: {e}"))?;
     let router = crate::api::rest::router(node, metrics);
     Ok(tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, router).await {
+        let served = match tls {
+            Some(acceptor) => match crate::tls::TlsListener::new(listener, acceptor) {
+                Ok(listener) => axum::serve(listener, router).await,
+                Err(err) => Err(err),
+            },
+            None => axum::serve(listener, router).await,
+        };
+        if let Err(err) = served {
             tracing::error!(error = %err, "REST server stopped");
         }
     }))
