@@ -807,3 +807,57 @@ async fn a_three_node_cluster_of_the_binary_agrees_on_headers_and_data() {
         "every node names the same leader: {leaders:?}"
     );
 }
+
+#[tokio::test]
+async fn environment_ranks_above_the_config_file() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let from_env = format!("127.0.0.1:{}", free_port());
+    let from_file = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("regatta.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "api:\n  address: {from_file}\nraft.address: 127.0.0.1:{}\nrest.address: 127.0.0.1:{}\ntables.names: [fromfile]\nraft.rtt: 10ms\nlog-level: warn\n",
+            free_port(),
+            free_port()
+        ),
+    )
+    .expect("write config");
+    let child = Process::new(env!("CARGO_BIN_EXE_regatta"))
+        .args(["leader", "--config"])
+        .arg(&config)
+        .env("REGATTA_API_ADDRESS", &from_env)
+        .env("REGATTA_RAFT_NODE_HOST_DIR", dir.path().join("raft"))
+        .env("REGATTA_RAFT_STATE_MACHINE_DIR", dir.path().join("sm"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let server = Server {
+        child,
+        _dir: dir,
+        api: from_env.clone(),
+        rest: String::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut kv = loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{}", server.api))
+            .expect("uri")
+            .connect()
+            .await
+        {
+            break KvClient::new(channel);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no server on the address from the environment"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    kv.put(put("fromfile", b"k", b"v"))
+        .await
+        .expect("the table named in the file exists");
+    assert!(
+        std::net::TcpStream::connect(&from_file).is_err(),
+        "nothing listens on the file's address when the environment sets one"
+    );
+}
