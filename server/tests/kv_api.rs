@@ -53,7 +53,13 @@ async fn start() -> (Server, KvClient<Channel>) {
         .arg("--raft.state-machine-dir")
         .arg(dir.path().join("sm"))
         .args(["--raft.rtt", "10ms", "--log-level", "warn"])
-        .args(["--rest.address", &rest, "--api.reflection-api"])
+        .args([
+            "--rest.address",
+            &rest,
+            "--api.reflection-api",
+            "--rest.read-timeout",
+            "300ms",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn regatta leader");
@@ -859,5 +865,31 @@ async fn environment_ranks_above_the_config_file() {
     assert!(
         std::net::TcpStream::connect(&from_file).is_err(),
         "nothing listens on the file's address when the environment sets one"
+    );
+}
+
+#[tokio::test]
+async fn a_rest_client_that_never_sends_its_request_is_cut_off() {
+    let (server, _kv) = start().await;
+    let rest = server.rest.clone();
+    let closed_after = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&rest).expect("connect REST");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: regatta\r\n")
+            .expect("partial request");
+        let started = Instant::now();
+        let mut buffer = Vec::new();
+        let _ = stream.read_to_end(&mut buffer);
+        started.elapsed()
+    })
+    .await
+    .expect("join");
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "the server waited {closed_after:?} for the headers (timeout 300ms)"
     );
 }

@@ -67,3 +67,31 @@ pub fn router(node: Arc<Node>, metrics: Arc<ApiMetrics>) -> Router {
         .route("/metrics", get(render_metrics))
         .with_state(Rest { node, metrics })
 }
+
+/// Serves the REST routes on every connection of `connections` (plain TCP
+/// or TLS). A client must send its request headers within `read_timeout`.
+pub async fn serve<S, Io>(mut connections: S, router: Router, read_timeout: std::time::Duration)
+where
+    S: tokio_stream::Stream<Item = std::io::Result<Io>> + Unpin,
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tokio_stream::StreamExt;
+
+    while let Some(connection) = connections.next().await {
+        let Ok(io) = connection else { continue };
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(read_timeout);
+            if let Err(err) = builder.serve_connection(TokioIo::new(io), service).await {
+                tracing::debug!(error = %err, "REST connection ended");
+            }
+        });
+    }
+}

@@ -52,7 +52,7 @@ pub struct LeaderArgs {
         default_value = "127.0.0.1:8079"
     )]
     pub rest_address: String,
-    /// Read timeout of the REST listener.
+    /// Time a REST client has to send its request headers.
     #[arg(long = "rest.read-timeout", env = "REGATTA_REST_READ_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub rest_read_timeout: Duration,
 
@@ -281,6 +281,7 @@ async fn serve(args: LeaderArgs) -> Result<(), String> {
         node.clone(),
         metrics.clone(),
         tls.clone(),
+        args.rest_read_timeout,
     )
     .await?;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -347,21 +348,22 @@ async fn rest_server(
     node: Arc<Node>,
     metrics: Arc<ApiMetrics>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    read_timeout: Duration,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("binding the REST address {address}: {e}"))?;
     let router = crate::api::rest::router(node, metrics);
     Ok(tokio::spawn(async move {
-        let served = match tls {
-            Some(acceptor) => match crate::tls::TlsListener::new(listener, acceptor) {
-                Ok(listener) => axum::serve(listener, router).await,
-                Err(err) => Err(err),
-            },
-            None => axum::serve(listener, router).await,
-        };
-        if let Err(err) = served {
-            tracing::error!(error = %err, "REST server stopped");
+        match tls {
+            Some(acceptor) => {
+                let connections = crate::tls::incoming(listener, acceptor);
+                crate::api::rest::serve(connections, router, read_timeout).await;
+            }
+            None => {
+                let connections = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                crate::api::rest::serve(connections, router, read_timeout).await;
+            }
         }
     }))
 }
