@@ -727,7 +727,7 @@ async fn start_cluster() -> (Vec<Server>, Vec<KvClient<Channel>>) {
                 "--tables.names",
                 "t",
                 "--raft.rtt",
-                "10ms",
+                "25ms",
                 "--log-level",
                 "warn",
             ])
