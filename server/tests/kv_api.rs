@@ -69,22 +69,22 @@ async fn start() -> (Server, KvClient<Channel>) {
         api,
         rest,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let kv = must_connect(&server.api, "regatta leader").await;
+    (server, kv)
+}
+
+/// A client of the API at `api`, once it answers (panics after 60 s).
+async fn must_connect(api: &str, what: &str) -> KvClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://{}", server.api))
+        if let Ok(channel) = Channel::from_shared(format!("http://{api}"))
             .expect("uri")
             .connect()
             .await
         {
-            return (
-                server,
-                KvClient::new(channel).max_decoding_message_size(8 * 1024 * 1024),
-            );
+            return KvClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
         }
-        assert!(
-            Instant::now() < deadline,
-            "regatta leader did not start serving"
-        );
+        assert!(Instant::now() < deadline, "{what} did not serve on {api}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -646,18 +646,7 @@ async fn sigterm_during_writes_keeps_every_acknowledged_write() {
         .spawn()
         .expect("restart");
     server.child = child;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut kv = loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://{}", server.api))
-            .expect("uri")
-            .connect()
-            .await
-        {
-            break KvClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
-        }
-        assert!(Instant::now() < deadline, "restarted node did not serve");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut kv = must_connect(&server.api, "the restarted node").await;
     let all = kv
         .range(RangeRequest {
             range_end: vec![0],
@@ -746,20 +735,8 @@ async fn start_cluster() -> (Vec<Server>, Vec<KvClient<Channel>>) {
         });
     }
     let mut clients = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
     for server in &servers {
-        loop {
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", server.api))
-                .expect("uri")
-                .connect()
-                .await
-            {
-                clients.push(KvClient::new(channel));
-                break;
-            }
-            assert!(Instant::now() < deadline, "cluster node did not serve");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        clients.push(must_connect(&server.api, "a cluster node").await);
     }
     (servers, clients)
 }
@@ -844,21 +821,7 @@ async fn environment_ranks_above_the_config_file() {
         api: from_env.clone(),
         rest: String::new(),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut kv = loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://{}", server.api))
-            .expect("uri")
-            .connect()
-            .await
-        {
-            break KvClient::new(channel);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no server on the address from the environment"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut kv = must_connect(&server.api, "the address from the environment").await;
     kv.put(put("fromfile", b"k", b"v"))
         .await
         .expect("the table named in the file exists");

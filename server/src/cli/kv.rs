@@ -45,14 +45,8 @@ pub enum KvCommand {
     },
     /// Read a key, a range or a prefix.
     Get {
-        table: String,
-        key: String,
-        /// End (exclusive) of the range; "\0" (write `--range-end ''$'\0'`) reads to the end.
-        #[arg(long, conflicts_with = "prefix")]
-        range_end: Option<String>,
-        /// Read every key starting with KEY.
-        #[arg(long)]
-        prefix: bool,
+        #[command(flatten)]
+        keys: KeysArgs,
         #[arg(long, default_value_t = 0)]
         limit: i64,
         #[arg(long)]
@@ -64,12 +58,8 @@ pub enum KvCommand {
     },
     /// Delete a key, a range or a prefix.
     Delete {
-        table: String,
-        key: String,
-        #[arg(long, conflicts_with = "prefix")]
-        range_end: Option<String>,
-        #[arg(long)]
-        prefix: bool,
+        #[command(flatten)]
+        keys: KeysArgs,
     },
     /// Run a transaction read as JSON from stdin:
     /// {"compare":[{"key":"k","result":"EQUAL","value":"v"}],
@@ -77,11 +67,28 @@ pub enum KvCommand {
     Txn { table: String },
 }
 
-fn range_end(key: &str, range_end: Option<String>, prefix: bool) -> Vec<u8> {
-    if prefix {
-        prefix_end(key.as_bytes())
-    } else {
-        range_end.map(String::into_bytes).unwrap_or_default()
+/// The keys a `get` or `delete` selects.
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    table: String,
+    key: String,
+    /// End (exclusive) of the range; "\0" (write `--range-end ''$'\0'`) selects to the end.
+    #[arg(long, conflicts_with = "prefix")]
+    range_end: Option<String>,
+    /// Select every key starting with KEY.
+    #[arg(long)]
+    prefix: bool,
+}
+
+impl KeysArgs {
+    /// (table, key, range_end) as the API spells them.
+    fn into_request_parts(self) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let range_end = if self.prefix {
+            prefix_end(self.key.as_bytes())
+        } else {
+            self.range_end.map(String::into_bytes).unwrap_or_default()
+        };
+        (self.table.into_bytes(), self.key.into_bytes(), range_end)
     }
 }
 
@@ -261,20 +268,17 @@ async fn execute(args: KvArgs) -> Result<String, String> {
             })
         }
         KvCommand::Get {
-            table,
-            key,
-            range_end: end,
-            prefix,
+            keys,
             limit,
             keys_only,
             count_only,
             linearizable,
         } => {
-            let range_end = range_end(&key, end, prefix);
+            let (table, key, range_end) = keys.into_request_parts();
             let answer = client
                 .range(RangeRequest {
-                    table: table.into_bytes(),
-                    key: key.into_bytes(),
+                    table,
+                    key,
                     range_end,
                     limit,
                     keys_only,
@@ -308,17 +312,12 @@ async fn execute(args: KvArgs) -> Result<String, String> {
             }
             Ok(lines.join("\n"))
         }
-        KvCommand::Delete {
-            table,
-            key,
-            range_end: end,
-            prefix,
-        } => {
-            let range_end = range_end(&key, end, prefix);
+        KvCommand::Delete { keys } => {
+            let (table, key, range_end) = keys.into_request_parts();
             let answer = client
                 .delete_range(DeleteRangeRequest {
-                    table: table.into_bytes(),
-                    key: key.into_bytes(),
+                    table,
+                    key,
                     range_end,
                     prev_kv: false,
                 })

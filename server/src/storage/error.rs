@@ -24,11 +24,4 @@ pub enum Error {
     UnsupportedFormat { found: u64, supported: u64 },
 }
 
-impl Error {
-    /// Whether the caller (not the disk) is at fault, i.e. the request, not the node, was bad.
-    pub fn is_client_error(&self) -> bool {
-        matches!(self, Error::TableNotFound | Error::MalformedStream(_))
-    }
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
