@@ -1,6 +1,7 @@
 //! The developer's tool belt: `cargo xtask <task>`.
 
 mod codegen;
+mod image;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +12,9 @@ usage: cargo xtask <task>
 tasks:
   codegen           regenerate codegen/src/generated from proto/
   codegen --check   fail (naming the files) when the checked-in code is stale
+  image             build the server image regatta:dev (FROM scratch) with Docker
+  image --if-stale  the same, unless regatta:dev was built from these sources
+  server-binary     build the release server binary and print its path
 ";
 
 fn main() -> ExitCode {
@@ -19,6 +23,11 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["codegen"] => codegen::write(&workspace_root()),
         ["codegen", "--check"] => codegen::check(&workspace_root()),
+        ["image"] => image::build(&workspace_root(), false),
+        ["image", "--if-stale"] => image::build(&workspace_root(), true),
+        ["server-binary"] => image::build_binary(&workspace_root()).map(|path| {
+            println!("{}", path.display());
+        }),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -256,15 +256,17 @@ async fn serve(args: LeaderArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let timeout = Duration::from_secs(30);
-    for table in &args.tables_delete {
-        node.delete_table(table.as_bytes(), timeout)
-            .await
-            .map_err(|e| format!("deleting table {table}: {e}"))?;
-    }
+    // Create first, then delete: a table named in both is deleted, so an
+    // operator can drop a table without editing the list of names.
     for table in &args.tables_names {
         node.create_table(table.as_bytes(), timeout)
             .await
             .map_err(|e| format!("creating table {table}: {e}"))?;
+    }
+    for table in &args.tables_delete {
+        node.delete_table(table.as_bytes(), timeout)
+            .await
+            .map_err(|e| format!("deleting table {table}: {e}"))?;
     }
     // Tables just created elect their leaders within an election timeout.
     let ready_by = tokio::time::Instant::now() + timeout;

@@ -1,0 +1,411 @@
+//! The containers backend: each node a container of the server image on a
+//! private Docker network, driven through testcontainers.
+//!
+//! Nodes find each other by container name on the scenario's network; the
+//! test process reaches them on their bridge IP and container port (native
+//! Linux routes to every bridge network). Data lives in a host directory
+//! bind-mounted at `/data`, so a node restarted as a new container (with new
+//! flags, say) keeps it. A node is cut off by moving it to an "island"
+//! network of its own, where the test process still reaches it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+use testcontainers::bollard::models::{
+    EndpointSettings, NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest,
+};
+use testcontainers::bollard::Docker;
+use testcontainers::core::{Mount, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+use super::{node_args, Backend, Cluster, ClusterSpec, NodeAddresses};
+
+/// Label on every container and network the suite makes, valued with the run
+/// id, so leftovers of a killed run can be found and removed.
+pub const LABEL: &str = "org.regatta.conformance";
+
+const API_PORT: u16 = 8443;
+const RAFT_PORT: u16 = 5012;
+
+#[derive(Debug)]
+pub struct ContainersBackend {
+    /// `name:tag` of the image under test.
+    pub image: String,
+    pub run_id: String,
+}
+
+#[async_trait]
+impl Backend for ContainersBackend {
+    fn name(&self) -> &'static str {
+        "containers"
+    }
+
+    async fn start_cluster(&self, spec: &ClusterSpec) -> Result<Box<dyn Cluster>> {
+        let docker = testcontainers::core::client::docker_client_instance().await?;
+        let prefix = format!("rg-{}-{}", self.run_id, spec.name);
+        let network = prefix.clone();
+        let island = format!("{prefix}-island");
+        for name in [&network, &island] {
+            docker
+                .create_network(NetworkCreateRequest {
+                    name: name.clone(),
+                    labels: Some(HashMap::from([(LABEL.to_string(), self.run_id.clone())])),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("creating network {name}"))?;
+        }
+        let data = tempfile::Builder::new()
+            .prefix(&format!("regatta-{}-", spec.name))
+            .tempdir()?;
+        let names: Vec<String> = (1..=spec.nodes).map(|n| format!("{prefix}-n{n}")).collect();
+        let members: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{}={name}:{RAFT_PORT}", i + 1))
+            .collect();
+        let (name, tag) = self
+            .image
+            .rsplit_once(':')
+            .unwrap_or((self.image.as_str(), "latest"));
+        let mut nodes = Vec::new();
+        for (index, container_name) in names.iter().enumerate() {
+            let bind = NodeAddresses {
+                api: format!("0.0.0.0:{API_PORT}"),
+                rest: "0.0.0.0:8079".into(),
+                raft: format!("0.0.0.0:{RAFT_PORT}"),
+                raft_advertised: format!("{container_name}:{RAFT_PORT}"),
+                replication: "0.0.0.0:8444".into(),
+                maintenance: "0.0.0.0:8445".into(),
+            };
+            let host_dir = data.path().join(format!("n{}", index + 1));
+            std::fs::create_dir_all(&host_dir)?;
+            nodes.push(ContainerNode {
+                name: container_name.clone(),
+                args: node_args(spec, index + 1, &bind, &members.join(","), "/data"),
+                host_dir: host_dir.to_string_lossy().into_owned(),
+                container: None,
+                ip: None,
+                isolated: false,
+                earlier_logs: String::new(),
+            });
+        }
+        let mut cluster = ContainerCluster {
+            docker,
+            image: (name.to_string(), tag.to_string()),
+            run_id: self.run_id.clone(),
+            network,
+            island,
+            nodes,
+            _data: data,
+        };
+        // Start every node concurrently: each waits for its peers anyway.
+        let starts = (1..=spec.nodes).map(|n| cluster.create(n, &[]));
+        let created = futures::future::join_all(starts).await;
+        for (index, result) in created.into_iter().enumerate() {
+            let container = result?;
+            cluster.nodes[index].ip = Some(container.get_bridge_ip_address().await?);
+            cluster.nodes[index].container = Some(container);
+        }
+        Ok(Box::new(cluster))
+    }
+}
+
+struct ContainerNode {
+    name: String,
+    args: Vec<String>,
+    host_dir: String,
+    container: Option<ContainerAsync<GenericImage>>,
+    ip: Option<IpAddr>,
+    isolated: bool,
+    /// Logs of the node's earlier containers (a restart makes a new one).
+    earlier_logs: String,
+}
+
+pub struct ContainerCluster {
+    docker: Docker,
+    image: (String, String),
+    run_id: String,
+    network: String,
+    island: String,
+    nodes: Vec<ContainerNode>,
+    _data: tempfile::TempDir,
+}
+
+impl ContainerCluster {
+    fn node(&self, n: usize) -> Result<&ContainerNode> {
+        self.nodes
+            .get(n.wrapping_sub(1))
+            .with_context(|| format!("no node {n} in a cluster of {}", self.nodes.len()))
+    }
+
+    fn node_mut(&mut self, n: usize) -> Result<&mut ContainerNode> {
+        let size = self.nodes.len();
+        self.nodes
+            .get_mut(n.wrapping_sub(1))
+            .with_context(|| format!("no node {n} in a cluster of {size}"))
+    }
+
+    /// Creates and starts node `n`'s container (not yet remembered).
+    fn create(
+        &self,
+        n: usize,
+        extra_args: &[String],
+    ) -> impl std::future::Future<Output = Result<ContainerAsync<GenericImage>>> + Send + 'static
+    {
+        let node = &self.nodes[n - 1];
+        let mut args = node.args.clone();
+        args.extend(extra_args.iter().cloned());
+        let request = GenericImage::new(self.image.0.clone(), self.image.1.clone())
+            .with_wait_for(WaitFor::Nothing)
+            .with_cmd(args)
+            .with_container_name(node.name.clone())
+            .with_network(self.network.clone())
+            .with_label(LABEL, self.run_id.clone())
+            .with_mount(Mount::bind_mount(node.host_dir.clone(), "/data"))
+            .with_startup_timeout(Duration::from_secs(60))
+            .with_host_config_modifier(|host| {
+                // A stopped peer's name is unknown to Docker's DNS, which
+                // would otherwise forward it upstream and wait.
+                host.dns_options = Some(vec!["timeout:1".into(), "attempts:1".into()]);
+            });
+        let name = node.name.clone();
+        async move {
+            request
+                .start()
+                .await
+                .with_context(|| format!("starting container {name}"))
+        }
+    }
+
+    async fn container_logs(container: &ContainerAsync<GenericImage>) -> String {
+        let stdout = container.stdout_to_vec().await.unwrap_or_default();
+        let stderr = container.stderr_to_vec().await.unwrap_or_default();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        )
+    }
+
+    /// The node's current IP, from whichever of our networks it is on.
+    async fn current_ip(&self, n: usize) -> Result<IpAddr> {
+        let node = self.node(n)?;
+        let inspected = self.docker.inspect_container(&node.name, None).await?;
+        let networks = inspected
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .unwrap_or_default();
+        let wanted = if node.isolated {
+            &self.island
+        } else {
+            &self.network
+        };
+        let ip = networks
+            .get(wanted)
+            .and_then(|endpoint| endpoint.ip_address.clone())
+            .filter(|ip| !ip.is_empty())
+            .with_context(|| format!("{} has no address on {wanted}", node.name))?;
+        Ok(ip.parse()?)
+    }
+
+    async fn move_node(&mut self, n: usize, to_island: bool) -> Result<()> {
+        let name = self.node(n)?.name.clone();
+        let (from, to) = if to_island {
+            (self.network.clone(), self.island.clone())
+        } else {
+            (self.island.clone(), self.network.clone())
+        };
+        self.docker
+            .disconnect_network(
+                &from,
+                NetworkDisconnectRequest {
+                    container: name.clone(),
+                    force: Some(true),
+                },
+            )
+            .await
+            .with_context(|| format!("disconnecting {name} from {from}"))?;
+        self.docker
+            .connect_network(
+                &to,
+                NetworkConnectRequest {
+                    container: name.clone(),
+                    endpoint_config: Some(EndpointSettings::default()),
+                },
+            )
+            .await
+            .with_context(|| format!("connecting {name} to {to}"))?;
+        self.node_mut(n)?.isolated = to_island;
+        let ip = self.current_ip(n).await?;
+        self.node_mut(n)?.ip = Some(ip);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Cluster for ContainerCluster {
+    fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn api_endpoint(&self, n: usize) -> String {
+        match self.nodes.get(n.wrapping_sub(1)).and_then(|node| node.ip) {
+            Some(ip) => format!("http://{ip}:{API_PORT}"),
+            // A stopped node: an address that refuses, like a dead host.
+            None => "http://127.0.0.1:9".into(),
+        }
+    }
+
+    fn fault_support(&self) -> Option<String> {
+        None
+    }
+
+    async fn kill(&mut self, n: usize) -> Result<()> {
+        let node = self.node_mut(n)?;
+        let container = node
+            .container
+            .take()
+            .with_context(|| format!("node {n} is not running"))?;
+        node.ip = None;
+        // A zero grace period: SIGKILL at once.
+        container.stop_with_timeout(Some(0)).await?;
+        let logs = Self::container_logs(&container).await;
+        container.rm().await?;
+        self.node_mut(n)?.earlier_logs.push_str(&logs);
+        Ok(())
+    }
+
+    async fn stop(&mut self, n: usize) -> Result<()> {
+        let node = self.node_mut(n)?;
+        let container = node
+            .container
+            .take()
+            .with_context(|| format!("node {n} is not running"))?;
+        node.ip = None;
+        container.stop_with_timeout(Some(20)).await?;
+        let logs = Self::container_logs(&container).await;
+        container.rm().await?;
+        self.node_mut(n)?.earlier_logs.push_str(&logs);
+        Ok(())
+    }
+
+    async fn start(&mut self, n: usize, extra_args: &[String]) -> Result<()> {
+        if self.node(n)?.container.is_some() {
+            bail!("node {n} is already running");
+        }
+        // A node restarts on its home network; a heal would move it anyway.
+        self.node_mut(n)?.isolated = false;
+        let container = self.create(n, extra_args).await?;
+        let ip = container.get_bridge_ip_address().await?;
+        let node = self.node_mut(n)?;
+        node.container = Some(container);
+        node.ip = Some(ip);
+        Ok(())
+    }
+
+    async fn pause(&mut self, n: usize) -> Result<()> {
+        let node = self.node(n)?;
+        let container = node
+            .container
+            .as_ref()
+            .with_context(|| format!("node {n} is not running"))?;
+        Ok(container.pause().await?)
+    }
+
+    async fn resume(&mut self, n: usize) -> Result<()> {
+        let node = self.node(n)?;
+        let container = node
+            .container
+            .as_ref()
+            .with_context(|| format!("node {n} is not running"))?;
+        Ok(container.unpause().await?)
+    }
+
+    async fn isolate(&mut self, n: usize) -> Result<()> {
+        if self.node(n)?.isolated {
+            return Ok(());
+        }
+        self.move_node(n, true).await
+    }
+
+    async fn heal(&mut self) -> Result<()> {
+        for n in 1..=self.nodes.len() {
+            if self.nodes[n - 1].isolated && self.nodes[n - 1].container.is_some() {
+                self.move_node(n, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn logs(&self, n: usize) -> String {
+        let Some(node) = self.nodes.get(n.wrapping_sub(1)) else {
+            return String::new();
+        };
+        let mut logs = node.earlier_logs.clone();
+        if let Some(container) = &node.container {
+            logs.push_str(&Self::container_logs(container).await);
+        }
+        logs
+    }
+
+    async fn destroy(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(container) = node.container.take() {
+                let _ = container.rm().await;
+            }
+        }
+        for network in [&self.network, &self.island] {
+            let _ = self.docker.remove_network(network).await;
+        }
+    }
+}
+
+/// Removes containers and networks a killed earlier run left behind.
+pub async fn remove_leftovers() -> Result<()> {
+    use testcontainers::bollard::query_parameters::{
+        ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    };
+    let docker = testcontainers::core::client::docker_client_instance().await?;
+    let filters = HashMap::from([("label".to_string(), vec![LABEL.to_string()])]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    for container in containers {
+        if let Some(id) = container.id {
+            docker
+                .remove_container(
+                    &id,
+                    Some(
+                        RemoveContainerOptionsBuilder::default()
+                            .force(true)
+                            .v(true)
+                            .build(),
+                    ),
+                )
+                .await?;
+        }
+    }
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    for network in networks {
+        if let Some(name) = network.name {
+            docker.remove_network(&name).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The external backend: a cluster someone else already runs
+//! (`REGATTA_ENDPOINTS`), reached only over its KV API.
+//!
+//! The suite cannot start, stop or cut off these nodes, so scenarios that
+//! need that are skipped with the reason. Each scenario begins by emptying
+//! the tables it names, which must exist (see `conformance/README.md`).
+
+use anyhow::{bail, Result};
+use async_trait::async_trait;
+
+use super::{Backend, Cluster, ClusterSpec};
+
+#[derive(Debug)]
+pub struct ExternalBackend {
+    /// `http://host:port` of each node's API, in node-id order.
+    pub endpoints: Vec<String>,
+}
+
+impl ExternalBackend {
+    /// Parses `REGATTA_ENDPOINTS` (`host:port` or URLs, comma-separated).
+    pub fn from_list(list: &str) -> Result<ExternalBackend> {
+        let endpoints: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_string()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        if endpoints.is_empty() {
+            bail!("REGATTA_ENDPOINTS is empty");
+        }
+        Ok(ExternalBackend { endpoints })
+    }
+}
+
+pub const NO_FAULTS: &str =
+    "an external cluster (REGATTA_ENDPOINTS) cannot be killed, restarted, paused or cut off by the suite";
+
+#[async_trait]
+impl Backend for ExternalBackend {
+    fn name(&self) -> &'static str {
+        "external endpoints"
+    }
+
+    async fn start_cluster(&self, spec: &ClusterSpec) -> Result<Box<dyn Cluster>> {
+        if spec.nodes > self.endpoints.len() {
+            bail!(
+                "the scenario needs {} nodes; REGATTA_ENDPOINTS names {}",
+                spec.nodes,
+                self.endpoints.len()
+            );
+        }
+        if !spec.extra_args.is_empty() {
+            bail!(
+                "the scenario needs server flags {:?}; {NO_FAULTS}",
+                spec.extra_args
+            );
+        }
+        Ok(Box::new(ExternalCluster {
+            endpoints: self.endpoints[..spec.nodes].to_vec(),
+        }))
+    }
+}
+
+pub struct ExternalCluster {
+    endpoints: Vec<String>,
+}
+
+#[async_trait]
+impl Cluster for ExternalCluster {
+    fn size(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    fn api_endpoint(&self, n: usize) -> String {
+        self.endpoints[n - 1].clone()
+    }
+
+    fn fault_support(&self) -> Option<String> {
+        Some(NO_FAULTS.into())
+    }
+
+    async fn kill(&mut self, _n: usize) -> Result<()> {
+        bail!(NO_FAULTS)
+    }
+
+    async fn stop(&mut self, _n: usize) -> Result<()> {
+        bail!(NO_FAULTS)
+    }
+
+    async fn start(&mut self, _n: usize, _extra_args: &[String]) -> Result<()> {
+        bail!(NO_FAULTS)
+    }
+
+    async fn pause(&mut self, _n: usize) -> Result<()> {
+        bail!(NO_FAULTS)
+    }
+
+    async fn resume(&mut self, _n: usize) -> Result<()> {
+        bail!(NO_FAULTS)
+    }
+
+    async fn isolate(&mut self, _n: usize) -> Result<()> {
+        bail!(NO_FAULTS)
+    }
+
+    async fn heal(&mut self) -> Result<()> {
+        bail!(NO_FAULTS)
+    }
+
+    async fn logs(&self, _n: usize) -> String {
+        String::new()
+    }
+
+    async fn destroy(&mut self) {}
+}

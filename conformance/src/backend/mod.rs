@@ -1,0 +1,110 @@
+//! Cluster backends: where the nodes of a scenario run.
+//!
+//! Every scenario talks to its cluster through [`Cluster`], so the same steps
+//! run on Docker containers, on local processes and against someone else's
+//! servers. A backend that cannot inject a fault says why
+//! ([`Cluster::fault_support`]); scenarios that need faults are then reported
+//! as skipped with that reason, never as passed.
+
+pub mod containers;
+pub mod docker_shim;
+pub mod external;
+pub mod processes;
+pub mod proxy;
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Result;
+use async_trait::async_trait;
+
+/// The cluster a scenario asks for.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Scenario-unique name, used in container and network names.
+    pub name: String,
+    pub nodes: usize,
+    pub tables: Vec<String>,
+    /// Extra server flags for every node (e.g. `--raft.snapshot-entries=20`).
+    pub extra_args: Vec<String>,
+}
+
+/// Server flags every backend passes to node `id` (1-based), given the
+/// addresses it binds and the addresses of every member as this node dials
+/// them. Flag names follow Regatta's, so another implementation's image
+/// that follows them runs unchanged.
+pub fn node_args(
+    spec: &ClusterSpec,
+    id: usize,
+    bind: &NodeAddresses,
+    members: &str,
+    data_dir: &str,
+) -> Vec<String> {
+    let mut args = vec![
+        "leader".to_string(),
+        format!("--raft.node-id={id}"),
+        format!("--raft.address={}", bind.raft_advertised),
+        format!("--raft.listen-address={}", bind.raft),
+        format!("--raft.initial-members={members}"),
+        format!("--raft.node-host-dir={data_dir}/raft"),
+        format!("--raft.state-machine-dir={data_dir}/state-machine"),
+        format!("--api.address={}", bind.api),
+        format!("--rest.address={}", bind.rest),
+        format!("--replication.address={}", bind.replication),
+        format!("--maintenance.address={}", bind.maintenance),
+        format!("--tables.names={}", spec.tables.join(",")),
+        "--log-level=info".to_string(),
+    ];
+    args.extend(spec.extra_args.iter().cloned());
+    args
+}
+
+/// Addresses one node binds (and, for Raft, advertises).
+#[derive(Debug, Clone)]
+pub struct NodeAddresses {
+    pub api: String,
+    pub rest: String,
+    pub raft: String,
+    pub raft_advertised: String,
+    pub replication: String,
+    pub maintenance: String,
+}
+
+/// A running cluster of nodes numbered from 1.
+#[async_trait]
+pub trait Cluster: Send + Sync {
+    fn size(&self) -> usize;
+    /// `http://host:port` of node `n`'s KV API, as the test process reaches it.
+    fn api_endpoint(&self, n: usize) -> String;
+    /// `None` when kill, restart, pause and partitions work; otherwise why not.
+    fn fault_support(&self) -> Option<String>;
+    /// Kills node `n` at once (SIGKILL): no shutdown, unsynced data lost.
+    async fn kill(&mut self, n: usize) -> Result<()>;
+    /// Stops node `n` gracefully (SIGTERM).
+    async fn stop(&mut self, n: usize) -> Result<()>;
+    /// Starts a stopped or killed node `n` again on its old data, with
+    /// `extra_args` added to its flags for this run.
+    async fn start(&mut self, n: usize, extra_args: &[String]) -> Result<()>;
+    /// Freezes node `n` (SIGSTOP or the cgroup freezer); connections stay open.
+    async fn pause(&mut self, n: usize) -> Result<()>;
+    async fn resume(&mut self, n: usize) -> Result<()>;
+    /// Cuts node `n` off from every other node (the test process still
+    /// reaches its API).
+    async fn isolate(&mut self, n: usize) -> Result<()>;
+    /// Undoes every [`Cluster::isolate`].
+    async fn heal(&mut self) -> Result<()>;
+    /// Whatever node `n` wrote to stdout and stderr, for failure reports.
+    async fn logs(&self, n: usize) -> String;
+    /// Removes every node and everything they stored.
+    async fn destroy(&mut self);
+}
+
+/// Makes clusters.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug {
+    fn name(&self) -> &'static str;
+    async fn start_cluster(&self, spec: &ClusterSpec) -> Result<Box<dyn Cluster>>;
+}
+
+/// How long a node may take to start serving.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);

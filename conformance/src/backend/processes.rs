@@ -1,0 +1,281 @@
+//! The processes backend: the server binary as local processes on loopback.
+//!
+//! Each node gets its own data directory and free ports. Raft traffic from
+//! node A to node B goes through a [`LinkProxy`] owned by this process, so a
+//! partition is a switch here; kill is SIGKILL, pause is SIGSTOP.
+
+use std::fs::{File, OpenOptions};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+
+use super::proxy::LinkProxy;
+use super::{node_args, Backend, Cluster, ClusterSpec, NodeAddresses};
+
+#[derive(Debug)]
+pub struct ProcessesBackend {
+    pub binary: PathBuf,
+}
+
+#[async_trait]
+impl Backend for ProcessesBackend {
+    fn name(&self) -> &'static str {
+        "processes"
+    }
+
+    async fn start_cluster(&self, spec: &ClusterSpec) -> Result<Box<dyn Cluster>> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("regatta-{}-", spec.name))
+            .tempdir()?;
+        let addresses: Vec<NodeAddresses> = (0..spec.nodes)
+            .map(|_| {
+                let raft = free_address()?;
+                Ok(NodeAddresses {
+                    api: free_address()?,
+                    rest: free_address()?,
+                    raft_advertised: raft.clone(),
+                    raft,
+                    replication: free_address()?,
+                    maintenance: free_address()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        // links[from][to]: the proxy node `from` dials to reach node `to`.
+        let mut links: Vec<Vec<Option<LinkProxy>>> = Vec::new();
+        for from in 0..spec.nodes {
+            let mut row = Vec::new();
+            for (to, target) in addresses.iter().enumerate() {
+                row.push(if from == to {
+                    None
+                } else {
+                    Some(LinkProxy::start(target.raft.parse::<SocketAddr>()?).await?)
+                });
+            }
+            links.push(row);
+        }
+        let mut nodes = Vec::new();
+        for (index, bind) in addresses.iter().enumerate() {
+            let members: Vec<String> = (0..spec.nodes)
+                .map(|to| match &links[index][to] {
+                    Some(proxy) => format!("{}={}", to + 1, proxy.address),
+                    None => format!("{}={}", to + 1, bind.raft),
+                })
+                .collect();
+            let node_dir = dir.path().join(format!("n{}", index + 1));
+            std::fs::create_dir_all(&node_dir)?;
+            let args = node_args(
+                spec,
+                index + 1,
+                bind,
+                &members.join(","),
+                &node_dir.join("data").to_string_lossy(),
+            );
+            nodes.push(ProcessNode {
+                args,
+                log: node_dir.join("node.log"),
+                api: bind.api.clone(),
+                child: None,
+            });
+        }
+        let mut cluster = ProcessCluster {
+            binary: self.binary.clone(),
+            nodes,
+            links,
+            _dir: dir,
+        };
+        for n in 1..=spec.nodes {
+            cluster.spawn(n, &[])?;
+        }
+        Ok(Box::new(cluster))
+    }
+}
+
+struct ProcessNode {
+    args: Vec<String>,
+    log: PathBuf,
+    api: String,
+    child: Option<Child>,
+}
+
+pub struct ProcessCluster {
+    binary: PathBuf,
+    nodes: Vec<ProcessNode>,
+    links: Vec<Vec<Option<LinkProxy>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ProcessCluster {
+    fn node(&mut self, n: usize) -> Result<&mut ProcessNode> {
+        let size = self.nodes.len();
+        self.nodes
+            .get_mut(n.wrapping_sub(1))
+            .with_context(|| format!("no node {n} in a cluster of {size}"))
+    }
+
+    fn spawn(&mut self, n: usize, extra_args: &[String]) -> Result<()> {
+        let binary = self.binary.clone();
+        let node = self.node(n)?;
+        if node.child.is_some() {
+            bail!("node {n} is already running");
+        }
+        let log = open_log(&node.log)?;
+        let child = Command::new(&binary)
+            .args(&node.args)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    fn signal(&mut self, n: usize, signal: libc::c_int) -> Result<()> {
+        let node = self.node(n)?;
+        let child = node
+            .child
+            .as_ref()
+            .with_context(|| format!("node {n} is not running"))?;
+        let pid = libc::pid_t::try_from(child.id())?;
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            bail!(
+                "signal {signal} to node {n}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
+    fn set_links(&self, n: usize, cut: bool) {
+        let index = n - 1;
+        for (from, row) in self.links.iter().enumerate() {
+            for (to, proxy) in row.iter().enumerate() {
+                if let Some(proxy) = proxy {
+                    if from == index || to == index {
+                        proxy.set_cut(cut);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Cluster for ProcessCluster {
+    fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn api_endpoint(&self, n: usize) -> String {
+        format!("http://{}", self.nodes[n - 1].api)
+    }
+
+    fn fault_support(&self) -> Option<String> {
+        None
+    }
+
+    async fn kill(&mut self, n: usize) -> Result<()> {
+        let node = self.node(n)?;
+        let mut child = node
+            .child
+            .take()
+            .with_context(|| format!("node {n} is not running"))?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    async fn stop(&mut self, n: usize) -> Result<()> {
+        // A paused process cannot handle SIGTERM; wake it first.
+        let _ = self.signal(n, libc::SIGCONT);
+        self.signal(n, libc::SIGTERM)?;
+        let node = self.node(n)?;
+        let mut child = node
+            .child
+            .take()
+            .with_context(|| format!("node {n} is not running"))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill()?;
+                child.wait()?;
+                bail!("node {n} did not stop within 20 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn start(&mut self, n: usize, extra_args: &[String]) -> Result<()> {
+        self.spawn(n, extra_args)
+    }
+
+    async fn pause(&mut self, n: usize) -> Result<()> {
+        self.signal(n, libc::SIGSTOP)
+    }
+
+    async fn resume(&mut self, n: usize) -> Result<()> {
+        self.signal(n, libc::SIGCONT)
+    }
+
+    async fn isolate(&mut self, n: usize) -> Result<()> {
+        self.node(n)?;
+        self.set_links(n, true);
+        Ok(())
+    }
+
+    async fn heal(&mut self) -> Result<()> {
+        for row in &self.links {
+            for proxy in row.iter().flatten() {
+                proxy.set_cut(false);
+            }
+        }
+        Ok(())
+    }
+
+    async fn logs(&self, n: usize) -> String {
+        match self.nodes.get(n.wrapping_sub(1)) {
+            Some(node) => std::fs::read_to_string(&node.log).unwrap_or_default(),
+            None => String::new(),
+        }
+    }
+
+    async fn destroy(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.links.clear();
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn open_log(path: &Path) -> Result<File> {
+    Ok(OpenOptions::new().create(true).append(true).open(path)?)
+}
+
+/// A loopback address with a port the kernel just handed out.
+fn free_address() -> Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
+}

@@ -1,0 +1,154 @@
+//! Steps that bring up a cluster and look at its shape.
+
+use anyhow::{bail, Context, Result};
+use cucumber::given;
+use regatta_proto::regatta::v1::DeleteRangeRequest;
+
+use super::flatten;
+use crate::backend::{ClusterSpec, START_TIMEOUT};
+use crate::world::{backend, RegattaWorld};
+
+#[given(regex = r#"^a leader cluster of (\d+) nodes? with tables? "([^"]*)"$"#)]
+async fn leader_cluster(world: &mut RegattaWorld, nodes: usize, tables: String) -> Result<()> {
+    start(world, nodes, &tables, "").await.map_err(flatten)
+}
+
+#[given(regex = r#"^a leader cluster of (\d+) nodes? with tables? "([^"]*)" and flags "([^"]*)"$"#)]
+async fn leader_cluster_with_flags(
+    world: &mut RegattaWorld,
+    nodes: usize,
+    tables: String,
+    flags: String,
+) -> Result<()> {
+    start(world, nodes, &tables, &flags).await.map_err(flatten)
+}
+
+async fn start(world: &mut RegattaWorld, nodes: usize, tables: &str, flags: &str) -> Result<()> {
+    let spec = ClusterSpec {
+        name: RegattaWorld::scenario_name(),
+        nodes,
+        tables: tables.split(',').map(|t| t.trim().to_string()).collect(),
+        extra_args: flags.split_whitespace().map(String::from).collect(),
+    };
+    let backend = backend()?;
+    let cluster = tokio::time::timeout(START_TIMEOUT, backend.start_cluster(&spec))
+        .await
+        .context("starting the cluster timed out")??;
+    let external = cluster.fault_support().is_some();
+    world.cluster = Some(cluster);
+    world.spec = Some(spec.clone());
+    for n in 1..=nodes {
+        world.wait_serving(n, START_TIMEOUT).await?;
+    }
+    for n in 1..=nodes {
+        world.wait_linearizable(n, START_TIMEOUT).await?;
+    }
+    if external {
+        // Someone else's cluster: start every scenario from empty tables.
+        for table in &spec.tables {
+            let mut client = world.client(1)?;
+            client
+                .delete_range(DeleteRangeRequest {
+                    table: table.clone().into_bytes(),
+                    key: vec![0],
+                    range_end: vec![0],
+                    prev_kv: false,
+                })
+                .await
+                .with_context(|| format!("emptying table {table}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cucumber::then(regex = r#"^every node names the same leader and term for "([^"]*)"$"#)]
+async fn same_leader(world: &mut RegattaWorld, table: String) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut seen = Vec::new();
+        for n in world.live_nodes() {
+            let request = regatta_proto::regatta::v1::RangeRequest {
+                table: table.clone().into_bytes(),
+                key: vec![0],
+                ..Default::default()
+            };
+            let header = world
+                .range(n, request)
+                .await
+                .map_err(|s| anyhow::anyhow!("node {n}: {s}"))?
+                .header
+                .context("no header")?;
+            seen.push((header.raft_leader_id, header.raft_term));
+        }
+        if seen.windows(2).all(|w| w[0] == w[1]) && seen[0].0 != 0 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("nodes disagree on (leader, term): {seen:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[cucumber::then(regex = r#"^within (\d+) seconds every node serves table "([^"]*)"$"#)]
+async fn serves_table(world: &mut RegattaWorld, secs: u64, table: String) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    for n in world.live_nodes() {
+        loop {
+            let request = regatta_proto::regatta::v1::RangeRequest {
+                table: table.clone().into_bytes(),
+                key: vec![0],
+                linearizable: true,
+                ..Default::default()
+            };
+            match world.range(n, request).await {
+                Ok(_) => break,
+                Err(status) if tokio::time::Instant::now() > deadline => {
+                    bail!(
+                        "node {n} does not serve {table}: {:?} {}",
+                        status.code(),
+                        status.message()
+                    )
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cucumber::then(
+    regex = r#"^within (\d+) seconds a range over "([^"]*)" on every node fails with (\w+) "(.*)"$"#
+)]
+async fn range_fails_everywhere(
+    world: &mut RegattaWorld,
+    secs: u64,
+    table: String,
+    code: String,
+    message: String,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    for n in world.live_nodes() {
+        loop {
+            let request = regatta_proto::regatta::v1::RangeRequest {
+                table: table.clone().into_bytes(),
+                key: vec![0],
+                ..Default::default()
+            };
+            let outcome = world.range(n, request).await;
+            let last = match outcome {
+                Err(status)
+                    if format!("{:?}", status.code()) == code && status.message() == message =>
+                {
+                    break
+                }
+                other => other,
+            };
+            if tokio::time::Instant::now() > deadline {
+                bail!("node {n}: expected {code} {message:?}, got {last:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The state one scenario carries from step to step.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use regatta_proto::regatta::v1::kv_client::KvClient;
+use regatta_proto::regatta::v1::{
+    DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use crate::backend::{Backend, Cluster, ClusterSpec};
+
+static BACKEND: OnceLock<Arc<dyn Backend>> = OnceLock::new();
+static SCENARIOS: AtomicUsize = AtomicUsize::new(0);
+
+/// Chooses the backend every scenario of this run uses.
+pub fn set_backend(backend: Arc<dyn Backend>) {
+    let _ = BACKEND.set(backend);
+}
+
+pub fn backend() -> Result<Arc<dyn Backend>> {
+    BACKEND.get().cloned().context("no cluster backend chosen")
+}
+
+/// Per-call deadline of the suite's requests.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Larger than the server's 4 MiB so that oversized requests reach it.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The answer to the last request a scenario sent.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Range(RangeResponse),
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+}
+
+impl Answer {
+    pub fn header(&self) -> Option<&ResponseHeader> {
+        match self {
+            Answer::Range(r) => r.header.as_ref(),
+            Answer::Put(r) => r.header.as_ref(),
+            Answer::DeleteRange(r) => r.header.as_ref(),
+            Answer::Txn(r) => r.header.as_ref(),
+        }
+    }
+}
+
+/// A request sent in the background (say, to a paused node).
+pub type Pending = tokio::task::JoinHandle<Result<Answer, Status>>;
+
+#[derive(cucumber::World)]
+#[world(init = Self::new)]
+pub struct RegattaWorld {
+    pub cluster: Option<Box<dyn Cluster>>,
+    pub spec: Option<ClusterSpec>,
+    clients: HashMap<usize, (String, KvClient<Channel>)>,
+    /// Nodes stopped or killed by the scenario.
+    pub down: HashSet<usize>,
+    /// A node the scenario refers to as "the old leader", "the paused node"…
+    pub marked: HashMap<String, usize>,
+    /// The answer to the last request, and which node answered.
+    pub last: Option<Result<Answer, Status>>,
+    pub last_node: usize,
+    /// Revisions and shard ids remembered under a name.
+    pub remembered: HashMap<String, i64>,
+    /// Every write acknowledged so far, per table: key -> value.
+    pub acknowledged: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
+    pub background_writers: Option<crate::steps::faults::BackgroundWriters>,
+    pub pending: HashMap<String, Pending>,
+    pub finished: HashMap<String, Result<Answer, Status>>,
+    /// The value every node agreed on in the last agreement check.
+    pub agreed: Option<Vec<u8>>,
+    next_node: usize,
+}
+
+impl fmt::Debug for RegattaWorld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegattaWorld")
+            .field("spec", &self.spec)
+            .field("down", &self.down)
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegattaWorld {
+    fn new() -> RegattaWorld {
+        RegattaWorld {
+            cluster: None,
+            spec: None,
+            clients: HashMap::new(),
+            down: HashSet::new(),
+            marked: HashMap::new(),
+            last: None,
+            last_node: 0,
+            remembered: HashMap::new(),
+            acknowledged: BTreeMap::new(),
+            background_writers: None,
+            pending: HashMap::new(),
+            finished: HashMap::new(),
+            agreed: None,
+            next_node: 0,
+        }
+    }
+
+    /// A name unique in this run, for containers and directories.
+    pub fn scenario_name() -> String {
+        format!("s{}", SCENARIOS.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    pub fn cluster(&self) -> Result<&dyn Cluster> {
+        self.cluster
+            .as_deref()
+            .context("the scenario has no cluster yet")
+    }
+
+    pub fn cluster_mut(&mut self) -> Result<&mut Box<dyn Cluster>> {
+        self.cluster
+            .as_mut()
+            .context("the scenario has no cluster yet")
+    }
+
+    pub fn size(&self) -> usize {
+        self.cluster.as_ref().map_or(0, |c| c.size())
+    }
+
+    pub fn live_nodes(&self) -> Vec<usize> {
+        (1..=self.size())
+            .filter(|n| !self.down.contains(n))
+            .collect()
+    }
+
+    /// The next live node, round robin: requests spread over the cluster.
+    pub fn any_node(&mut self) -> Result<usize> {
+        let live = self.live_nodes();
+        if live.is_empty() {
+            bail!("no node is running");
+        }
+        self.next_node = (self.next_node + 1) % live.len();
+        Ok(live[self.next_node])
+    }
+
+    /// A KV client for node `n`, rebuilt when its address changed.
+    pub fn client(&mut self, n: usize) -> Result<KvClient<Channel>> {
+        let endpoint = self.cluster()?.api_endpoint(n);
+        if let Some((known, client)) = self.clients.get(&n) {
+            if *known == endpoint {
+                return Ok(client.clone());
+            }
+        }
+        let channel = Endpoint::from_shared(endpoint.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(RPC_TIMEOUT)
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let client = KvClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        self.clients.insert(n, (endpoint, client.clone()));
+        Ok(client)
+    }
+
+    /// Forgets node `n`'s connection (after a restart or a move).
+    pub fn forget_client(&mut self, n: usize) {
+        self.clients.remove(&n);
+    }
+
+    pub fn set_last(&mut self, node: usize, answer: Result<Answer, Status>) {
+        self.last_node = node;
+        self.last = Some(answer);
+    }
+
+    /// The last answer, which must be a success.
+    pub fn last_ok(&self) -> Result<&Answer> {
+        match &self.last {
+            None => bail!("no request was sent"),
+            Some(Err(status)) => bail!(
+                "the request failed: {:?} {:?}",
+                status.code(),
+                status.message()
+            ),
+            Some(Ok(answer)) => Ok(answer),
+        }
+    }
+
+    pub fn last_range(&self) -> Result<&RangeResponse> {
+        match self.last_ok()? {
+            Answer::Range(r) => Ok(r),
+            other => bail!("the last answer is not a Range: {other:?}"),
+        }
+    }
+
+    pub fn last_txn(&self) -> Result<&TxnResponse> {
+        match self.last_ok()? {
+            Answer::Txn(r) => Ok(r),
+            other => bail!("the last answer is not a Txn: {other:?}"),
+        }
+    }
+
+    /// A serializable or linearizable range on node `n`.
+    pub async fn range(
+        &mut self,
+        n: usize,
+        request: RangeRequest,
+    ) -> Result<RangeResponse, Status> {
+        let mut client = self
+            .client(n)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        client.range(request).await.map(|r| r.into_inner())
+    }
+
+    pub fn acknowledge(&mut self, table: &str, key: Vec<u8>, value: Vec<u8>) {
+        self.acknowledged
+            .entry(table.to_string())
+            .or_default()
+            .insert(key, value);
+    }
+
+    /// Waits until node `n` answers a serializable range on every table.
+    pub async fn wait_serving(&mut self, n: usize, within: Duration) -> Result<()> {
+        let tables = self
+            .spec
+            .as_ref()
+            .map(|s| s.tables.clone())
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + within;
+        for table in tables {
+            loop {
+                let request = RangeRequest {
+                    table: table.clone().into_bytes(),
+                    key: vec![0],
+                    ..Default::default()
+                };
+                let outcome = self.range(n, request).await;
+                match outcome {
+                    Ok(_) => break,
+                    Err(status) if tokio::time::Instant::now() > deadline => {
+                        bail!(
+                            "node {n} does not serve table {table} after {within:?}: {:?} {}",
+                            status.code(),
+                            status.message()
+                        )
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until a linearizable range of every table succeeds on node `n`
+    /// (the table has a leader that a quorum follows).
+    pub async fn wait_linearizable(&mut self, n: usize, within: Duration) -> Result<()> {
+        let tables = self
+            .spec
+            .as_ref()
+            .map(|s| s.tables.clone())
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + within;
+        for table in tables {
+            loop {
+                let request = RangeRequest {
+                    table: table.clone().into_bytes(),
+                    key: vec![0],
+                    linearizable: true,
+                    ..Default::default()
+                };
+                match self.range(n, request).await {
+                    Ok(_) => break,
+                    Err(status) if tokio::time::Instant::now() > deadline => bail!(
+                        "no linearizable read of {table} on node {n} within {within:?}: {:?} {}",
+                        status.code(),
+                        status.message()
+                    ),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The node id of `table`'s current leader, as node `asked` reports it.
+    pub async fn leader_of(&mut self, table: &str) -> Result<usize> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            for n in self.live_nodes() {
+                let request = RangeRequest {
+                    table: table.as_bytes().to_vec(),
+                    key: vec![0],
+                    linearizable: true,
+                    ..Default::default()
+                };
+                if let Ok(response) = self.range(n, request).await {
+                    let leader = response.header.map_or(0, |h| h.raft_leader_id) as usize;
+                    if (1..=self.size()).contains(&leader) {
+                        return Ok(leader);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("no node names a leader of {table} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

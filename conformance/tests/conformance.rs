@@ -1,0 +1,111 @@
+//! `cargo test -p conformance`: every `features/*.feature`, one scenario at
+//! a time, on the chosen backend; human output on the terminal and JUnit
+//! XML in `<target>/conformance/junit.xml`. Arguments after `--` go to
+//! cucumber (`--tags @kv`, `--name "..."`, `--fail-fast`).
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+
+use conformance::backend::external::NO_FAULTS;
+use conformance::{setup, world, RegattaWorld};
+use cucumber::event::ScenarioFinished;
+use cucumber::{writer, World as _, WriterExt as _};
+
+/// Tags of scenarios that need the suite to control the nodes.
+const NEEDS_NODE_CONTROL: [&str; 2] = ["faults", "restart"];
+
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    // The test binary lives in <target>/debug/deps/.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+#[tokio::main]
+async fn main() {
+    let backend = match setup::choose_backend().await {
+        Ok(backend) => backend,
+        Err(err) => {
+            eprintln!("conformance: {err:#}");
+            std::process::exit(1);
+        }
+    };
+    let external = backend.name() == "external endpoints";
+    world::set_backend(backend);
+
+    let report_dir = target_dir().join("conformance");
+    let logs_dir = report_dir.join("logs");
+    let _ = std::fs::create_dir_all(&report_dir);
+    let junit_path = report_dir.join("junit.xml");
+    let junit = match File::create(&junit_path) {
+        Ok(file) => file,
+        Err(err) => {
+            eprintln!("conformance: creating {}: {err}", junit_path.display());
+            std::process::exit(1);
+        }
+    };
+    println!("conformance: JUnit report at {}", junit_path.display());
+    let features = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../features");
+
+    RegattaWorld::cucumber()
+        .max_concurrent_scenarios(1)
+        .with_writer(
+            writer::Basic::raw(io::stdout(), writer::Coloring::Auto, 0)
+                .summarized()
+                .tee::<RegattaWorld, _>(writer::JUnit::for_tee(junit, 0))
+                .normalized(),
+        )
+        .after(move |_feature, _rule, scenario, finished, world| {
+            let logs_dir = logs_dir.clone();
+            let name = scenario.name.clone();
+            let failed = !matches!(finished, ScenarioFinished::StepPassed);
+            Box::pin(async move {
+                let Some(world) = world else { return };
+                if let Some(mut cluster) = world.cluster.take() {
+                    if failed {
+                        save_logs(&logs_dir, &name, cluster.as_ref()).await;
+                    }
+                    cluster.destroy().await;
+                }
+            })
+        })
+        .filter_run_and_exit(features, move |feature, _rule, scenario| {
+            let needs_control = feature
+                .tags
+                .iter()
+                .chain(&scenario.tags)
+                .any(|tag| NEEDS_NODE_CONTROL.contains(&tag.as_str()));
+            if external && needs_control {
+                println!("SKIPPED: {} ({NO_FAULTS})", scenario.name);
+                return false;
+            }
+            true
+        })
+        .await;
+}
+
+/// Keeps every node's output of a failed scenario for the post-mortem.
+async fn save_logs(
+    dir: &std::path::Path,
+    scenario: &str,
+    cluster: &dyn conformance::backend::Cluster,
+) {
+    let safe: String = scenario
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let dir = dir.join(safe);
+    let _ = std::fs::create_dir_all(&dir);
+    for n in 1..=cluster.size() {
+        let _ = std::fs::write(dir.join(format!("node{n}.log")), cluster.logs(n).await);
+    }
+    println!(
+        "conformance: node logs of the failed scenario in {}",
+        dir.display()
+    );
+}
