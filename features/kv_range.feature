@@ -41,8 +41,9 @@ Feature: Range
 
   Scenario: Keys sort as unsigned bytes
     Given table "regatta-test" holds "\x80=high, \x01=low, \xff=top, \x7f=mid"
-    Then a linearizable range from "\x00" to "a" over "regatta-test" on any node returns "\x01=low, \x7f=mid"
-    And a linearizable range from "\x7f" to "\x00" over "regatta-test" on any node returns "\x7f=mid, \x80=high, a=1, b=2, c=3, d=4, e=5, \xff=top"
+    Then a linearizable range from "\x00" to "\x00" over "regatta-test" on any node returns "\x01=low, a=1, b=2, c=3, d=4, e=5, \x7f=mid, \x80=high, \xff=top"
+    And a linearizable range from "\x7f" to "\x00" over "regatta-test" on any node returns "\x7f=mid, \x80=high, \xff=top"
+    And a linearizable range from "\x00" to "\x80" over "regatta-test" on any node returns "\x01=low, a=1, b=2, c=3, d=4, e=5, \x7f=mid"
 
   Scenario: limit returns the first pairs and more says there are others
     When I send Range {table: "regatta-test", key: "a", range_end: "\x00", limit: 2, linearizable} to any node

@@ -126,6 +126,7 @@ Feature: Txn
       | success | delete | b   |           |       | prev_kv |
       | success | range  | a   | \\x00      |       |         |
     Then the Txn takes the success branch with responses:
+      | put                                  |
       | range a=100                          |
       | put prev a=100                       |
       | delete 1: b=2                        |

@@ -29,6 +29,10 @@ mod tests {
                 count += 1;
             }
         }
-        assert!(count >= 9, "only {count} feature files in {}", dir.display());
+        assert!(
+            count >= 9,
+            "only {count} feature files in {}",
+            dir.display()
+        );
     }
 }

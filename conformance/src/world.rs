@@ -243,7 +243,9 @@ impl RegattaWorld {
                 };
                 let outcome = self.range(n, request).await;
                 match outcome {
+                    // NotFound is an answer too: the table may be gone.
                     Ok(_) => break,
+                    Err(status) if status.code() == tonic::Code::NotFound => break,
                     Err(status) if tokio::time::Instant::now() > deadline => {
                         bail!(
                             "node {n} does not serve table {table} after {within:?}: {:?} {}",

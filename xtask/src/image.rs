@@ -56,12 +56,15 @@ pub fn build(root: &Path, if_stale: bool) -> Result<()> {
     for tag in &tags {
         docker.args(["--tag", tag]);
     }
-    docker.arg(&context).stdout(Stdio::null());
-    let status = docker
-        .status()
+    // The classic builder warns that it is deprecated on every run; show
+    // its output only when the build fails.
+    docker.arg(&context);
+    let output = docker
+        .output()
         .context("running `docker build` (is Docker installed?)")?;
-    if !status.success() {
-        bail!("`docker build` failed ({status})");
+    if !output.status.success() {
+        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+        bail!("`docker build` failed ({})", output.status);
     }
     let size = image_size(&dev_tag)?;
     println!(

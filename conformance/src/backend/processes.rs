@@ -31,16 +31,25 @@ impl Backend for ProcessesBackend {
         let dir = tempfile::Builder::new()
             .prefix(&format!("regatta-{}-", spec.name))
             .tempdir()?;
+        // Ports stay bound here until the nodes start, so that the proxies
+        // below (and anything else on the machine) cannot be handed them.
+        let mut reserved = Vec::new();
+        let mut reserve = || -> Result<String> {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let address = listener.local_addr()?.to_string();
+            reserved.push(listener);
+            Ok(address)
+        };
         let addresses: Vec<NodeAddresses> = (0..spec.nodes)
             .map(|_| {
-                let raft = free_address()?;
+                let raft = reserve()?;
                 Ok(NodeAddresses {
-                    api: free_address()?,
-                    rest: free_address()?,
+                    api: reserve()?,
+                    rest: reserve()?,
                     raft_advertised: raft.clone(),
                     raft,
-                    replication: free_address()?,
-                    maintenance: free_address()?,
+                    replication: reserve()?,
+                    maintenance: reserve()?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -87,6 +96,7 @@ impl Backend for ProcessesBackend {
             links,
             _dir: dir,
         };
+        drop(reserved);
         for n in 1..=spec.nodes {
             cluster.spawn(n, &[])?;
         }
@@ -272,10 +282,4 @@ impl Drop for ProcessCluster {
 
 fn open_log(path: &Path) -> Result<File> {
     Ok(OpenOptions::new().create(true).append(true).open(path)?)
-}
-
-/// A loopback address with a port the kernel just handed out.
-fn free_address() -> Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.to_string())
 }
