@@ -377,12 +377,15 @@ fn agreed_one_of(world: &mut RegattaWorld, choices: String) -> Result<()> {
     }
 }
 
+/// The pairs one background writer got acknowledged.
+type Acknowledged = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Writers that keep putting distinct keys, spread over the nodes, and
 /// remember which puts were acknowledged.
 pub struct BackgroundWriters {
     stop: watch::Sender<bool>,
     acknowledged: Arc<AtomicUsize>,
-    handles: Vec<JoinHandle<Vec<(Vec<u8>, Vec<u8>)>>>,
+    handles: Vec<JoinHandle<Acknowledged>>,
     table: String,
 }
 
