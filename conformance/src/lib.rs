@@ -6,6 +6,7 @@
 //! can be validated with it; see `conformance/README.md`.
 
 pub mod backend;
+pub mod command_stream;
 pub mod setup;
 pub mod steps;
 pub mod values;

@@ -29,7 +29,8 @@ fn cargo() -> String {
 /// and whether a Docker engine answers, and says which on the terminal.
 pub async fn choose_backend() -> Result<Arc<dyn Backend>> {
     if let Ok(list) = std::env::var("REGATTA_ENDPOINTS") {
-        let backend = ExternalBackend::from_list(&list)?;
+        let replication = std::env::var("REGATTA_REPLICATION_ENDPOINTS").ok();
+        let backend = ExternalBackend::from_list(&list, replication.as_deref())?;
         println!(
             "conformance: external cluster at {}",
             backend.endpoints.join(", ")

@@ -11,6 +11,7 @@ use regatta_proto::regatta::v1::kv_client::KvClient;
 use regatta_proto::regatta::v1::{
     DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
 };
+use regatta_proto::replication::v1::{ReplicateResponse, SnapshotChunk};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
@@ -78,6 +79,12 @@ pub struct RegattaWorld {
     pub finished: HashMap<String, Result<Answer, Status>>,
     /// The value every node agreed on in the last agreement check.
     pub agreed: Option<Vec<u8>>,
+    /// The messages of the last Log.Replicate call, in order.
+    pub replication: Option<Result<Vec<ReplicateResponse>, Status>>,
+    /// The chunks of the last Snapshot.Stream call.
+    pub snapshot: Option<Result<Vec<SnapshotChunk>, Status>>,
+    /// A follow-mode Log.Replicate stream kept open.
+    pub followed: Option<tonic::Streaming<ReplicateResponse>>,
     next_node: usize,
 }
 
@@ -107,6 +114,9 @@ impl RegattaWorld {
             pending: HashMap::new(),
             finished: HashMap::new(),
             agreed: None,
+            replication: None,
+            snapshot: None,
+            followed: None,
             next_node: 0,
         }
     }
@@ -168,6 +178,16 @@ impl RegattaWorld {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         self.clients.insert(n, (endpoint, client.clone()));
         Ok(client)
+    }
+
+    /// A channel to node `n`'s replication API.
+    pub fn replication_channel(&self, n: usize) -> Result<Channel> {
+        let endpoint = self.cluster()?.replication_endpoint(n).context(
+            "the backend does not know the replication endpoints (REGATTA_REPLICATION_ENDPOINTS)",
+        )?;
+        Ok(Endpoint::from_shared(endpoint)?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy())
     }
 
     /// Forgets node `n`'s connection (after a restart or a move).

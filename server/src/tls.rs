@@ -120,12 +120,46 @@ impl ResolvesServerCert for ReloadingCert {
 /// A TLS acceptor over reloading certificate files, speaking HTTP/2 (gRPC)
 /// and HTTP/1.1 (REST) by ALPN.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    acceptor_with_client_ca(cert, key, None)
+}
+
+/// As [`acceptor`]; with `client_ca`, clients must present a certificate
+/// signed by one of the CA file's certificates (mutual TLS).
+pub fn acceptor_with_client_ca(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<TlsAcceptor, TlsError> {
     let resolver = ReloadingCert::new(cert, key)?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+    let provider = Arc::new(default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| fail(cert, e))?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .map_err(|e| fail(cert, e))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(ca)
+                .map_err(|e| fail(ca, e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| fail(ca, e))?;
+            if certs.is_empty() {
+                return Err(fail(ca, "no certificate in the CA file"));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| fail(ca, e))?;
+            }
+            let verifier =
+                tokio_rustls::rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| fail(ca, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -30,6 +30,7 @@ pub const LABEL: &str = "org.regatta.conformance";
 
 const API_PORT: u16 = 8443;
 const RAFT_PORT: u16 = 5012;
+const REPLICATION_PORT: u16 = 8444;
 
 #[derive(Debug)]
 pub struct ContainersBackend {
@@ -79,7 +80,7 @@ impl Backend for ContainersBackend {
                 rest: "0.0.0.0:8079".into(),
                 raft: format!("0.0.0.0:{RAFT_PORT}"),
                 raft_advertised: format!("{container_name}:{RAFT_PORT}"),
-                replication: "0.0.0.0:8444".into(),
+                replication: format!("0.0.0.0:{REPLICATION_PORT}"),
                 maintenance: "0.0.0.0:8445".into(),
             };
             let host_dir = data.path().join(format!("n{}", index + 1));
@@ -259,6 +260,11 @@ impl Cluster for ContainerCluster {
             // A stopped node: an address that refuses, like a dead host.
             None => "http://127.0.0.1:9".into(),
         }
+    }
+
+    fn replication_endpoint(&self, n: usize) -> Option<String> {
+        let ip = self.nodes.get(n.wrapping_sub(1))?.ip?;
+        Some(format!("http://{ip}:{REPLICATION_PORT}"))
     }
 
     fn fault_support(&self) -> Option<String> {

@@ -14,28 +14,36 @@ use super::{Backend, Cluster, ClusterSpec};
 pub struct ExternalBackend {
     /// `http://host:port` of each node's API, in node-id order.
     pub endpoints: Vec<String>,
+    /// The same for the replication API (`REGATTA_REPLICATION_ENDPOINTS`).
+    pub replication: Vec<String>,
 }
 
 impl ExternalBackend {
     /// Parses `REGATTA_ENDPOINTS` (`host:port` or URLs, comma-separated).
-    pub fn from_list(list: &str) -> Result<ExternalBackend> {
-        let endpoints: Vec<String> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(|e| {
-                if e.contains("://") {
-                    e.to_string()
-                } else {
-                    format!("http://{e}")
-                }
-            })
-            .collect();
+    pub fn from_list(list: &str, replication: Option<&str>) -> Result<ExternalBackend> {
+        let endpoints = parse_list(list);
         if endpoints.is_empty() {
             bail!("REGATTA_ENDPOINTS is empty");
         }
-        Ok(ExternalBackend { endpoints })
+        Ok(ExternalBackend {
+            endpoints,
+            replication: replication.map(parse_list).unwrap_or_default(),
+        })
     }
+}
+
+fn parse_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            if e.contains("://") {
+                e.to_string()
+            } else {
+                format!("http://{e}")
+            }
+        })
+        .collect()
 }
 
 pub const NO_FAULTS: &str =
@@ -63,12 +71,14 @@ impl Backend for ExternalBackend {
         }
         Ok(Box::new(ExternalCluster {
             endpoints: self.endpoints[..spec.nodes].to_vec(),
+            replication: self.replication.clone(),
         }))
     }
 }
 
 pub struct ExternalCluster {
     endpoints: Vec<String>,
+    replication: Vec<String>,
 }
 
 #[async_trait]
@@ -79,6 +89,10 @@ impl Cluster for ExternalCluster {
 
     fn api_endpoint(&self, n: usize) -> String {
         self.endpoints[n - 1].clone()
+    }
+
+    fn replication_endpoint(&self, n: usize) -> Option<String> {
+        self.replication.get(n.wrapping_sub(1)).cloned()
     }
 
     fn fault_support(&self) -> Option<String> {

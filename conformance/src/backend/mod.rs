@@ -76,6 +76,9 @@ pub trait Cluster: Send + Sync {
     fn size(&self) -> usize;
     /// `http://host:port` of node `n`'s KV API, as the test process reaches it.
     fn api_endpoint(&self, n: usize) -> String;
+    /// `http://host:port` of node `n`'s replication API (leader clusters);
+    /// `None` when the backend does not know it.
+    fn replication_endpoint(&self, n: usize) -> Option<String>;
     /// `None` when kill, restart, pause and partitions work; otherwise why not.
     fn fault_support(&self) -> Option<String>;
     /// Kills node `n` at once (SIGKILL): no shutdown, unsynced data lost.

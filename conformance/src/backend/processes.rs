@@ -87,6 +87,7 @@ impl Backend for ProcessesBackend {
                 args,
                 log: node_dir.join("node.log"),
                 api: bind.api.clone(),
+                replication: bind.replication.clone(),
                 child: None,
             });
         }
@@ -108,6 +109,7 @@ struct ProcessNode {
     args: Vec<String>,
     log: PathBuf,
     api: String,
+    replication: String,
     child: Option<Child>,
 }
 
@@ -184,6 +186,13 @@ impl Cluster for ProcessCluster {
 
     fn api_endpoint(&self, n: usize) -> String {
         format!("http://{}", self.nodes[n - 1].api)
+    }
+
+    fn replication_endpoint(&self, n: usize) -> Option<String> {
+        Some(format!(
+            "http://{}",
+            self.nodes.get(n.wrapping_sub(1))?.replication
+        ))
     }
 
     fn fault_support(&self) -> Option<String> {

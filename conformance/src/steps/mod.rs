@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod faults;
 pub mod headers;
 pub mod kv;
+pub mod replication;
 pub mod request;
 pub mod txn;
 

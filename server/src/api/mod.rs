@@ -5,6 +5,7 @@
 pub mod kv;
 pub mod limits;
 pub mod metrics;
+pub mod replication;
 pub mod rest;
 pub mod status;
 pub mod validate;

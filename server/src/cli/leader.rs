@@ -158,16 +158,43 @@ pub struct LeaderArgs {
     /// Bearer token required by the maintenance API (accepted now).
     #[arg(long = "maintenance.token", env = "REGATTA_MAINTENANCE_TOKEN")]
     pub maintenance_token: Option<String>,
-    /// Replication listener (served by a later version; accepted now).
+    /// Address of the replication listener (Metadata, Log and Snapshot for
+    /// follower clusters).
     #[arg(
         long = "replication.address",
         env = "REGATTA_REPLICATION_ADDRESS",
         default_value = "127.0.0.1:8444"
     )]
     pub replication_address: String,
-    /// Serve the replication API (accepted now).
+    /// Serve the replication API.
     #[arg(long = "replication.enabled", env = "REGATTA_REPLICATION_ENABLED", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub replication_enabled: bool,
+    /// TLS certificate (PEM) of the replication listener (plaintext without it).
+    #[arg(
+        long = "replication.cert-filename",
+        env = "REGATTA_REPLICATION_CERT_FILENAME"
+    )]
+    pub replication_cert_filename: Option<PathBuf>,
+    /// TLS key of the replication listener.
+    #[arg(
+        long = "replication.key-filename",
+        env = "REGATTA_REPLICATION_KEY_FILENAME"
+    )]
+    pub replication_key_filename: Option<PathBuf>,
+    /// CA (PEM) of follower client certificates; when given, followers must
+    /// present a certificate it signed (mutual TLS).
+    #[arg(
+        long = "replication.ca-filename",
+        env = "REGATTA_REPLICATION_CA_FILENAME"
+    )]
+    pub replication_ca_filename: Option<PathBuf>,
+    /// Largest Log.Replicate message; a single larger entry is still sent alone.
+    #[arg(
+        long = "replication.max-send-message-size-bytes",
+        env = "REGATTA_REPLICATION_MAX_SEND_MESSAGE_SIZE_BYTES",
+        default_value_t = crate::api::replication::MAX_SEND_MESSAGE_BYTES
+    )]
+    pub replication_max_send_message_size_bytes: usize,
 
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long = "log-level", env = "REGATTA_LOG_LEVEL", default_value = "info")]
@@ -305,6 +332,11 @@ async fn serve(args: LeaderArgs) -> Result<(), String> {
         .send_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let replication = if args.replication_enabled {
+        Some(replication_server(&args, node.clone()).await?)
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(&args.api_address)
         .await
         .map_err(|e| format!("binding the API address {}: {e}", args.api_address))?;
@@ -339,6 +371,9 @@ async fn serve(args: LeaderArgs) -> Result<(), String> {
     };
     tracing::info!("shutting down");
     rest.abort();
+    if let Some(replication) = replication {
+        replication.abort();
+    }
     node.shutdown().await;
     drop(node);
     served.map_err(|e| e.to_string())
@@ -393,6 +428,75 @@ async fn report_health(node: Arc<Node>, health: tonic_health::server::HealthRepo
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Serves the replication API (behaviour.md §4) on `--replication.address`.
+async fn replication_server(
+    args: &LeaderArgs,
+    node: Arc<Node>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    use crate::api::replication::{LogService, MetadataService, SnapshotService};
+    use regatta_proto::replication::v1::{
+        log_server::LogServer, metadata_server::MetadataServer, snapshot_server::SnapshotServer,
+    };
+    let tls = match (
+        &args.replication_cert_filename,
+        &args.replication_key_filename,
+    ) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::acceptor_with_client_ca(cert, key, args.replication_ca_filename.as_deref())
+                .map_err(|e| format!("replication TLS: {e}"))?,
+        ),
+        (None, None) if args.replication_ca_filename.is_some() => {
+            return Err("--replication.ca-filename needs --replication.cert-filename and --replication.key-filename".into())
+        }
+        (None, None) => None,
+        _ => {
+            return Err(
+                "--replication.cert-filename and --replication.key-filename go together".into(),
+            )
+        }
+    };
+    let max_message = args.replication_max_send_message_size_bytes;
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(MetadataServer::new(MetadataService::new(node.clone())))
+        .add_service(
+            LogServer::new(LogService::new(node.clone(), max_message))
+                .max_encoding_message_size(max_message.max(MAX_MESSAGE_BYTES) * 2)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd),
+        )
+        .add_service(SnapshotServer::new(SnapshotService::new(node)));
+    let listener = tokio::net::TcpListener::bind(&args.replication_address)
+        .await
+        .map_err(|e| {
+            format!(
+                "binding the replication address {}: {e}",
+                args.replication_address
+            )
+        })?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(replication = %bound, tls = tls.is_some(), "serving the replication API");
+    Ok(tokio::spawn(async move {
+        let served = match tls {
+            Some(acceptor) => {
+                router
+                    .serve_with_incoming(crate::tls::incoming(listener, acceptor))
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await
+            }
+        };
+        if let Err(err) = served {
+            tracing::error!(error = %err, "the replication listener stopped");
+        }
+    }))
 }
 
 async fn shutdown_signal() {

@@ -8,7 +8,9 @@ pub mod config;
 mod error;
 pub mod node;
 pub mod raft;
+mod table_log;
 
 pub use config::{parse_members, RaftSettings};
 pub use error::{Error, Result};
 pub use node::{GroupInfo, Node, Written};
+pub use table_log::{TableLogEntry, TableLogRead};

@@ -181,6 +181,11 @@ impl Node {
     }
 
     /// The storage layer (for reads).
+    /// The Raft log database shared by every group of this node.
+    pub(crate) fn log_db(&self) -> &Arc<LogDb> {
+        &self.log
+    }
+
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
     }

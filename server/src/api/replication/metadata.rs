@@ -1,0 +1,39 @@
+//! `Metadata.Get`: the leader cluster's tables, sorted by name (§4.1).
+
+use std::sync::Arc;
+
+use regatta_proto::replication::v1::metadata_server::Metadata;
+use regatta_proto::replication::v1::{table, MetadataRequest, MetadataResponse, Table};
+use tonic::{Request, Response, Status};
+
+use crate::cluster::Node;
+
+pub struct MetadataService {
+    node: Arc<Node>,
+}
+
+impl MetadataService {
+    pub fn new(node: Arc<Node>) -> Self {
+        MetadataService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl Metadata for MetadataService {
+    async fn get(
+        &self,
+        _request: Request<MetadataRequest>,
+    ) -> Result<Response<MetadataResponse>, Status> {
+        // The catalogue is a BTreeMap keyed by name: already sorted.
+        let tables = self
+            .node
+            .tables()
+            .into_keys()
+            .map(|name| Table {
+                name: String::from_utf8_lossy(&name).into_owned(),
+                r#type: table::Type::Replicated as i32,
+            })
+            .collect();
+        Ok(Response::new(MetadataResponse { tables }))
+    }
+}

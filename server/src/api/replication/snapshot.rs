@@ -1,0 +1,101 @@
+//! `Snapshot.Stream`: a consistent copy of a table in the command-stream
+//! format, in chunks of at most 1 MiB, ending with a `DUMMY` whose
+//! `leader_index` is the applied index the copy reflects (behaviour.md §4.3).
+//!
+//! The copy is read from a RocksDB snapshot on a blocking thread and handed
+//! over chunk by chunk through a small channel, so memory stays constant
+//! whatever the table's size and writes go on meanwhile.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use regatta_proto::replication::v1::snapshot_server::Snapshot;
+use regatta_proto::replication::v1::{SnapshotChunk, SnapshotRequest};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::api::status::Error;
+use crate::cluster::Node;
+use crate::storage::Trailer;
+
+/// Largest `data` of one chunk.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+pub struct SnapshotService {
+    node: Arc<Node>,
+}
+
+impl SnapshotService {
+    pub fn new(node: Arc<Node>) -> Self {
+        SnapshotService { node }
+    }
+}
+
+type Chunks = mpsc::Sender<Result<SnapshotChunk, Status>>;
+
+#[tonic::async_trait]
+impl Snapshot for SnapshotService {
+    type StreamStream = ReceiverStream<Result<SnapshotChunk, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let table = request.into_inner().table;
+        let group = self.node.table_group(&table).map_err(Error::from)?;
+        let (sender, receiver) = mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            let writer = ChunkWriter {
+                buffer: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
+                sender: sender.clone(),
+            };
+            match group.table.write_snapshot(writer, Trailer::AppliedIndex) {
+                Ok((state, mut writer)) => {
+                    // The last chunk carries the index the copy reflects.
+                    let _ = writer.send(state.applied_index);
+                }
+                Err(err) => {
+                    let _ = sender.blocking_send(Err(Error::from(err).into()));
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+/// Cuts the command stream into chunks and sends each as it fills.
+struct ChunkWriter {
+    buffer: Vec<u8>,
+    sender: Chunks,
+}
+
+impl ChunkWriter {
+    fn send(&mut self, index: u64) -> io::Result<()> {
+        let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(SNAPSHOT_CHUNK_BYTES));
+        let chunk = SnapshotChunk {
+            len: data.len() as u64,
+            data,
+            index,
+        };
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let room = SNAPSHOT_CHUNK_BYTES - self.buffer.len();
+        let taken = bytes.len().min(room);
+        self.buffer.extend_from_slice(&bytes[..taken]);
+        if self.buffer.len() == SNAPSHOT_CHUNK_BYTES {
+            self.send(0)?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
