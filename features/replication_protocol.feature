@@ -29,15 +29,15 @@ Feature: Replication protocol of the leader cluster
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "a=1"
     # A linearizable read makes node 1 apply everything acknowledged so far.
-    And I read "a" from "regatta-test" on node 1
-    When I replicate "regatta-test" from the applied index plus 2 on node 1
+    When I read "a" from "regatta-test" on node 1
+    And I replicate "regatta-test" from the applied index plus 2 on node 1
     Then the stream is one LEADER_BEHIND error carrying the applied index
 
   Scenario: With nothing new, the stream is one message with only the applied index
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "a=1"
-    And I read "a" from "regatta-test" on node 3
-    When I replicate "regatta-test" from the applied index plus 1 on node 3
+    When I read "a" from "regatta-test" on node 3
+    And I replicate "regatta-test" from the applied index plus 1 on node 3
     Then the stream is one message with only the applied index
 
   Scenario: Messages stay within the configured size; a larger entry travels alone

@@ -54,6 +54,8 @@ async fn main() {
 
     RegattaWorld::cucumber()
         .max_concurrent_scenarios(1)
+        // A step no definition matches is a failure, never a silent skip.
+        .fail_on_skipped()
         .with_writer(
             writer::Basic::raw(io::stdout(), writer::Coloring::Auto, 0)
                 .summarized()
