@@ -179,6 +179,14 @@ impl Table {
             cf: &cf,
             snapshot: None,
         };
+        // A replicated command (it carries a leader index) applies only as
+        // the next one after the stored `L`: a worker's retry or a stale
+        // worker's late proposal changes nothing, on every replica alike.
+        let in_order = |command: &&Command| match command.leader_index {
+            Some(leader_index) => leader_index == state.leader_index.unwrap_or(0) + 1,
+            None => true,
+        };
+        let command = command.filter(in_order);
         let applied = match command {
             Some(command) => apply::apply(&view, command, index)?,
             None => apply::Applied::default(),

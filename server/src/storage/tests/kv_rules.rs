@@ -355,7 +355,7 @@ fn every_write_gets_a_strictly_greater_revision_and_dummy_does_not() {
     );
     let dummy = Command {
         r#type: CommandType::Dummy as i32,
-        leader_index: Some(40),
+        leader_index: Some(1),
         ..Command::default()
     };
     assert_eq!(
@@ -366,7 +366,7 @@ fn every_write_gets_a_strictly_greater_revision_and_dummy_does_not() {
     let state = f.table.state();
     assert_eq!(
         (state.applied_index, state.revision, state.leader_index),
-        (3, 2, Some(40))
+        (3, 2, Some(1))
     );
     assert_eq!(
         f.must_apply(super::txn(Default::default())).result.revision,
@@ -410,4 +410,30 @@ fn unknown_table_and_dropped_table_are_not_found() {
         .value
         .kvs
         .is_empty());
+}
+
+#[test]
+fn replicated_commands_apply_only_in_leader_index_order() {
+    let mut f = Fixture::new();
+    let replicated = |key: &[u8], leader_index: u64| {
+        let mut command = put(key, b"v");
+        command.leader_index = Some(leader_index);
+        command
+    };
+    f.must_apply(replicated(b"first", 1));
+    // A retry of an applied command, and a command past a gap, change nothing.
+    f.must_apply(replicated(b"again", 1));
+    f.must_apply(replicated(b"gap", 3));
+    f.must_apply(replicated(b"second", 2));
+    let keys: Vec<Vec<u8>> = f
+        .table
+        .range(&range(b"\0", b"\0"))
+        .expect("range")
+        .value
+        .kvs
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(keys, vec![b"first".to_vec(), b"second".to_vec()]);
+    assert_eq!(f.table.state().leader_index, Some(2));
 }

@@ -22,7 +22,7 @@ fn reopen_keeps_data_applied_index_and_revisions() {
     f.must_put(b"a", b"1");
     f.must_put(b"a", b"2");
     let mut with_leader = put(b"b", b"3");
-    with_leader.leader_index = Some(99);
+    with_leader.leader_index = Some(1);
     f.must_apply(with_leader);
     f.storage.create_table(b"second").expect("second table");
     f.storage.make_durable().expect("durable");
@@ -37,7 +37,7 @@ fn reopen_keeps_data_applied_index_and_revisions() {
         TableState {
             applied_index: 3,
             revision: 3,
-            leader_index: Some(99)
+            leader_index: Some(1)
         }
     );
     let kvs = table.range(&range(b"\0", b"\0")).expect("range").value.kvs;

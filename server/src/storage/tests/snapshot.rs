@@ -146,7 +146,7 @@ fn raft_snapshot_round_trip_keeps_revisions_state_and_raft_state() {
 fn follower_snapshot_trailer_carries_the_replicated_leader_index() {
     let mut f = Fixture::new();
     let mut command = put(b"k", b"v");
-    command.leader_index = Some(777);
+    command.leader_index = Some(1);
     f.must_apply(command);
     let (_, bytes) = f
         .table
@@ -155,7 +155,7 @@ fn follower_snapshot_trailer_carries_the_replicated_leader_index() {
     assert_eq!(
         records(&bytes).last(),
         Some(&Record::Trailer {
-            leader_index: Some(777),
+            leader_index: Some(1),
             revision: Some(1)
         })
     );
