@@ -303,6 +303,20 @@ impl Node {
         self.groups.get(id).ok_or(Error::TableNotFound)
     }
 
+    /// Whether this node leads the metadata group (one node of the cluster
+    /// does at a time: it reconciles the catalogue with a leader cluster's).
+    pub fn leads_metadata(&self) -> bool {
+        self.groups
+            .get(METADATA_GROUP)
+            .is_some_and(|group| group.leader() == Some(self.id()))
+    }
+
+    /// Whether this node leads `table`'s group.
+    pub fn leads_table(&self, table: &[u8]) -> bool {
+        self.table_group(table)
+            .is_ok_and(|group| group.leader() == Some(self.id()))
+    }
+
     /// Header information of a group.
     pub fn group_info(&self, group: &Group) -> GroupInfo {
         GroupInfo {

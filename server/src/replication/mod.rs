@@ -1,0 +1,170 @@
+//! The follower side of cross-cluster replication (behaviour.md §3, §4.4):
+//! a follower cluster copies the leader cluster's tables.
+//!
+//! Every node runs a [`Follower`]. The node leading the metadata group keeps
+//! the table catalogue equal to the leader cluster's (`Metadata.Get`); the
+//! node leading a table's group runs that table's [`worker::TableWorker`], so
+//! exactly one node per follower cluster replicates a table at a time, and
+//! the work moves with Raft leadership. Sits above `cluster`; the gRPC
+//! clients it uses come from `regatta-proto`.
+
+pub mod metrics;
+pub mod worker;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regatta_proto::replication::v1::metadata_client::MetadataClient;
+use regatta_proto::replication::v1::MetadataRequest;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::cluster::Node;
+use metrics::ReplicationMetrics;
+use worker::TableWorker;
+
+/// Follower flags (Regatta's names), resolved.
+#[derive(Debug, Clone)]
+pub struct FollowerSettings {
+    /// How long to wait before asking again after a plain-mode stream ended.
+    pub poll_interval: Duration,
+    /// How often the catalogue is compared with the leader's.
+    pub reconcile_interval: Duration,
+    /// How often workers are started or stopped as leadership moves.
+    pub lease_interval: Duration,
+    /// Longest wait for a Log.Replicate answer or its next message.
+    pub log_rpc_timeout: Duration,
+    pub max_recv_message_bytes: usize,
+}
+
+impl Default for FollowerSettings {
+    fn default() -> Self {
+        FollowerSettings {
+            poll_interval: Duration::from_secs(1),
+            reconcile_interval: Duration::from_secs(30),
+            lease_interval: Duration::from_secs(15),
+            log_rpc_timeout: Duration::from_secs(60),
+            max_recv_message_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// The follower machinery of one node.
+pub struct Follower {
+    node: Arc<Node>,
+    leader: Channel,
+    settings: Arc<FollowerSettings>,
+    metrics: Arc<ReplicationMetrics>,
+}
+
+/// How often leadership changes are checked, at most (leases are Raft
+/// leadership, so this only bounds how fast a new leader takes over).
+const SUPERVISE_TICK: Duration = Duration::from_millis(200);
+
+impl Follower {
+    pub fn new(
+        node: Arc<Node>,
+        leader: Channel,
+        settings: FollowerSettings,
+        metrics: Arc<ReplicationMetrics>,
+    ) -> Follower {
+        Follower {
+            node,
+            leader,
+            settings: Arc::new(settings),
+            metrics,
+        }
+    }
+
+    /// Runs reconciliation and the workers until the task is aborted.
+    pub fn start(self) -> JoinHandle<()> {
+        tokio::spawn(self.supervise())
+    }
+
+    async fn supervise(self) {
+        let mut workers: HashMap<Vec<u8>, (watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
+        let mut next_reconcile = tokio::time::Instant::now();
+        let tick = SUPERVISE_TICK.min(self.settings.lease_interval);
+        loop {
+            if tokio::time::Instant::now() >= next_reconcile && self.node.leads_metadata() {
+                match self.reconcile().await {
+                    Ok(()) => {
+                        next_reconcile =
+                            tokio::time::Instant::now() + self.settings.reconcile_interval
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "reconciling tables with the leader cluster");
+                        next_reconcile = tokio::time::Instant::now() + self.settings.poll_interval;
+                    }
+                }
+            }
+            // A worker runs exactly where the table's group is led.
+            let led: BTreeSet<Vec<u8>> = self
+                .node
+                .tables()
+                .into_keys()
+                .filter(|table| self.node.leads_table(table))
+                .collect();
+            workers.retain(|table, (stop, handle)| {
+                let keep = led.contains(table) && !handle.is_finished();
+                if !keep {
+                    stop.send_replace(true);
+                }
+                keep
+            });
+            for table in led {
+                if workers.contains_key(&table) {
+                    continue;
+                }
+                let (stop, stopped) = watch::channel(false);
+                let worker = TableWorker {
+                    node: self.node.clone(),
+                    table: table.clone(),
+                    leader: self.leader.clone(),
+                    settings: self.settings.clone(),
+                    metrics: self.metrics.clone(),
+                };
+                tracing::info!(table = %String::from_utf8_lossy(&table), "replicating table");
+                workers.insert(table, (stop, tokio::spawn(worker.run(stopped))));
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+
+    /// Creates and deletes tables so the catalogue matches the leader's.
+    async fn reconcile(&self) -> Result<(), String> {
+        let mut client = MetadataClient::new(self.leader.clone());
+        let answer = tokio::time::timeout(
+            self.settings.log_rpc_timeout,
+            client.get(MetadataRequest {}),
+        )
+        .await
+        .map_err(|_| "Metadata.Get did not answer in time".to_string())?
+        .map_err(|status| format!("Metadata.Get: {status}"))?
+        .into_inner();
+        let wanted: BTreeSet<Vec<u8>> = answer
+            .tables
+            .into_iter()
+            .map(|table| table.name.into_bytes())
+            .collect();
+        let have: BTreeSet<Vec<u8>> = self.node.tables().into_keys().collect();
+        let timeout = Duration::from_secs(30);
+        for table in wanted.difference(&have) {
+            tracing::info!(table = %String::from_utf8_lossy(table), "creating table the leader cluster has");
+            self.node
+                .create_table(table, timeout)
+                .await
+                .map_err(|err| format!("creating {}: {err}", String::from_utf8_lossy(table)))?;
+        }
+        for table in have.difference(&wanted) {
+            tracing::info!(table = %String::from_utf8_lossy(table), "deleting table the leader cluster deleted");
+            self.node
+                .delete_table(table, timeout)
+                .await
+                .map_err(|err| format!("deleting {}: {err}", String::from_utf8_lossy(table)))?;
+        }
+        Ok(())
+    }
+}

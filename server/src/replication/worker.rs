@@ -1,0 +1,173 @@
+//! One table's replication worker on a follower cluster (behaviour.md §4.2,
+//! §4.4): asks the leader cluster for entries after the stored leader index
+//! `L` and proposes them, in order, to the table's own Raft group.
+//!
+//! `L` is stored with the data by the state machine, which applies a
+//! replicated command only as the next after `L`; a retried or late proposal
+//! therefore changes nothing, and after any error the worker simply asks
+//! again from the stored `L`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use regatta_proto::replication::v1::log_client::LogClient;
+use regatta_proto::replication::v1::{
+    replicate_response::Response as Reply, ReplicateError, ReplicateRequest,
+};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use super::metrics::{ReplicationMetrics, TableReplication};
+use super::FollowerSettings;
+use crate::cluster::Node;
+
+/// How a replication round ended.
+#[derive(Debug, PartialEq, Eq)]
+enum RoundEnd {
+    /// The leader ended the stream with everything sent (plain mode).
+    CaughtUp,
+    UseSnapshot,
+    LeaderBehind,
+}
+
+/// Proposals of replicated commands wait at most this long for the group.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct TableWorker {
+    pub node: Arc<Node>,
+    pub table: Vec<u8>,
+    pub leader: Channel,
+    pub settings: Arc<FollowerSettings>,
+    pub metrics: Arc<ReplicationMetrics>,
+}
+
+impl TableWorker {
+    fn stats(&self) -> Arc<TableReplication> {
+        self.metrics.table(&self.table)
+    }
+
+    /// The stored leader index `L` of the table on this replica.
+    fn stored_index(&self) -> Option<u64> {
+        let group = self.node.table_group(&self.table).ok()?;
+        Some(group.table.state().leader_index.unwrap_or(0))
+    }
+
+    /// Replicates until `stop` turns true or the table goes away.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let name = String::from_utf8_lossy(&self.table).into_owned();
+        let stats = self.stats();
+        stats.set_leased(true);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *stop.borrow() || self.stored_index().is_none() {
+                break;
+            }
+            let round = tokio::select! {
+                round = self.round() => round,
+                _ = stop.changed() => break,
+            };
+            let pause = match round {
+                Ok(RoundEnd::CaughtUp) => {
+                    backoff = Duration::from_millis(100);
+                    self.settings.poll_interval
+                }
+                Ok(RoundEnd::UseSnapshot) => {
+                    stats.snapshot_needed();
+                    tracing::warn!(
+                        table = %name,
+                        "the leader compacted the entries this follower needs (USE_SNAPSHOT); \
+                         recovery by snapshot is not built yet: reset the follower's table"
+                    );
+                    backoff
+                }
+                Ok(RoundEnd::LeaderBehind) => {
+                    tracing::warn!(
+                        table = %name,
+                        stored = self.stored_index().unwrap_or(0),
+                        "the leader cluster is behind this follower (LEADER_BEHIND): \
+                         it was restored or this follower points at the wrong cluster; retrying"
+                    );
+                    backoff
+                }
+                Err(err) => {
+                    tracing::warn!(table = %name, error = %err, "replication round failed; retrying");
+                    backoff
+                }
+            };
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        stats.set_leased(false);
+    }
+
+    /// One Log.Replicate stream: apply what it brings until it ends.
+    async fn round(&self) -> Result<RoundEnd, String> {
+        let stats = self.stats();
+        let mut stored = self.stored_index().ok_or("table not found")?;
+        let mut client = LogClient::new(self.leader.clone())
+            .max_decoding_message_size(self.settings.max_recv_message_bytes);
+        let mut request = tonic::Request::new(ReplicateRequest {
+            table: self.table.clone(),
+            leader_index: stored + 1,
+        });
+        request.metadata_mut().insert(
+            "regatta-replicate-mode",
+            tonic::metadata::MetadataValue::from_static("follow"),
+        );
+        let mut stream =
+            tokio::time::timeout(self.settings.log_rpc_timeout, client.replicate(request))
+                .await
+                .map_err(|_| "Log.Replicate did not answer in time".to_string())?
+                .map_err(|status| format!("Log.Replicate: {status}"))?
+                .into_inner();
+        loop {
+            let message = tokio::time::timeout(self.settings.log_rpc_timeout, stream.message())
+                .await
+                .map_err(|_| "the replication stream went silent".to_string())?
+                .map_err(|status| format!("Log.Replicate stream: {status}"))?;
+            let Some(message) = message else {
+                return Ok(RoundEnd::CaughtUp);
+            };
+            stats.observe_leader(message.leader_index);
+            match message.response {
+                Some(Reply::ErrorResponse(error)) => {
+                    return Ok(if error.error == ReplicateError::UseSnapshot as i32 {
+                        RoundEnd::UseSnapshot
+                    } else {
+                        RoundEnd::LeaderBehind
+                    });
+                }
+                Some(Reply::CommandsResponse(batch)) => {
+                    for replicated in batch.commands {
+                        let Some(command) = replicated.command else {
+                            return Err(format!(
+                                "entry {} has no command",
+                                replicated.leader_index
+                            ));
+                        };
+                        if replicated.leader_index != stored + 1 {
+                            return Err(format!(
+                                "expected entry {}, got {}",
+                                stored + 1,
+                                replicated.leader_index
+                            ));
+                        }
+                        self.node
+                            .write(&self.table, &command, PROPOSE_TIMEOUT)
+                            .await
+                            .map_err(|err| {
+                                format!("proposing entry {}: {err}", replicated.leader_index)
+                            })?;
+                        stored = replicated.leader_index;
+                        stats.observe_stored(stored);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+}
