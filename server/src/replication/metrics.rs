@@ -42,6 +42,14 @@ impl TableReplication {
     }
 }
 
+/// One exported series: name, type, help and how to read it.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&TableReplication) -> u64,
+);
+
 /// Every table's replication state on this node.
 #[derive(Debug, Default)]
 pub struct ReplicationMetrics {
@@ -66,7 +74,7 @@ impl ReplicationMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut out = String::new();
-        let series: [(&str, &str, &str, fn(&TableReplication) -> u64); 4] = [
+        let series: [Series; 4] = [
             (
                 "regatta_replication_index",
                 "gauge",
