@@ -184,3 +184,156 @@ async fn a_follower_copies_tables_existing_data_and_new_writes() {
     follower.abort();
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regatta_follower_serves_the_copy_read_only() {
+    use regatta_proto::mvcc::v1::request_op::{self, Request as Op};
+    use regatta_proto::mvcc::v1::RequestOp;
+    use regatta_proto::regatta::v1::{DeleteRangeRequest, RangeRequest, TxnRequest};
+
+    let leader = start_leader("t");
+    must_put(&leader.api, "t", "k", "v").await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (api, rest) = (free_address(), free_address());
+    let _follower = Leader {
+        child: Process::new(env!("CARGO_BIN_EXE_regatta"))
+            .args(["follower", "--log-level", "warn", "--raft.rtt", "10ms"])
+            .args(["--replication.leader-address", &leader.replication])
+            .args(["--replication.reconcile-interval", "200ms"])
+            .args(["--api.address", &api, "--rest.address", &rest])
+            .args(["--raft.address", &free_address()])
+            .arg("--raft.node-host-dir")
+            .arg(dir.path().join("raft"))
+            .arg("--raft.state-machine-dir")
+            .arg(dir.path().join("sm"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn regatta follower"),
+        api: api.clone(),
+        replication: String::new(),
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut kv = loop {
+        let attempt = async {
+            let channel = Channel::from_shared(format!("http://{api}"))
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut kv = KvClient::new(channel);
+            let read = kv
+                .range(RangeRequest {
+                    table: b"t".to_vec(),
+                    key: b"k".to_vec(),
+                    linearizable: true,
+                    ..RangeRequest::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            match read.kvs.first() {
+                Some(kv_pair) if kv_pair.value == b"v" => Ok(kv),
+                other => Err(format!("not copied yet: {other:?}")),
+            }
+        };
+        match attempt.await {
+            Ok(kv) => break kv,
+            Err(err) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "follower never served the copy: {err}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // Writes are refused before any other check, with Regatta's messages.
+    let put = kv
+        .put(PutRequest::default())
+        .await
+        .expect_err("put on a follower");
+    assert_eq!(put.code(), tonic::Code::Unimplemented);
+    assert_eq!(put.message(), "method Put not implemented for follower");
+    let delete = kv
+        .delete_range(DeleteRangeRequest::default())
+        .await
+        .expect_err("delete on a follower");
+    assert_eq!(
+        delete.message(),
+        "method DeleteRange not implemented for follower"
+    );
+    let op = |request| RequestOp {
+        request: Some(request),
+    };
+    let write_txn = kv
+        .txn(TxnRequest {
+            table: b"t".to_vec(),
+            success: vec![op(Op::RequestPut(request_op::Put {
+                key: b"x".to_vec(),
+                ..Default::default()
+            }))],
+            ..TxnRequest::default()
+        })
+        .await
+        .expect_err("write txn on a follower");
+    assert_eq!(write_txn.code(), tonic::Code::Unimplemented);
+    assert_eq!(
+        write_txn.message(),
+        "writable Txn not implemented for follower"
+    );
+    let read_txn = kv
+        .txn(TxnRequest {
+            table: b"t".to_vec(),
+            success: vec![op(Op::RequestRange(request_op::Range {
+                key: b"k".to_vec(),
+                ..Default::default()
+            }))],
+            ..TxnRequest::default()
+        })
+        .await
+        .expect("read-only txn on a follower")
+        .into_inner();
+    assert!(read_txn.succeeded);
+
+    // The copy keeps up, and the lag shows in the metrics.
+    must_put(&leader.api, "t", "k2", "v2").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = kv
+            .range(RangeRequest {
+                table: b"t".to_vec(),
+                key: b"k2".to_vec(),
+                ..RangeRequest::default()
+            })
+            .await
+            .expect("range")
+            .into_inner();
+        if !read.kvs.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "k2 never reached the follower");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = get_metrics(&rest).await;
+    assert!(
+        metrics.contains("regatta_replication_lag{table=\"t\"}"),
+        "{metrics}"
+    );
+}
+
+/// `GET /metrics` over a plain TCP socket (HTTP/1.0, no client crate).
+async fn get_metrics(rest: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(rest)
+        .await
+        .expect("connect REST");
+    socket
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let mut body = String::new();
+    socket.read_to_string(&mut body).await.expect("response");
+    body
+}

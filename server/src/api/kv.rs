@@ -1,4 +1,5 @@
-//! `regatta.v1.KV` on a leader-cluster node (behaviour.md §2).
+//! `regatta.v1.KV` (behaviour.md §2): read-write on a leader-cluster node,
+//! read-only on a follower-cluster node (§2.6).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,15 +23,30 @@ use crate::storage::{is_read_only, RangeQuery};
 /// Deadline of a KV call that brings none (behaviour.md §1).
 pub const DEFAULT_KV_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The KV service of a leader-cluster node.
+/// The KV service of a node.
 pub struct KvService {
     node: Arc<Node>,
     metrics: Arc<ApiMetrics>,
+    /// A follower cluster's node: writes are refused (§2.6).
+    read_only: bool,
 }
 
 impl KvService {
     pub fn new(node: Arc<Node>, metrics: Arc<ApiMetrics>) -> Self {
-        KvService { node, metrics }
+        KvService {
+            node,
+            metrics,
+            read_only: false,
+        }
+    }
+
+    /// The KV service of a follower-cluster node: reads only.
+    pub fn read_only(node: Arc<Node>, metrics: Arc<ApiMetrics>) -> Self {
+        KvService {
+            node,
+            metrics,
+            read_only: true,
+        }
     }
 
     fn observe<T>(&self, method: &'static str, started: Instant, result: &Result<T, Status>) {
@@ -43,6 +59,17 @@ impl KvService {
     fn exists(&self) -> impl Fn(&[u8]) -> bool + '_ {
         |table: &[u8]| self.node.tables().contains_key(table)
     }
+}
+
+/// Whether every op of both branches is a range (checked before validation:
+/// a follower refuses writes before any other check).
+fn txn_is_read_only(request: &TxnRequest) -> bool {
+    use regatta_proto::mvcc::v1::request_op::Request as Op;
+    request
+        .success
+        .iter()
+        .chain(&request.failure)
+        .all(|op| matches!(op.request, Some(Op::RequestRange(_))))
 }
 
 fn header(info: GroupInfo, revision: u64) -> Option<ResponseHeader> {
@@ -130,6 +157,11 @@ impl KvService {
         &self,
         request: Request<PutRequest>,
     ) -> Result<Response<PutResponse>, Status> {
+        if self.read_only {
+            return Err(
+                Error::Unimplemented("method Put not implemented for follower".into()).into(),
+            );
+        }
         let timeout = deadline(&request);
         let request = request.into_inner();
         validate::put(&request, &self.exists())?;
@@ -163,6 +195,12 @@ impl KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        if self.read_only {
+            return Err(Error::Unimplemented(
+                "method DeleteRange not implemented for follower".into(),
+            )
+            .into());
+        }
         let timeout = deadline(&request);
         let request = request.into_inner();
         validate::delete_range(&request, &self.exists())?;
@@ -202,6 +240,11 @@ impl KvService {
     ) -> Result<Response<TxnResponse>, Status> {
         let timeout = deadline(&request);
         let request = request.into_inner();
+        if self.read_only && !txn_is_read_only(&request) {
+            return Err(
+                Error::Unimplemented("writable Txn not implemented for follower".into()).into(),
+            );
+        }
         validate::txn(&request, &self.exists())?;
         let txn = Txn {
             compare: request.compare,

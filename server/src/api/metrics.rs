@@ -25,9 +25,22 @@ struct Histogram {
 pub struct ApiMetrics {
     requests: Mutex<BTreeMap<(&'static str, String), u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// More series rendered by other parts of the node (replication).
+    sources: Mutex<Vec<MetricsSource>>,
 }
 
+/// Renders a block of Prometheus text.
+pub type MetricsSource = Box<dyn Fn() -> String + Send + Sync>;
+
 impl ApiMetrics {
+    /// Adds series that another part of the node renders.
+    pub fn add_source(&self, source: MetricsSource) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
+    }
+
     /// Records one finished call.
     pub fn observe(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
         let code = format!("{code:?}");
@@ -102,6 +115,14 @@ impl ApiMetrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");
             let _ = writeln!(out, "{name} {value}");
+        }
+        for source in self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            out.push_str(&source());
         }
         render_process(&mut out);
         out

@@ -246,8 +246,24 @@ fn init_logging(args: &LeaderArgs) {
     };
 }
 
+/// What a node is: a leader-cluster node, or a follower-cluster node that
+/// copies a leader cluster.
+pub enum Role {
+    Leader,
+    Follower {
+        /// `http(s)://host:port` of the leader cluster's replication API.
+        leader_address: String,
+        settings: crate::replication::FollowerSettings,
+    },
+}
+
 /// Runs a leader-cluster node until SIGTERM or SIGINT.
 pub fn run(args: LeaderArgs) -> ExitCode {
+    run_role(args, Role::Leader)
+}
+
+/// Runs a node in `role` until SIGTERM or SIGINT.
+pub fn run_role(args: LeaderArgs, role: Role) -> ExitCode {
     init_logging(&args);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -256,17 +272,17 @@ pub fn run(args: LeaderArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(args, role)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %err, "regatta leader stopped");
+            tracing::error!(error = %err, "regatta stopped");
             eprintln!("regatta: {err}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(args: LeaderArgs) -> Result<(), String> {
+async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     // TLS on the API and REST listeners when a certificate and key are given.
     let tls = match (&args.api_cert_filename, &args.api_key_filename) {
         (Some(cert), Some(key)) => {
@@ -284,16 +300,19 @@ async fn serve(args: LeaderArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let timeout = Duration::from_secs(30);
     // Create first, then delete: a table named in both is deleted, so an
-    // operator can drop a table without editing the list of names.
-    for table in &args.tables_names {
-        node.create_table(table.as_bytes(), timeout)
-            .await
-            .map_err(|e| format!("creating table {table}: {e}"))?;
-    }
-    for table in &args.tables_delete {
-        node.delete_table(table.as_bytes(), timeout)
-            .await
-            .map_err(|e| format!("deleting table {table}: {e}"))?;
+    // operator can drop a table without editing the list of names. A
+    // follower cluster learns its tables from the leader cluster only.
+    if let Role::Leader = role {
+        for table in &args.tables_names {
+            node.create_table(table.as_bytes(), timeout)
+                .await
+                .map_err(|e| format!("creating table {table}: {e}"))?;
+        }
+        for table in &args.tables_delete {
+            node.delete_table(table.as_bytes(), timeout)
+                .await
+                .map_err(|e| format!("deleting table {table}: {e}"))?;
+        }
     }
     // Tables just created elect their leaders within an election timeout.
     let ready_by = tokio::time::Instant::now() + timeout;
@@ -325,17 +344,41 @@ async fn serve(args: LeaderArgs) -> Result<(), String> {
     } else {
         None
     };
-    let api = KvServer::new(KvService::new(node.clone(), metrics))
+    let kv = match role {
+        Role::Leader => KvService::new(node.clone(), metrics.clone()),
+        Role::Follower { .. } => KvService::read_only(node.clone(), metrics.clone()),
+    };
+    let api = KvServer::new(kv)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let replication = if args.replication_enabled {
-        Some(replication_server(&args, node.clone()).await?)
-    } else {
-        None
+    let replication = match &role {
+        Role::Leader if args.replication_enabled => {
+            Some(replication_server(&args, node.clone()).await?)
+        }
+        Role::Leader => None,
+        Role::Follower {
+            leader_address,
+            settings,
+        } => {
+            let channel = leader_channel(&args, leader_address)?;
+            let replication = Arc::new(crate::replication::metrics::ReplicationMetrics::default());
+            let rendered = replication.clone();
+            metrics.add_source(Box::new(move || rendered.render()));
+            tracing::info!(leader = %leader_address, "following the leader cluster");
+            Some(
+                crate::replication::Follower::new(
+                    node.clone(),
+                    channel,
+                    settings.clone(),
+                    replication,
+                )
+                .start(),
+            )
+        }
     };
     let listener = tokio::net::TcpListener::bind(&args.api_address)
         .await
@@ -345,7 +388,8 @@ async fn serve(args: LeaderArgs) -> Result<(), String> {
     tracing::info!(
         api = %bound,
         tables = ?args.tables_names,
-        "regatta leader is serving: reach the KV API at {scheme}://{bound}"
+        "regatta {} is serving: reach the KV API at {scheme}://{bound}",
+        if matches!(role, Role::Leader) { "leader" } else { "follower" }
     );
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -428,6 +472,53 @@ async fn report_health(node: Arc<Node>, health: tonic_health::server::HealthRepo
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A channel to the leader cluster's replication API; TLS (with a client
+/// certificate when given) for `https://` addresses or when a CA is given.
+fn leader_channel(args: &LeaderArgs, address: &str) -> Result<tonic::transport::Channel, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let secure = address.starts_with("https://") || args.replication_ca_filename.is_some();
+    let url = if address.contains("://") {
+        address.to_string()
+    } else if secure {
+        format!("https://{address}")
+    } else {
+        format!("http://{address}")
+    };
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("--replication.leader-address {address}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    if secure {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &args.replication_ca_filename {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        match (
+            &args.replication_cert_filename,
+            &args.replication_key_filename,
+        ) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?))
+            }
+            (None, None) => {}
+            _ => {
+                return Err(
+                    "--replication.cert-filename and --replication.key-filename go together".into(),
+                )
+            }
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("replication client TLS: {e}"))?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 /// Serves the replication API (behaviour.md §4) on `--replication.address`.

@@ -1,6 +1,7 @@
 //! Command line: the entry point of every `regatta` subcommand.
 
 mod config_file;
+mod follower;
 mod kv;
 mod leader;
 
@@ -26,6 +27,9 @@ pub enum Commands {
     /// Run a node of the leader cluster (takes writes). With no flags: a
     /// single node on 127.0.0.1 with its data under ./regatta-data.
     Leader(Box<LeaderArgs>),
+    /// Run a node of a follower cluster: copies the tables of the leader
+    /// cluster at --replication.leader-address and serves them read-only.
+    Follower(Box<follower::FollowerArgs>),
     /// Talk to a running server: put, get, delete, txn.
     Kv(kv::KvArgs),
 }
@@ -60,6 +64,7 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Commands::Leader(args)) => leader::run(*args),
+        Some(Commands::Follower(args)) => follower::run(*args),
         Some(Commands::Kv(args)) => kv::run(args),
     }
 }
