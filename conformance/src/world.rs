@@ -29,6 +29,9 @@ pub fn backend() -> Result<Arc<dyn Backend>> {
     BACKEND.get().cloned().context("no cluster backend chosen")
 }
 
+/// Node numbers above this are the follower cluster's nodes.
+pub const FOLLOWER_NODES: usize = 100;
+
 /// Per-call deadline of the suite's requests.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Larger than the server's 4 MiB so that oversized requests reach it.
@@ -61,6 +64,9 @@ pub type Pending = tokio::task::JoinHandle<Result<Answer, Status>>;
 #[world(init = Self::new)]
 pub struct RegattaWorld {
     pub cluster: Option<Box<dyn Cluster>>,
+    /// A follower cluster of `cluster`; its nodes are numbered from
+    /// [`FOLLOWER_NODES`] + 1 in steps' node references.
+    pub follower: Option<Box<dyn Cluster>>,
     pub spec: Option<ClusterSpec>,
     clients: HashMap<usize, (String, KvClient<Channel>)>,
     /// Nodes stopped or killed by the scenario.
@@ -102,6 +108,7 @@ impl RegattaWorld {
     fn new() -> RegattaWorld {
         RegattaWorld {
             cluster: None,
+            follower: None,
             spec: None,
             clients: HashMap::new(),
             down: HashSet::new(),
@@ -160,7 +167,14 @@ impl RegattaWorld {
 
     /// A KV client for node `n`, rebuilt when its address changed.
     pub fn client(&mut self, n: usize) -> Result<KvClient<Channel>> {
-        let endpoint = self.cluster()?.api_endpoint(n);
+        let endpoint = if n > FOLLOWER_NODES {
+            self.follower
+                .as_deref()
+                .context("the scenario has no follower cluster")?
+                .api_endpoint(n - FOLLOWER_NODES)
+        } else {
+            self.cluster()?.api_endpoint(n)
+        };
         if let Some((known, client)) = self.clients.get(&n) {
             if *known == endpoint {
                 return Ok(client.clone());

@@ -68,6 +68,13 @@ async fn main() {
             let failed = !matches!(finished, ScenarioFinished::StepPassed);
             Box::pin(async move {
                 let Some(world) = world else { return };
+                // The follower cluster first: it may use the leader's network.
+                if let Some(mut follower) = world.follower.take() {
+                    if failed {
+                        save_logs(&logs_dir, &format!("{name}-follower"), follower.as_ref()).await;
+                    }
+                    follower.destroy().await;
+                }
                 if let Some(mut cluster) = world.cluster.take() {
                     if failed {
                         save_logs(&logs_dir, &name, cluster.as_ref()).await;

@@ -22,7 +22,7 @@ use testcontainers::core::{Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use super::{node_args, Backend, Cluster, ClusterSpec, NodeAddresses};
+use super::{node_args, Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses};
 
 /// Label on every container and network the suite makes, valued with the run
 /// id, so leftovers of a killed run can be found and removed.
@@ -48,9 +48,15 @@ impl Backend for ContainersBackend {
     async fn start_cluster(&self, spec: &ClusterSpec) -> Result<Box<dyn Cluster>> {
         let docker = testcontainers::core::client::docker_client_instance().await?;
         let prefix = format!("rg-{}-{}", self.run_id, spec.name);
-        let network = prefix.clone();
+        // A follower cluster joins its leader cluster's network.
+        let shared = spec.follow.as_ref().and_then(|f| f.network.clone());
+        let network = shared.clone().unwrap_or_else(|| prefix.clone());
         let island = format!("{prefix}-island");
-        for name in [&network, &island] {
+        let mut created = vec![&island];
+        if shared.is_none() {
+            created.push(&network);
+        }
+        for name in created {
             docker
                 .create_network(NetworkCreateRequest {
                     name: name.clone(),
@@ -99,6 +105,7 @@ impl Backend for ContainersBackend {
             docker,
             image: (name.to_string(), tag.to_string()),
             run_id: self.run_id.clone(),
+            owns_network: shared.is_none(),
             network,
             island,
             nodes,
@@ -131,6 +138,8 @@ pub struct ContainerCluster {
     docker: Docker,
     image: (String, String),
     run_id: String,
+    /// Whether this cluster made its network (a follower cluster borrows its leader's).
+    owns_network: bool,
     network: String,
     island: String,
     nodes: Vec<ContainerNode>,
@@ -262,6 +271,16 @@ impl Cluster for ContainerCluster {
         }
     }
 
+    fn replication_target(&self, n: usize) -> Option<FollowTarget> {
+        Some(FollowTarget {
+            leader_address: format!(
+                "{}:{REPLICATION_PORT}",
+                self.nodes.get(n.wrapping_sub(1))?.name
+            ),
+            network: Some(self.network.clone()),
+        })
+    }
+
     fn replication_endpoint(&self, n: usize) -> Option<String> {
         let ip = self.nodes.get(n.wrapping_sub(1))?.ip?;
         Some(format!("http://{ip}:{REPLICATION_PORT}"))
@@ -365,8 +384,9 @@ impl Cluster for ContainerCluster {
                 let _ = container.rm().await;
             }
         }
-        for network in [&self.network, &self.island] {
-            let _ = self.docker.remove_network(network).await;
+        let _ = self.docker.remove_network(&self.island).await;
+        if self.owns_network {
+            let _ = self.docker.remove_network(&self.network).await;
         }
     }
 }

@@ -8,7 +8,7 @@
 use anyhow::{bail, Result};
 use async_trait::async_trait;
 
-use super::{Backend, Cluster, ClusterSpec};
+use super::{Backend, Cluster, ClusterSpec, FollowTarget};
 
 #[derive(Debug)]
 pub struct ExternalBackend {
@@ -63,6 +63,9 @@ impl Backend for ExternalBackend {
                 self.endpoints.len()
             );
         }
+        if spec.follow.is_some() {
+            bail!("the scenario needs a follower cluster; {NO_FAULTS}");
+        }
         if !spec.extra_args.is_empty() {
             bail!(
                 "the scenario needs server flags {:?}; {NO_FAULTS}",
@@ -93,6 +96,10 @@ impl Cluster for ExternalCluster {
 
     fn replication_endpoint(&self, n: usize) -> Option<String> {
         self.replication.get(n.wrapping_sub(1)).cloned()
+    }
+
+    fn replication_target(&self, _n: usize) -> Option<FollowTarget> {
+        None
     }
 
     fn fault_support(&self) -> Option<String> {

@@ -27,6 +27,18 @@ pub struct ClusterSpec {
     pub tables: Vec<String>,
     /// Extra server flags for every node (e.g. `--raft.snapshot-entries=20`).
     pub extra_args: Vec<String>,
+    /// For a follower cluster: where its nodes reach the leader cluster's
+    /// replication API, and (containers) the Docker network they share.
+    pub follow: Option<FollowTarget>,
+}
+
+/// The leader cluster a follower cluster copies.
+#[derive(Debug, Clone)]
+pub struct FollowTarget {
+    /// The replication API address as the follower's nodes dial it.
+    pub leader_address: String,
+    /// Containers: the leader cluster's network, which the followers join.
+    pub network: Option<String>,
 }
 
 /// Server flags every backend passes to node `id` (1-based), given the
@@ -40,8 +52,13 @@ pub fn node_args(
     members: &str,
     data_dir: &str,
 ) -> Vec<String> {
+    let role = if spec.follow.is_some() {
+        "follower"
+    } else {
+        "leader"
+    };
     let mut args = vec![
-        "leader".to_string(),
+        role.to_string(),
         format!("--raft.node-id={id}"),
         format!("--raft.address={}", bind.raft_advertised),
         format!("--raft.listen-address={}", bind.raft),
@@ -52,9 +69,19 @@ pub fn node_args(
         format!("--rest.address={}", bind.rest),
         format!("--replication.address={}", bind.replication),
         format!("--maintenance.address={}", bind.maintenance),
-        format!("--tables.names={}", spec.tables.join(",")),
         "--log-level=info".to_string(),
     ];
+    match &spec.follow {
+        None => args.push(format!("--tables.names={}", spec.tables.join(","))),
+        Some(target) => {
+            args.push(format!(
+                "--replication.leader-address={}",
+                target.leader_address
+            ));
+            // Scenarios cannot wait Regatta's default 30 s for new tables.
+            args.push("--replication.reconcile-interval=1s".to_string());
+        }
+    }
     args.extend(spec.extra_args.iter().cloned());
     args
 }
@@ -79,6 +106,9 @@ pub trait Cluster: Send + Sync {
     /// `http://host:port` of node `n`'s replication API (leader clusters);
     /// `None` when the backend does not know it.
     fn replication_endpoint(&self, n: usize) -> Option<String>;
+    /// Where another cluster of this backend (a follower cluster) reaches
+    /// node `n`'s replication API.
+    fn replication_target(&self, n: usize) -> Option<FollowTarget>;
     /// `None` when kill, restart, pause and partitions work; otherwise why not.
     fn fault_support(&self) -> Option<String>;
     /// Kills node `n` at once (SIGKILL): no shutdown, unsynced data lost.

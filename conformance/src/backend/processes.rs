@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 
 use super::proxy::LinkProxy;
-use super::{node_args, Backend, Cluster, ClusterSpec, NodeAddresses};
+use super::{node_args, Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses};
 
 #[derive(Debug)]
 pub struct ProcessesBackend {
@@ -186,6 +186,13 @@ impl Cluster for ProcessCluster {
 
     fn api_endpoint(&self, n: usize) -> String {
         format!("http://{}", self.nodes[n - 1].api)
+    }
+
+    fn replication_target(&self, n: usize) -> Option<FollowTarget> {
+        Some(FollowTarget {
+            leader_address: self.nodes.get(n.wrapping_sub(1))?.replication.clone(),
+            network: None,
+        })
     }
 
     fn replication_endpoint(&self, n: usize) -> Option<String> {

@@ -29,6 +29,7 @@ async fn start(world: &mut RegattaWorld, nodes: usize, tables: &str, flags: &str
         nodes,
         tables: tables.split(',').map(|t| t.trim().to_string()).collect(),
         extra_args: flags.split_whitespace().map(String::from).collect(),
+        follow: None,
     };
     let backend = backend()?;
     let cluster = tokio::time::timeout(START_TIMEOUT, backend.start_cluster(&spec))

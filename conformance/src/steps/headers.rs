@@ -76,7 +76,8 @@ fn pair_revisions(
 #[then(regex = r"^the header is complete and names the answering node as replica$")]
 fn header_complete(world: &mut RegattaWorld) -> Result<()> {
     let header = header(world)?;
-    let node = world.last_node as u64;
+    // Follower-cluster nodes are numbered from FOLLOWER_NODES + 1 in steps.
+    let node = (world.last_node % crate::world::FOLLOWER_NODES) as u64;
     if header.shard_id < 10_001 {
         bail!(
             "shard_id {} (shards are numbered from 10001)",

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod faults;
+pub mod follower;
 pub mod headers;
 pub mod kv;
 pub mod replication;
@@ -37,8 +38,23 @@ pub async fn node(world: &mut RegattaWorld, text: &str, table: &str) -> Result<u
         }
         return Ok(n);
     }
+    if let Some(number) = text.strip_prefix("follower node ") {
+        let n: usize = number.parse().with_context(|| format!("bad node {text}"))?;
+        let size = world.follower.as_ref().map_or(0, |f| f.size());
+        if n == 0 || n > size {
+            bail!("no {text} in a follower cluster of {size}");
+        }
+        return Ok(crate::world::FOLLOWER_NODES + n);
+    }
     match text {
         "any node" => world.any_node(),
+        "any follower node" => {
+            let size = world.follower.as_ref().map_or(0, |f| f.size());
+            if size == 0 {
+                bail!("the scenario has no follower cluster");
+            }
+            Ok(crate::world::FOLLOWER_NODES + rand::random_range(1..=size))
+        }
         "the leader" => world.leader_of(table).await,
         "a follower" => {
             let leader = world.leader_of(table).await?;

@@ -1,0 +1,140 @@
+//! Follower clusters (behaviour.md §2.6, §3, §4.4): a second cluster that
+//! copies the scenario's leader cluster. Its nodes are `follower node N` and
+//! `any follower node` in the other steps.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cucumber::{given, then};
+use regatta_proto::regatta::v1::RangeRequest;
+
+use super::kv::wait_for_value;
+use crate::backend::{ClusterSpec, START_TIMEOUT};
+use crate::values;
+use crate::world::{backend, RegattaWorld, FOLLOWER_NODES};
+
+#[given(regex = r"^a follower cluster of (\d+) nodes? following it$")]
+async fn follower_cluster(world: &mut RegattaWorld, nodes: usize) -> Result<()> {
+    start(world, nodes).await.map_err(super::flatten)
+}
+
+async fn start(world: &mut RegattaWorld, nodes: usize) -> Result<()> {
+    let leader_spec = world.spec.clone().context("no leader cluster yet")?;
+    let target = world
+        .cluster()?
+        .replication_target(1)
+        .context("this backend cannot start a follower cluster")?;
+    let spec = ClusterSpec {
+        name: format!("{}f", RegattaWorld::scenario_name()),
+        nodes,
+        tables: leader_spec.tables.clone(),
+        extra_args: Vec::new(),
+        follow: Some(target),
+    };
+    let cluster = tokio::time::timeout(START_TIMEOUT, backend()?.start_cluster(&spec))
+        .await
+        .context("starting the follower cluster timed out")??;
+    world.follower = Some(cluster);
+    for n in 1..=nodes {
+        for table in &spec.tables {
+            wait_for_table(world, FOLLOWER_NODES + n, table, START_TIMEOUT).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until node `n` answers a range over `table` (the table exists there).
+async fn wait_for_table(
+    world: &mut RegattaWorld,
+    n: usize,
+    table: &str,
+    within: Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let request = RangeRequest {
+            table: table.as_bytes().to_vec(),
+            key: vec![0],
+            ..Default::default()
+        };
+        match world.range(n, request).await {
+            Ok(_) => return Ok(()),
+            Err(status) if tokio::time::Instant::now() > deadline => bail!(
+                "follower node {} has no table {table}: {:?} {}",
+                n - FOLLOWER_NODES,
+                status.code(),
+                status.message()
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn follower_nodes(world: &RegattaWorld) -> Vec<usize> {
+    let size = world.follower.as_ref().map_or(0, |f| f.size());
+    (1..=size).map(|n| FOLLOWER_NODES + n).collect()
+}
+
+#[then(regex = r#"^every follower node eventually holds "(.*)" = "(.*)" in "([^"]*)"$"#)]
+async fn follower_holds(
+    world: &mut RegattaWorld,
+    key: String,
+    value: String,
+    table: String,
+) -> Result<()> {
+    let (key, value) = (values::parse(&key)?, values::parse(&value)?);
+    for n in follower_nodes(world) {
+        wait_for_value(
+            world,
+            n,
+            &table,
+            &key,
+            Some(&value),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[then(regex = r#"^no follower node holds "(.*)" in "([^"]*)"$"#)]
+async fn follower_lacks(world: &mut RegattaWorld, key: String, table: String) -> Result<()> {
+    let key = values::parse(&key)?;
+    for n in follower_nodes(world) {
+        wait_for_value(world, n, &table, &key, None, Duration::from_secs(30)).await?;
+    }
+    Ok(())
+}
+
+#[then(regex = r#"^within (\d+) seconds every follower node serves table "([^"]*)"$"#)]
+async fn follower_serves(world: &mut RegattaWorld, secs: u64, table: String) -> Result<()> {
+    for n in follower_nodes(world) {
+        wait_for_table(world, n, &table, Duration::from_secs(secs)).await?;
+    }
+    Ok(())
+}
+
+#[then(regex = r#"^within (\d+) seconds no follower node serves table "([^"]*)"$"#)]
+async fn follower_dropped(world: &mut RegattaWorld, secs: u64, table: String) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    for n in follower_nodes(world) {
+        loop {
+            let request = RangeRequest {
+                table: table.as_bytes().to_vec(),
+                key: vec![0],
+                ..Default::default()
+            };
+            match world.range(n, request).await {
+                Err(status) if status.code() == tonic::Code::NotFound => break,
+                other if tokio::time::Instant::now() > deadline => {
+                    bail!(
+                        "follower node {} still serves {table}: {other:?}",
+                        n - FOLLOWER_NODES
+                    )
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+@replication
+Feature: Follower clusters
+  A follower cluster copies every table of the leader cluster and serves it
+  read-only: writes and Txn results show up there, tables come and go with
+  the leader's, and writes sent to a follower are refused.
+  (behaviour.md §2.6, §3, §4)
+
+  Scenario: Writes on the leader cluster show up on every follower node
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    And table "regatta-test" holds "a=1, b=2"
+    And a follower cluster of 3 nodes following it
+    Then every follower node eventually holds "a" = "1" in "regatta-test"
+    When I put "c" = "3" into "regatta-test" on node 2
+    And I delete "a" from "regatta-test" on node 3
+    Then every follower node eventually holds "c" = "3" in "regatta-test"
+    And no follower node holds "a" in "regatta-test"
+    And a serializable range from "\x00" to "\x00" over "regatta-test" on follower node 1 returns "b=2, c=3"
+
+  Scenario: A Txn on the leader has the same outcome on the follower
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    And table "regatta-test" holds "n=1"
+    And a follower cluster of 3 nodes following it
+    When I send a Txn to "regatta-test" on node 1 with:
+      | part    | op    | key | range_end | value | flags |
+      | compare | EQUAL | n   |           | 1     |       |
+      | success | put   | n   |           | 2     |       |
+      | success | put   | ok  |           | yes   |       |
+      | failure | put   | ko  |           | yes   |       |
+    Then the Txn takes the success branch with responses:
+      | put |
+      | put |
+    And every follower node eventually holds "n" = "2" in "regatta-test"
+    And every follower node eventually holds "ok" = "yes" in "regatta-test"
+    And no follower node holds "ko" in "regatta-test"
+
+  Scenario: A follower refuses writes before any other check, with Regatta's messages
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    And a follower cluster of 3 nodes following it
+    When I send Put {table: "", key: ""} to follower node 1
+    Then the error is Unimplemented "method Put not implemented for follower"
+    When I send Put {table: "regatta-test", key: "k", value: "v"} to follower node 2
+    Then the error is Unimplemented "method Put not implemented for follower"
+    When I send DeleteRange {table: "regatta-test", key: "k"} to follower node 3
+    Then the error is Unimplemented "method DeleteRange not implemented for follower"
+    When I send a Txn to "regatta-test" on follower node 1 with:
+      | part    | op    | key | range_end | value | flags |
+      | success | range | k   |           |       |       |
+      | failure | put   | k   |           | v     |       |
+    Then the error is Unimplemented "writable Txn not implemented for follower"
+    And no node holds "k" in "regatta-test"
+
+  Scenario: Reads and read-only Txns on a follower answer from its copy
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    And table "regatta-test" holds "k=v"
+    And a follower cluster of 3 nodes following it
+    Then every follower node eventually holds "k" = "v" in "regatta-test"
+    When I read "k" from "regatta-test" on follower node 2
+    Then the response has pairs "k=v"
+    And the header is complete and names the answering node as replica
+    When I send a Txn to "regatta-test" on follower node 3 with:
+      | part    | op     | key | range_end | value | flags |
+      | compare | EXISTS | k   |           |       |       |
+      | success | range  | k   |           |       |       |
+    Then the Txn takes the success branch with responses:
+      | range k=v |
+    When I send Range {table: "nope", key: "k"} to any follower node
+    Then the error is NotFound "table not found"
+
+  @restart
+  Scenario: Tables created and deleted on the leader cluster follow on the follower
+    Given a leader cluster of 3 nodes with tables "regatta-test,doomed"
+    And a follower cluster of 3 nodes following it
+    When node 1 is stopped
+    And node 1 is restarted with flags "--tables.names=regatta-test,doomed,fresh --tables.delete=doomed"
+    Then within 30 seconds every follower node serves table "fresh"
+    And within 30 seconds no follower node serves table "doomed"
+    When I put "f" = "1" into "fresh" on node 2
+    Then every follower node eventually holds "f" = "1" in "fresh"
+
+  @restart
+  Scenario: The whole leader cluster restarted: the follower goes on from where it was
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    And table "regatta-test" holds "before=1"
+    And a follower cluster of 3 nodes following it
+    Then every follower node eventually holds "before" = "1" in "regatta-test"
+    When every node is killed
+    And every node is restarted
+    And within 30 seconds a put of "after" = "2" into "regatta-test" on any node succeeds
+    Then every follower node eventually holds "after" = "2" in "regatta-test"
+    And every follower node eventually holds "before" = "1" in "regatta-test"
