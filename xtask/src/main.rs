@@ -15,6 +15,8 @@ tasks:
   image             build the server image regatta:dev (FROM scratch) with Docker
   image --if-stale  the same, unless regatta:dev was built from these sources
   server-binary     build the release server binary and print its path
+  bench replication-lag [--rate N] [--duration SECS] [--mode follow|poll|both]
+                    follower visibility lag after the leader's acknowledgement
 ";
 
 fn main() -> ExitCode {
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
         ["codegen", "--check"] => codegen::check(&workspace_root()),
         ["image"] => image::build(&workspace_root(), false),
         ["image", "--if-stale"] => image::build(&workspace_root(), true),
+        ["bench", rest @ ..] => bench(&workspace_root(), rest),
         ["server-binary"] => image::build_binary(&workspace_root()).map(|path| {
             println!("{}", path.display());
         }),
@@ -44,6 +47,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds the server and the `bench` crate (release) and runs a benchmark.
+fn bench(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    let binary = image::build_binary(root)?;
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args(["run", "--quiet", "--release", "--package", "bench", "--"])
+            .args(args)
+            .arg("--binary")
+            .arg(&binary)
+            .status()?;
+    if !status.success() {
+        anyhow::bail!("the benchmark failed ({status})");
+    }
+    Ok(())
 }
 
 /// The workspace root: xtask lives one level below it. Read at run time

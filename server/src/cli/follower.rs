@@ -54,6 +54,10 @@ pub struct FollowerArgs {
         default_value_t = 1
     )]
     pub max_recovery_in_flight: usize,
+    /// Ask the leader to keep the stream open and push entries as they
+    /// commit (extension; Regatta leaders ignore it). `false`: poll.
+    #[arg(long = "replication.follow-mode", env = "REGATTA_REPLICATION_FOLLOW_MODE", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub follow_mode: bool,
     /// Snapshot download rate limit, 0 = none (accepted; not built yet).
     #[arg(
         long = "replication.max-snapshot-recv-bytes-per-second",
@@ -71,6 +75,7 @@ pub fn run(args: FollowerArgs) -> ExitCode {
         lease_interval: args.lease_interval,
         log_rpc_timeout: args.log_rpc_timeout,
         max_recv_message_bytes: args.max_recv_message_size_bytes,
+        follow_mode: args.follow_mode,
     };
     leader::run_role(
         args.node,

@@ -37,6 +37,9 @@ pub struct FollowerSettings {
     /// Longest wait for a Log.Replicate answer or its next message.
     pub log_rpc_timeout: Duration,
     pub max_recv_message_bytes: usize,
+    /// Ask the leader to keep streams open and push entries (extension);
+    /// a leader that does not know it ends streams as usual.
+    pub follow_mode: bool,
 }
 
 impl Default for FollowerSettings {
@@ -47,6 +50,7 @@ impl Default for FollowerSettings {
             lease_interval: Duration::from_secs(15),
             log_rpc_timeout: Duration::from_secs(60),
             max_recv_message_bytes: 8 * 1024 * 1024,
+            follow_mode: true,
         }
     }
 }

@@ -114,10 +114,12 @@ impl TableWorker {
             table: self.table.clone(),
             leader_index: stored + 1,
         });
-        request.metadata_mut().insert(
-            "regatta-replicate-mode",
-            tonic::metadata::MetadataValue::from_static("follow"),
-        );
+        if self.settings.follow_mode {
+            request.metadata_mut().insert(
+                "regatta-replicate-mode",
+                tonic::metadata::MetadataValue::from_static("follow"),
+            );
+        }
         let mut stream =
             tokio::time::timeout(self.settings.log_rpc_timeout, client.replicate(request))
                 .await
