@@ -20,7 +20,9 @@ Feature: Replication protocol of the leader cluster
   Scenario: The log from its first entry: contiguous, writes as commands, other entries as DUMMYs
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "a=1, b=2, c=3"
-    When I replicate "regatta-test" from leader index 1 on node 2
+    # A node serves what it has applied: a linearizable read lets it catch up.
+    When I read "c" from "regatta-test" on node 2
+    And I replicate "regatta-test" from leader index 1 on node 2
     Then the stream carries contiguous commands from leader index 1 up to the applied index
     And the first command is a DUMMY
     And the commands put "a, b, c" in order, the other entries being DUMMY
@@ -43,7 +45,8 @@ Feature: Replication protocol of the leader cluster
   Scenario: Messages stay within the configured size; a larger entry travels alone
     Given a leader cluster of 3 nodes with tables "regatta-test" and flags "--replication.max-send-message-size-bytes=300000"
     And table "regatta-test" holds "k1=100000 bytes of "a", k2=100000 bytes of "b", k3=100000 bytes of "c", k4=100000 bytes of "d", k5=100000 bytes of "e", k6=100000 bytes of "f", big=400000 bytes of "g""
-    When I replicate "regatta-test" from leader index 1 on any node
+    When I read "big" from "regatta-test" on node 1
+    And I replicate "regatta-test" from leader index 1 on node 1
     Then the stream has at least 4 messages, each at most 300000 bytes unless it holds one command
     And the stream carries contiguous commands from leader index 1 up to the applied index
     And the commands put "k1, k2, k3, k4, k5, k6, big" in order, the other entries being DUMMY
@@ -51,11 +54,13 @@ Feature: Replication protocol of the leader cluster
   Scenario: A compacted log answers USE_SNAPSHOT; the snapshot and the log after it continue the table
     Given a leader cluster of 3 nodes with tables "regatta-test" and flags "--raft.snapshot-entries=20 --raft.compaction-overhead=5"
     And table "regatta-test" holds "a=1, b=2, c=3, d=4, e=5, f=6, g=7, h=8, i=9, j=10, k=11, l=12, m=13, n=14, o=15, p=16, q=17, r=18, s=19, t=20, u=21, v=22, w=23, x=24, y=25, z=26"
-    When I replicate "regatta-test" from leader index 1 on node 1
+    When I read "z" from "regatta-test" on node 1
+    And I replicate "regatta-test" from leader index 1 on node 1
     Then the stream is one USE_SNAPSHOT error carrying the applied index
     When I stream a snapshot of "regatta-test" from node 1
     Then the snapshot holds "a=1, b=2, c=3, d=4, e=5, f=6, g=7, h=8, i=9, j=10, k=11, l=12, m=13, n=14, o=15, p=16, q=17, r=18, s=19, t=20, u=21, v=22, w=23, x=24, y=25, z=26" in chunks of at most 1 MiB and ends with a DUMMY carrying its leader index
     When I put "after" = "snapshot" into "regatta-test" on node 1
+    And I read "after" from "regatta-test" on node 1
     And I replicate "regatta-test" from the snapshot's leader index plus 1 on node 1
     Then the commands put "after" in order, the other entries being DUMMY
 

@@ -260,43 +260,19 @@ impl RegattaWorld {
             .insert(key, value);
     }
 
-    /// Waits until node `n` answers a serializable range on every table.
+    /// Waits until node `n` answers a serializable range on every table
+    /// (NotFound counts as an answer: the table may be gone).
     pub async fn wait_serving(&mut self, n: usize, within: Duration) -> Result<()> {
-        let tables = self
-            .spec
-            .as_ref()
-            .map(|s| s.tables.clone())
-            .unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + within;
-        for table in tables {
-            loop {
-                let request = RangeRequest {
-                    table: table.clone().into_bytes(),
-                    key: vec![0],
-                    ..Default::default()
-                };
-                let outcome = self.range(n, request).await;
-                match outcome {
-                    // NotFound is an answer too: the table may be gone.
-                    Ok(_) => break,
-                    Err(status) if status.code() == tonic::Code::NotFound => break,
-                    Err(status) if tokio::time::Instant::now() > deadline => {
-                        bail!(
-                            "node {n} does not serve table {table} after {within:?}: {:?} {}",
-                            status.code(),
-                            status.message()
-                        )
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        }
-        Ok(())
+        self.wait_reads(n, within, false).await
     }
 
     /// Waits until a linearizable range of every table succeeds on node `n`
     /// (the table has a leader that a quorum follows).
     pub async fn wait_linearizable(&mut self, n: usize, within: Duration) -> Result<()> {
+        self.wait_reads(n, within, true).await
+    }
+
+    async fn wait_reads(&mut self, n: usize, within: Duration, linearizable: bool) -> Result<()> {
         let tables = self
             .spec
             .as_ref()
@@ -308,13 +284,14 @@ impl RegattaWorld {
                 let request = RangeRequest {
                     table: table.clone().into_bytes(),
                     key: vec![0],
-                    linearizable: true,
+                    linearizable,
                     ..Default::default()
                 };
                 match self.range(n, request).await {
                     Ok(_) => break,
+                    Err(status) if !linearizable && status.code() == tonic::Code::NotFound => break,
                     Err(status) if tokio::time::Instant::now() > deadline => bail!(
-                        "no linearizable read of {table} on node {n} within {within:?}: {:?} {}",
+                        "node {n} does not serve table {table} (linearizable: {linearizable}) within {within:?}: {:?} {}",
                         status.code(),
                         status.message()
                     ),

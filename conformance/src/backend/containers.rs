@@ -223,6 +223,22 @@ impl ContainerCluster {
         Ok(ip.parse()?)
     }
 
+    /// Stops node `n` (SIGTERM, then SIGKILL after `grace_seconds`) and
+    /// removes its container, keeping its logs and its data directory.
+    async fn halt(&mut self, n: usize, grace_seconds: i32) -> Result<()> {
+        let node = self.node_mut(n)?;
+        let container = node
+            .container
+            .take()
+            .with_context(|| format!("node {n} is not running"))?;
+        node.ip = None;
+        container.stop_with_timeout(Some(grace_seconds)).await?;
+        let logs = Self::container_logs(&container).await;
+        container.rm().await?;
+        self.node_mut(n)?.earlier_logs.push_str(&logs);
+        Ok(())
+    }
+
     async fn move_node(&mut self, n: usize, to_island: bool) -> Result<()> {
         let name = self.node(n)?.name.clone();
         let (from, to) = if to_island {
@@ -291,32 +307,12 @@ impl Cluster for ContainerCluster {
     }
 
     async fn kill(&mut self, n: usize) -> Result<()> {
-        let node = self.node_mut(n)?;
-        let container = node
-            .container
-            .take()
-            .with_context(|| format!("node {n} is not running"))?;
-        node.ip = None;
         // A zero grace period: SIGKILL at once.
-        container.stop_with_timeout(Some(0)).await?;
-        let logs = Self::container_logs(&container).await;
-        container.rm().await?;
-        self.node_mut(n)?.earlier_logs.push_str(&logs);
-        Ok(())
+        self.halt(n, 0).await
     }
 
     async fn stop(&mut self, n: usize) -> Result<()> {
-        let node = self.node_mut(n)?;
-        let container = node
-            .container
-            .take()
-            .with_context(|| format!("node {n} is not running"))?;
-        node.ip = None;
-        container.stop_with_timeout(Some(20)).await?;
-        let logs = Self::container_logs(&container).await;
-        container.rm().await?;
-        self.node_mut(n)?.earlier_logs.push_str(&logs);
-        Ok(())
+        self.halt(n, 20).await
     }
 
     async fn start(&mut self, n: usize, extra_args: &[String]) -> Result<()> {

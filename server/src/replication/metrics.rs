@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// What one table's worker reports.
 #[derive(Debug, Default)]
@@ -16,6 +17,10 @@ pub struct TableReplication {
     leased: AtomicBool,
     /// USE_SNAPSHOT answers received.
     snapshot_needed: AtomicU64,
+    /// Workers restarted because they made no progress.
+    restarts: AtomicU64,
+    /// When the stored index last moved (or a worker started).
+    progress_at: Mutex<Option<Instant>>,
 }
 
 impl TableReplication {
@@ -25,10 +30,28 @@ impl TableReplication {
 
     pub fn observe_stored(&self, index: u64) {
         self.stored.store(index, Ordering::Relaxed);
+        self.mark_progress();
     }
 
     pub fn set_leased(&self, leased: bool) {
         self.leased.store(leased, Ordering::Relaxed);
+        self.mark_progress();
+    }
+
+    fn mark_progress(&self) {
+        *self.progress_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the leader has entries this follower lacks and the stored
+    /// index has not moved for `patience`.
+    pub fn stalled(&self, patience: std::time::Duration) -> bool {
+        let since = *self.progress_at.lock().unwrap_or_else(|p| p.into_inner());
+        self.lag() > 0 && since.is_some_and(|since| since.elapsed() > patience)
+    }
+
+    pub fn restarted(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.mark_progress();
     }
 
     pub fn snapshot_needed(&self) {
@@ -74,7 +97,7 @@ impl ReplicationMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut out = String::new();
-        let series: [Series; 4] = [
+        let series: [Series; 5] = [
             (
                 "regatta_replication_index",
                 "gauge",
@@ -92,6 +115,12 @@ impl ReplicationMetrics {
                 "gauge",
                 "1 when this node's worker replicates the table.",
                 |t| u64::from(t.leased.load(Ordering::Relaxed)),
+            ),
+            (
+                "regatta_replication_worker_restarts_total",
+                "counter",
+                "Workers restarted after making no progress while the leader had newer entries.",
+                |t| t.restarts.load(Ordering::Relaxed),
             ),
             (
                 "regatta_replication_snapshot_needed_total",
@@ -114,5 +143,38 @@ impl ReplicationMetrics {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_worker_is_stalled_only_while_behind_without_progress() {
+        let stats = TableReplication::default();
+        stats.set_leased(true);
+        stats.observe_leader(10);
+        stats.observe_stored(4);
+        assert!(
+            !stats.stalled(Duration::from_millis(30)),
+            "it just progressed"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(stats.stalled(Duration::from_millis(30)), "behind and idle");
+        stats.observe_stored(10);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            !stats.stalled(Duration::from_millis(30)),
+            "caught up: idle is fine"
+        );
+        stats.observe_leader(11);
+        stats.restarted();
+        assert!(
+            !stats.stalled(Duration::from_millis(30)),
+            "a restart counts as progress"
+        );
+        assert_eq!(stats.restarts.load(Ordering::Relaxed), 1);
     }
 }

@@ -66,6 +66,9 @@ pub struct Follower {
 /// How often leadership changes are checked, at most (leases are Raft
 /// leadership, so this only bounds how fast a new leader takes over).
 const SUPERVISE_TICK: Duration = Duration::from_millis(200);
+/// A worker with nothing stored for this long (or five poll intervals, if
+/// longer) while the leader has newer entries is restarted.
+const STALL_PATIENCE: Duration = Duration::from_secs(10);
 
 impl Follower {
     pub fn new(
@@ -111,8 +114,19 @@ impl Follower {
                 .into_keys()
                 .filter(|table| self.node.leads_table(table))
                 .collect();
+            let patience = (self.settings.poll_interval * 5).max(STALL_PATIENCE);
             workers.retain(|table, (stop, handle)| {
-                let keep = led.contains(table) && !handle.is_finished();
+                let stats = self.metrics.table(table);
+                let stalled = stats.stalled(patience);
+                if stalled {
+                    stats.restarted();
+                    tracing::warn!(
+                        table = %String::from_utf8_lossy(table),
+                        lag = stats.lag(),
+                        "replication worker made no progress for {patience:?} while the leader has newer entries: restarting it"
+                    );
+                }
+                let keep = led.contains(table) && !handle.is_finished() && !stalled;
                 if !keep {
                     stop.send_replace(true);
                 }
