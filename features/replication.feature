@@ -88,3 +88,14 @@ Feature: Follower clusters
     And within 30 seconds a put of "after" = "2" into "regatta-test" on any node succeeds
     Then every follower node eventually holds "after" = "2" in "regatta-test"
     And every follower node eventually holds "before" = "1" in "regatta-test"
+
+  @restart
+  Scenario: A follower node killed under replication catches up when it comes back
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    And a follower cluster of 3 nodes following it
+    When I write 20 keys "before-" into "regatta-test"
+    And follower node 1 is killed
+    And I write 30 keys "during-" into "regatta-test"
+    Then follower node 2 eventually holds every acknowledged write to "regatta-test"
+    When follower node 1 is restarted
+    Then every follower node eventually holds every acknowledged write to "regatta-test"

@@ -60,6 +60,8 @@ async fn start() -> (Server, KvClient<Channel>) {
             "--rest.read-timeout",
             "300ms",
         ])
+        // Every test process binds its own replication port.
+        .args(["--replication.address", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn regatta leader");
@@ -642,6 +644,8 @@ async fn sigterm_during_writes_keeps_every_acknowledged_write() {
         .arg("--raft.state-machine-dir")
         .arg(dir.join("sm"))
         .args(["--raft.rtt", "10ms", "--log-level", "warn"])
+        // Every test process binds its own replication port.
+        .args(["--replication.address", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .spawn()
         .expect("restart");
@@ -724,6 +728,8 @@ async fn start_cluster() -> (Vec<Server>, Vec<KvClient<Channel>>) {
             .arg(dir.path().join("raft"))
             .arg("--raft.state-machine-dir")
             .arg(dir.path().join("sm"))
+            // Every test process binds its own replication port.
+            .args(["--replication.address", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn regatta leader");
@@ -809,6 +815,8 @@ async fn environment_ranks_above_the_config_file() {
     let child = Process::new(env!("CARGO_BIN_EXE_regatta"))
         .args(["leader", "--config"])
         .arg(&config)
+        // Every test process binds its own replication port.
+        .args(["--replication.address", "127.0.0.1:0"])
         .env("REGATTA_API_ADDRESS", &from_env)
         .env("REGATTA_RAFT_NODE_HOST_DIR", dir.path().join("raft"))
         .env("REGATTA_RAFT_STATE_MACHINE_DIR", dir.path().join("sm"))

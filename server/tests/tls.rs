@@ -71,6 +71,8 @@ async fn the_api_serves_tls_and_picks_up_a_renewed_certificate() {
         .arg(dir.path().join("raft"))
         .arg("--raft.state-machine-dir")
         .arg(dir.path().join("sm"))
+        // Every test process binds its own replication port.
+        .args(["--replication.address", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn regatta leader");

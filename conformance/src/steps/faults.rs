@@ -478,12 +478,19 @@ async fn stop_writers(world: &mut RegattaWorld) -> Result<()> {
     Ok(())
 }
 
-#[then(regex = r#"^(every node|node \d+) eventually holds every acknowledged write to "([^"]*)"$"#)]
+#[then(
+    regex = r#"^(every node|every follower node|node \d+|follower node \d+) eventually holds every acknowledged write to "([^"]*)"$"#
+)]
 async fn holds_acknowledged(world: &mut RegattaWorld, which: String, table: String) -> Result<()> {
-    let nodes = if which == "every node" {
-        world.live_nodes()
-    } else {
-        vec![node(world, &which, &table).await?]
+    let nodes = match which.as_str() {
+        "every node" => world.live_nodes(),
+        "every follower node" => {
+            let size = world.follower.as_ref().map_or(0, |f| f.size());
+            (1..=size)
+                .map(|n| crate::world::FOLLOWER_NODES + n)
+                .collect()
+        }
+        _ => vec![node(world, &which, &table).await?],
     };
     let expected = world.acknowledged.get(&table).cloned().unwrap_or_default();
     if expected.is_empty() {
@@ -570,4 +577,19 @@ async fn node_holds(
         Duration::from_secs(60),
     )
     .await
+}
+
+#[when(regex = r"^follower node (\d+) is (killed|restarted)$")]
+async fn follower_node_fault(world: &mut RegattaWorld, n: usize, action: String) -> Result<()> {
+    let follower = world
+        .follower
+        .as_mut()
+        .context("the scenario has no follower cluster")?;
+    if action == "killed" {
+        follower.kill(n).await.map_err(super::flatten)?;
+    } else {
+        follower.start(n, &[]).await.map_err(super::flatten)?;
+    }
+    world.forget_client(crate::world::FOLLOWER_NODES + n);
+    Ok(())
 }
