@@ -177,19 +177,6 @@ fn render_tables(out: &mut String, node: &Node) {
             let _ = writeln!(out, "{metric}{{table=\"{name}\"}} {}", row[i]);
         }
     }
-    // On the leader cluster, the index followers replicate up to (§4.2 `A`).
-    let _ = writeln!(
-        out,
-        "# HELP regatta_replication_index Leader index of the table: on the leader cluster its applied index."
-    );
-    let _ = writeln!(out, "# TYPE regatta_replication_index gauge");
-    for (name, row) in names.iter().zip(&rows) {
-        let _ = writeln!(
-            out,
-            "regatta_replication_index{{role=\"leader\",table=\"{name}\"}} {}",
-            row[1]
-        );
-    }
     let (appends, syncs) = node.log_sync_stats();
     let _ = writeln!(
         out,

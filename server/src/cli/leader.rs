@@ -357,6 +357,10 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let replication = match &role {
         Role::Leader if args.replication_enabled => {
+            let rendered = node.clone();
+            metrics.add_source(Box::new(move || {
+                crate::api::replication::leader_metrics(&rendered)
+            }));
             Some(replication_server(&args, node.clone()).await?)
         }
         Role::Leader => None,
@@ -387,7 +391,7 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         api = %bound,
-        tables = ?args.tables_names,
+        tables = ?node.tables().keys().map(|t| String::from_utf8_lossy(t).into_owned()).collect::<Vec<_>>(),
         "regatta {} is serving: reach the KV API at {scheme}://{bound}",
         if matches!(role, Role::Leader) { "leader" } else { "follower" }
     );

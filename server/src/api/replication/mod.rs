@@ -9,3 +9,30 @@ mod snapshot;
 pub use log::{LogService, FOLLOW_MODE_HEADER, MAX_SEND_MESSAGE_BYTES};
 pub use metadata::MetadataService;
 pub use snapshot::{SnapshotService, SNAPSHOT_CHUNK_BYTES};
+
+use std::fmt::Write;
+
+use crate::cluster::Node;
+
+/// `regatta_replication_index{role="leader"}`: per table, the applied index
+/// followers replicate up to (§4.2 `A`). Rendered on leader-cluster nodes.
+pub fn leader_metrics(node: &Node) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP regatta_replication_index Leader index of the table: on the leader cluster its applied index."
+    );
+    let _ = writeln!(out, "# TYPE regatta_replication_index gauge");
+    for name in node.tables().into_keys() {
+        let Ok(group) = node.table_group(&name) else {
+            continue;
+        };
+        let table = String::from_utf8_lossy(&name).replace(['"', '\\', '\n'], "_");
+        let _ = writeln!(
+            out,
+            "regatta_replication_index{{role=\"leader\",table=\"{table}\"}} {}",
+            group.table.state().applied_index
+        );
+    }
+    out
+}
