@@ -321,6 +321,15 @@ async fn regatta_follower_serves_the_copy_read_only() {
         metrics.contains("regatta_replication_lag{table=\"t\"}"),
         "{metrics}"
     );
+    assert!(
+        !metrics.contains("role=\"leader\""),
+        "a follower is no leader: {metrics}"
+    );
+    assert_eq!(
+        metrics.matches("# TYPE regatta_replication_index ").count(),
+        1,
+        "one metric family per name: {metrics}"
+    );
 }
 
 /// `GET /metrics` over a plain TCP socket (HTTP/1.0, no client crate).
