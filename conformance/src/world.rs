@@ -278,28 +278,44 @@ impl RegattaWorld {
             .as_ref()
             .map(|s| s.tables.clone())
             .unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + within;
         for table in tables {
-            loop {
-                let request = RangeRequest {
-                    table: table.clone().into_bytes(),
-                    key: vec![0],
-                    linearizable,
-                    ..Default::default()
-                };
-                match self.range(n, request).await {
-                    Ok(_) => break,
-                    Err(status) if !linearizable && status.code() == tonic::Code::NotFound => break,
-                    Err(status) if tokio::time::Instant::now() > deadline => bail!(
-                        "node {n} does not serve table {table} (linearizable: {linearizable}) within {within:?}: {:?} {}",
-                        status.code(),
-                        status.message()
-                    ),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
+            self.wait_table(n, &table, within, linearizable, !linearizable)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Waits until node `n` answers a range over `table` (linearizable or
+    /// not); with `not_found_answers`, NotFound counts as an answer.
+    pub async fn wait_table(
+        &mut self,
+        n: usize,
+        table: &str,
+        within: Duration,
+        linearizable: bool,
+        not_found_answers: bool,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let request = RangeRequest {
+                table: table.as_bytes().to_vec(),
+                key: vec![0],
+                linearizable,
+                ..Default::default()
+            };
+            match self.range(n, request).await {
+                Ok(_) => return Ok(()),
+                Err(status) if not_found_answers && status.code() == tonic::Code::NotFound => {
+                    return Ok(())
+                }
+                Err(status) if tokio::time::Instant::now() > deadline => bail!(
+                    "node {n} does not serve table {table} (linearizable: {linearizable}) within {within:?}: {:?} {}",
+                    status.code(),
+                    status.message()
+                ),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// The node id of `table`'s current leader, as node `asked` reports it.

@@ -75,9 +75,14 @@ pub fn build(root: &Path, if_stale: bool) -> Result<()> {
     Ok(())
 }
 
+/// The cargo that runs xtask (so nested builds use the same toolchain).
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
 /// Builds the release server binary and returns its path.
 pub fn build_binary(root: &Path) -> Result<PathBuf> {
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let output = Command::new(cargo())
         .current_dir(root)
         .args([
             "build",

@@ -52,14 +52,13 @@ fn main() -> ExitCode {
 /// Builds the server and the `bench` crate (release) and runs a benchmark.
 fn bench(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
     let binary = image::build_binary(root)?;
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root)
-            .args(["run", "--quiet", "--release", "--package", "bench", "--"])
-            .args(args)
-            .arg("--binary")
-            .arg(&binary)
-            .status()?;
+    let status = std::process::Command::new(image::cargo())
+        .current_dir(root)
+        .args(["run", "--quiet", "--release", "--package", "bench", "--"])
+        .args(args)
+        .arg("--binary")
+        .arg(&binary)
+        .status()?;
     if !status.success() {
         anyhow::bail!("the benchmark failed ({status})");
     }

@@ -93,27 +93,9 @@ async fn same_leader(world: &mut RegattaWorld, table: String) -> Result<()> {
 
 #[cucumber::then(regex = r#"^within (\d+) seconds every node serves table "([^"]*)"$"#)]
 async fn serves_table(world: &mut RegattaWorld, secs: u64, table: String) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let within = std::time::Duration::from_secs(secs);
     for n in world.live_nodes() {
-        loop {
-            let request = regatta_proto::regatta::v1::RangeRequest {
-                table: table.clone().into_bytes(),
-                key: vec![0],
-                linearizable: true,
-                ..Default::default()
-            };
-            match world.range(n, request).await {
-                Ok(_) => break,
-                Err(status) if tokio::time::Instant::now() > deadline => {
-                    bail!(
-                        "node {n} does not serve {table}: {:?} {}",
-                        status.code(),
-                        status.message()
-                    )
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-            }
-        }
+        world.wait_table(n, &table, within, true, false).await?;
     }
     Ok(())
 }

@@ -37,37 +37,12 @@ async fn start(world: &mut RegattaWorld, nodes: usize) -> Result<()> {
     world.follower = Some(cluster);
     for n in 1..=nodes {
         for table in &spec.tables {
-            wait_for_table(world, FOLLOWER_NODES + n, table, START_TIMEOUT).await?;
+            world
+                .wait_table(FOLLOWER_NODES + n, table, START_TIMEOUT, false, false)
+                .await?;
         }
     }
     Ok(())
-}
-
-/// Waits until node `n` answers a range over `table` (the table exists there).
-async fn wait_for_table(
-    world: &mut RegattaWorld,
-    n: usize,
-    table: &str,
-    within: Duration,
-) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let request = RangeRequest {
-            table: table.as_bytes().to_vec(),
-            key: vec![0],
-            ..Default::default()
-        };
-        match world.range(n, request).await {
-            Ok(_) => return Ok(()),
-            Err(status) if tokio::time::Instant::now() > deadline => bail!(
-                "follower node {} has no table {table}: {:?} {}",
-                n - FOLLOWER_NODES,
-                status.code(),
-                status.message()
-            ),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
 
 fn follower_nodes(world: &RegattaWorld) -> Vec<usize> {
@@ -109,7 +84,9 @@ async fn follower_lacks(world: &mut RegattaWorld, key: String, table: String) ->
 #[then(regex = r#"^within (\d+) seconds every follower node serves table "([^"]*)"$"#)]
 async fn follower_serves(world: &mut RegattaWorld, secs: u64, table: String) -> Result<()> {
     for n in follower_nodes(world) {
-        wait_for_table(world, n, &table, Duration::from_secs(secs)).await?;
+        world
+            .wait_table(n, &table, Duration::from_secs(secs), false, false)
+            .await?;
     }
     Ok(())
 }

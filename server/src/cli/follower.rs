@@ -6,12 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::leader::{self, LeaderArgs, Role};
+use super::leader::{self, duration, LeaderArgs, Role};
 use crate::replication::FollowerSettings;
-
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|err| err.to_string())
-}
 
 /// Flags of `regatta follower`: every node flag of `leader`, and Regatta's
 /// follower flags. On a follower, `--replication.cert-filename`,

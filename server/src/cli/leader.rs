@@ -14,7 +14,8 @@ use crate::api::KvService;
 use crate::cluster::{parse_members, Node, RaftSettings};
 use crate::storage::{StorageOptions, MAX_MESSAGE_BYTES};
 
-fn duration(text: &str) -> Result<Duration, String> {
+/// Parses `5s`, `250ms`, `1m` (humantime), as Regatta's duration flags take.
+pub(super) fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| err.to_string())
 }
 
@@ -129,7 +130,7 @@ pub struct LeaderArgs {
     #[arg(long = "storage.block-cache-size", env = "REGATTA_STORAGE_BLOCK_CACHE_SIZE", default_value_t = 16 * 1024 * 1024)]
     pub storage_block_cache_size: usize,
 
-    /// Tables to create at start (existing ones are kept).
+    /// Tables to create at start (existing ones are kept; leader only).
     #[arg(
         long = "tables.names",
         env = "REGATTA_TABLES_NAMES",
@@ -137,7 +138,7 @@ pub struct LeaderArgs {
         value_delimiter = ','
     )]
     pub tables_names: Vec<String>,
-    /// Tables to delete at start.
+    /// Tables to delete at start, after creating --tables.names (leader only).
     #[arg(
         long = "tables.delete",
         env = "REGATTA_TABLES_DELETE",
@@ -169,20 +170,21 @@ pub struct LeaderArgs {
     /// Serve the replication API.
     #[arg(long = "replication.enabled", env = "REGATTA_REPLICATION_ENABLED", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub replication_enabled: bool,
-    /// TLS certificate (PEM) of the replication listener (plaintext without it).
+    /// TLS certificate (PEM): of the replication listener on a leader
+    /// (plaintext without it); the client certificate on a follower.
     #[arg(
         long = "replication.cert-filename",
         env = "REGATTA_REPLICATION_CERT_FILENAME"
     )]
     pub replication_cert_filename: Option<PathBuf>,
-    /// TLS key of the replication listener.
+    /// TLS key of that certificate.
     #[arg(
         long = "replication.key-filename",
         env = "REGATTA_REPLICATION_KEY_FILENAME"
     )]
     pub replication_key_filename: Option<PathBuf>,
-    /// CA (PEM) of follower client certificates; when given, followers must
-    /// present a certificate it signed (mutual TLS).
+    /// CA (PEM): on a leader, followers must present a client certificate it
+    /// signed (mutual TLS); on a follower, the CA of the leader's certificate.
     #[arg(
         long = "replication.ca-filename",
         env = "REGATTA_REPLICATION_CA_FILENAME"
