@@ -9,7 +9,7 @@ Feature: Range
     And table "regatta-test" holds "a=1, b=2, c=3, d=4, e=5"
 
   Scenario: A single key
-    When I get "c" from "regatta-test" on any node
+    When I read "c" from "regatta-test" on any node
     Then the response has pairs "c=3"
     And count is 1
     And more is false
