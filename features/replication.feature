@@ -99,3 +99,18 @@ Feature: Follower clusters
     Then follower node 2 eventually holds every acknowledged write to "regatta-test"
     When follower node 1 is restarted
     Then every follower node eventually holds every acknowledged write to "regatta-test"
+
+  @faults
+  Scenario: A follower cluster cut off from the leader cluster keeps serving its copy and converges once reconnected
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    And a follower cluster of 3 nodes following it
+    When I write 10 keys "before-" into "regatta-test"
+    Then every follower node eventually holds every acknowledged write to "regatta-test"
+    When the follower cluster is cut off from the leader cluster
+    And I write 30 keys "during-" into "regatta-test"
+    And I get "before-000001" from "regatta-test" on follower node 2
+    Then the response has pairs "before-000001=value-1"
+    And no follower node holds "during-000000" in "regatta-test"
+    When the follower cluster is reconnected to the leader cluster
+    Then every follower node eventually holds every acknowledged write to "regatta-test"
+    And every follower node eventually holds the same pairs in "regatta-test" as node 1

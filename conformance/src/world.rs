@@ -81,6 +81,8 @@ pub struct RegattaWorld {
     /// Every write acknowledged so far, per table: key -> value.
     pub acknowledged: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
     pub background_writers: Option<crate::steps::faults::BackgroundWriters>,
+    /// Readers counting pairs on the follower nodes in the background.
+    pub counters: Option<crate::steps::recovery::Counters>,
     pub pending: HashMap<String, Pending>,
     pub finished: HashMap<String, Result<Answer, Status>>,
     /// The value every node agreed on in the last agreement check.
@@ -118,6 +120,7 @@ impl RegattaWorld {
             remembered: HashMap::new(),
             acknowledged: BTreeMap::new(),
             background_writers: None,
+            counters: None,
             pending: HashMap::new(),
             finished: HashMap::new(),
             agreed: None,

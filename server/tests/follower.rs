@@ -35,6 +35,10 @@ impl Drop for Leader {
 }
 
 fn start_leader(tables: &str) -> Leader {
+    start_leader_with(tables, &[])
+}
+
+fn start_leader_with(tables: &str, extra: &[&str]) -> Leader {
     let dir = tempfile::TempDir::new().expect("temp dir");
     let (api, replication) = (free_address(), free_address());
     let child = Process::new(env!("CARGO_BIN_EXE_regatta"))
@@ -51,6 +55,7 @@ fn start_leader(tables: &str) -> Leader {
         .arg(dir.path().join("raft"))
         .arg("--raft.state-machine-dir")
         .arg(dir.path().join("sm"))
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn regatta leader");
@@ -137,26 +142,7 @@ async fn a_follower_copies_tables_existing_data_and_new_writes() {
     must_put(&leader.api, "beta", "x", "9").await;
 
     let dir = tempfile::TempDir::new().expect("temp dir");
-    let mut settings = RaftSettings::single_node(dir.path().to_path_buf(), free_address());
-    settings.rtt = Duration::from_millis(10);
-    let node = Node::start(settings, StorageOptions::default())
-        .await
-        .expect("follower node starts");
-    let channel = Channel::from_shared(format!("http://{}", leader.replication))
-        .expect("uri")
-        .connect_lazy();
-    let metrics = Arc::new(ReplicationMetrics::default());
-    let follower = Follower::new(
-        node.clone(),
-        channel,
-        FollowerSettings {
-            poll_interval: Duration::from_millis(100),
-            reconcile_interval: Duration::from_millis(200),
-            ..FollowerSettings::default()
-        },
-        metrics.clone(),
-    )
-    .start();
+    let (node, metrics, follower) = start_follower(&leader, &dir).await;
 
     // The catalogue and the data already there.
     wait_for(&node, "alpha", &[("a", "1"), ("b", "2")]).await;
@@ -180,6 +166,106 @@ async fn a_follower_copies_tables_existing_data_and_new_writes() {
         "{rendered}"
     );
     assert!(rendered.contains("regatta_replication_index{role=\"follower\",table=\"alpha\"}"));
+
+    follower.abort();
+    node.shutdown().await;
+}
+
+/// Starts an in-process follower node of `leader`.
+async fn start_follower(
+    leader: &Leader,
+    dir: &tempfile::TempDir,
+) -> (
+    Arc<Node>,
+    Arc<ReplicationMetrics>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut settings = RaftSettings::single_node(dir.path().to_path_buf(), free_address());
+    settings.rtt = Duration::from_millis(10);
+    let node = Node::start(settings, StorageOptions::default())
+        .await
+        .expect("follower node starts");
+    let channel = Channel::from_shared(format!("http://{}", leader.replication))
+        .expect("uri")
+        .connect_lazy();
+    let metrics = Arc::new(ReplicationMetrics::default());
+    let follower = Follower::new(
+        node.clone(),
+        channel,
+        FollowerSettings {
+            poll_interval: Duration::from_millis(100),
+            reconcile_interval: Duration::from_millis(200),
+            ..FollowerSettings::default()
+        },
+        metrics.clone(),
+    )
+    .start();
+    (node, metrics, follower)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_a_compacted_leader_recovers_by_snapshot() {
+    let leader = start_leader_with(
+        "t",
+        &[
+            "--raft.snapshot-entries",
+            "20",
+            "--raft.compaction-overhead",
+            "2",
+        ],
+    );
+    // About 2.5 MiB: the copy travels in several chunks and restore batches.
+    let value = "v".repeat(8 * 1024);
+    let mut pairs = Vec::new();
+    for i in 0..300 {
+        let key = format!("key-{i:04}");
+        must_put(&leader.api, "t", &key, &value).await;
+        pairs.push(key);
+    }
+    must_put(&leader.api, "t", "key-0000", "rewritten").await;
+    let expected: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|key| {
+            let value = if key == "key-0000" {
+                "rewritten"
+            } else {
+                value.as_str()
+            };
+            (key.as_str(), value)
+        })
+        .collect();
+
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (node, metrics, follower) = start_follower(&leader, &dir).await;
+    wait_for(&node, "t", &expected).await;
+    let rendered = metrics.render();
+    assert!(
+        rendered.contains("regatta_replication_snapshot_recoveries_total{table=\"t\"} 1"),
+        "{rendered}"
+    );
+    let stored = node
+        .table_group(b"t")
+        .expect("t")
+        .table
+        .state()
+        .leader_index
+        .expect("a leader index after the recovery");
+    assert!(stored >= 301, "stored leader index {stored}");
+
+    // Replication goes on from the snapshot's index.
+    must_put(&leader.api, "t", "after", "1").await;
+    let mut with_after = expected.clone();
+    with_after.insert(0, ("after", "1"));
+    wait_for(&node, "t", &with_after).await;
+    assert!(
+        node.table_group(b"t")
+            .expect("t")
+            .table
+            .state()
+            .leader_index
+            > Some(stored),
+        "the stored leader index moved on"
+    );
 
     follower.abort();
     node.shutdown().await;

@@ -31,6 +31,7 @@ pub const LABEL: &str = "org.regatta.conformance";
 const API_PORT: u16 = 8443;
 const RAFT_PORT: u16 = 5012;
 const REPLICATION_PORT: u16 = 8444;
+const REST_PORT: u16 = 8079;
 
 #[derive(Debug)]
 pub struct ContainersBackend {
@@ -83,7 +84,7 @@ impl Backend for ContainersBackend {
         for (index, container_name) in names.iter().enumerate() {
             let bind = NodeAddresses {
                 api: format!("0.0.0.0:{API_PORT}"),
-                rest: "0.0.0.0:8079".into(),
+                rest: format!("0.0.0.0:{REST_PORT}"),
                 raft: format!("0.0.0.0:{RAFT_PORT}"),
                 raft_advertised: format!("{container_name}:{RAFT_PORT}"),
                 replication: format!("0.0.0.0:{REPLICATION_PORT}"),
@@ -287,6 +288,11 @@ impl Cluster for ContainerCluster {
         }
     }
 
+    fn rest_address(&self, n: usize) -> Option<String> {
+        let ip = self.nodes.get(n.wrapping_sub(1))?.ip?;
+        Some(format!("{ip}:{REST_PORT}"))
+    }
+
     fn replication_target(&self, n: usize) -> Option<FollowTarget> {
         Some(FollowTarget {
             leader_address: format!(
@@ -352,6 +358,17 @@ impl Cluster for ContainerCluster {
             return Ok(());
         }
         self.move_node(n, true).await
+    }
+
+    async fn cut_off_cluster(&mut self) -> Result<()> {
+        // The cluster's island network is its own: together there, the
+        // nodes still reach each other by name, and nothing else.
+        for n in 1..=self.nodes.len() {
+            if !self.nodes[n - 1].isolated && self.nodes[n - 1].container.is_some() {
+                self.move_node(n, true).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn heal(&mut self) -> Result<()> {

@@ -130,6 +130,14 @@ impl Cluster for ExternalCluster {
         bail!(NO_FAULTS)
     }
 
+    fn rest_address(&self, _n: usize) -> Option<String> {
+        None
+    }
+
+    async fn cut_off_cluster(&mut self) -> Result<()> {
+        bail!(NO_FAULTS)
+    }
+
     async fn heal(&mut self) -> Result<()> {
         bail!(NO_FAULTS)
     }

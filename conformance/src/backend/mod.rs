@@ -106,6 +106,9 @@ pub trait Cluster: Send + Sync {
     /// `http://host:port` of node `n`'s replication API (leader clusters);
     /// `None` when the backend does not know it.
     fn replication_endpoint(&self, n: usize) -> Option<String>;
+    /// `host:port` of node `n`'s REST listener (`/metrics`), as the test
+    /// process reaches it; `None` when the backend does not know it.
+    fn rest_address(&self, n: usize) -> Option<String>;
     /// Where another cluster of this backend (a follower cluster) reaches
     /// node `n`'s replication API.
     fn replication_target(&self, n: usize) -> Option<FollowTarget>;
@@ -124,7 +127,10 @@ pub trait Cluster: Send + Sync {
     /// Cuts node `n` off from every other node (the test process still
     /// reaches its API).
     async fn isolate(&mut self, n: usize) -> Result<()>;
-    /// Undoes every [`Cluster::isolate`].
+    /// Cuts the whole cluster off from every other cluster (a follower
+    /// cluster from its leader cluster), keeping the links among its nodes.
+    async fn cut_off_cluster(&mut self) -> Result<()>;
+    /// Undoes every [`Cluster::isolate`] and [`Cluster::cut_off_cluster`].
     async fn heal(&mut self) -> Result<()>;
     /// Whatever node `n` wrote to stdout and stderr, for failure reports.
     async fn logs(&self, n: usize) -> String;

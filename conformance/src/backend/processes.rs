@@ -66,6 +66,18 @@ impl Backend for ProcessesBackend {
             }
             links.push(row);
         }
+        // A follower cluster reaches its leader cluster through one proxy,
+        // so that it can be cut off as a whole.
+        let mut spec = spec.clone();
+        let uplink = match &mut spec.follow {
+            Some(follow) => {
+                let proxy = LinkProxy::start(follow.leader_address.parse::<SocketAddr>()?).await?;
+                follow.leader_address = proxy.address.to_string();
+                Some(proxy)
+            }
+            None => None,
+        };
+        let spec = &spec;
         let mut nodes = Vec::new();
         for (index, bind) in addresses.iter().enumerate() {
             let members: Vec<String> = (0..spec.nodes)
@@ -87,6 +99,7 @@ impl Backend for ProcessesBackend {
                 args,
                 log: node_dir.join("node.log"),
                 api: bind.api.clone(),
+                rest: bind.rest.clone(),
                 replication: bind.replication.clone(),
                 child: None,
             });
@@ -95,6 +108,7 @@ impl Backend for ProcessesBackend {
             binary: self.binary.clone(),
             nodes,
             links,
+            uplink,
             _dir: dir,
         };
         drop(reserved);
@@ -109,6 +123,7 @@ struct ProcessNode {
     args: Vec<String>,
     log: PathBuf,
     api: String,
+    rest: String,
     replication: String,
     child: Option<Child>,
 }
@@ -117,6 +132,8 @@ pub struct ProcessCluster {
     binary: PathBuf,
     nodes: Vec<ProcessNode>,
     links: Vec<Vec<Option<LinkProxy>>>,
+    /// A follower cluster's way to its leader cluster.
+    uplink: Option<LinkProxy>,
     _dir: tempfile::TempDir,
 }
 
@@ -186,6 +203,10 @@ impl Cluster for ProcessCluster {
 
     fn api_endpoint(&self, n: usize) -> String {
         format!("http://{}", self.nodes[n - 1].api)
+    }
+
+    fn rest_address(&self, n: usize) -> Option<String> {
+        Some(self.nodes.get(n.wrapping_sub(1))?.rest.clone())
     }
 
     fn replication_target(&self, n: usize) -> Option<FollowTarget> {
@@ -258,11 +279,24 @@ impl Cluster for ProcessCluster {
         Ok(())
     }
 
+    async fn cut_off_cluster(&mut self) -> Result<()> {
+        match &self.uplink {
+            Some(uplink) => {
+                uplink.set_cut(true);
+                Ok(())
+            }
+            None => bail!("only a follower cluster can be cut off from its leader cluster"),
+        }
+    }
+
     async fn heal(&mut self) -> Result<()> {
         for row in &self.links {
             for proxy in row.iter().flatten() {
                 proxy.set_cut(false);
             }
+        }
+        if let Some(uplink) = &self.uplink {
+            uplink.set_cut(false);
         }
         Ok(())
     }
@@ -282,6 +316,7 @@ impl Cluster for ProcessCluster {
             }
         }
         self.links.clear();
+        self.uplink = None;
     }
 }
 

@@ -189,9 +189,23 @@ async fn write_keys(
     prefix: String,
     table: String,
 ) -> Result<()> {
+    write_sized_keys(world, count, prefix, 0, table).await
+}
+
+#[when(regex = r#"^I write (\d+) keys "([^"]*)" of (\d+) KiB into "([^"]*)"$"#)]
+async fn write_sized_keys(
+    world: &mut RegattaWorld,
+    count: usize,
+    prefix: String,
+    kib: usize,
+    table: String,
+) -> Result<()> {
     for i in 0..count {
         let key = format!("{prefix}{i:06}").into_bytes();
-        let value = format!("value-{i}").into_bytes();
+        let mut value = format!("value-{i}").into_bytes();
+        if kib > 0 {
+            value.resize(kib * 1024, b'.');
+        }
         must_put(
             world,
             "any node",

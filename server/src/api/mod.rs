@@ -4,6 +4,7 @@
 
 pub mod kv;
 pub mod limits;
+pub mod maintenance;
 pub mod metrics;
 pub mod replication;
 pub mod rest;

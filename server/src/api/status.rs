@@ -3,6 +3,7 @@
 //! ```text
 //! api::Error
 //! ├── InvalidArgument(msg)  -> InvalidArgument   (bad request: behaviour.md §2.1)
+//! ├── InvalidStream(msg)    -> InvalidArgument   (a malformed restore stream: §5)
 //! ├── NotFound(msg)         -> NotFound          (unknown table)
 //! ├── Unimplemented(msg)    -> Unimplemented     (a role does not serve the call)
 //! ├── Unavailable(reason)   -> Unavailable       (no leader, no quorum, timeout: retryable)
@@ -22,6 +23,8 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(&'static str),
     #[error("{0}")]
+    InvalidStream(String),
+    #[error("{0}")]
     NotFound(&'static str),
     #[error("{0}")]
     Unimplemented(String),
@@ -38,6 +41,7 @@ impl From<cluster::Error> for Error {
         match err {
             cluster::Error::TableNotFound => Error::NotFound(TABLE_NOT_FOUND),
             cluster::Error::Unavailable(reason) => Error::Unavailable(reason),
+            cluster::Error::MalformedStream(reason) => Error::InvalidStream(reason),
             cluster::Error::Storage(err) => err.into(),
             other => Error::Internal(other.to_string()),
         }
@@ -57,6 +61,7 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
             Error::InvalidArgument(message) => Status::invalid_argument(message),
+            Error::InvalidStream(message) => Status::invalid_argument(message),
             Error::NotFound(message) => Status::not_found(message),
             Error::Unimplemented(message) => Status::unimplemented(message),
             Error::Unavailable(reason) => Status::unavailable(reason),

@@ -37,13 +37,13 @@ pub struct FollowerArgs {
     /// Longest wait for a Log.Replicate answer or its next message.
     #[arg(long = "replication.log-rpc-timeout", env = "REGATTA_REPLICATION_LOG_RPC_TIMEOUT", default_value = "1m", value_parser = duration)]
     pub log_rpc_timeout: Duration,
-    /// Longest Snapshot.Stream (accepted; snapshot recovery is not built yet).
+    /// Longest recovery by snapshot (the whole Snapshot.Stream and its install).
     #[arg(long = "replication.snapshot-rpc-timeout", env = "REGATTA_REPLICATION_SNAPSHOT_RPC_TIMEOUT", default_value = "1h", value_parser = duration)]
     pub snapshot_rpc_timeout: Duration,
     /// Largest message accepted from the leader.
     #[arg(long = "replication.max-recv-message-size-bytes", env = "REGATTA_REPLICATION_MAX_RECV_MESSAGE_SIZE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_recv_message_size_bytes: usize,
-    /// Snapshot recoveries at once (accepted; snapshot recovery is not built yet).
+    /// Tables of this node recovering by snapshot at once; others wait their turn.
     #[arg(
         long = "replication.max-recovery-in-flight",
         env = "REGATTA_REPLICATION_MAX_RECOVERY_IN_FLIGHT",
@@ -54,7 +54,7 @@ pub struct FollowerArgs {
     /// commit (extension; Regatta leaders ignore it). `false`: poll.
     #[arg(long = "replication.follow-mode", env = "REGATTA_REPLICATION_FOLLOW_MODE", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub follow_mode: bool,
-    /// Snapshot download rate limit, 0 = none (accepted; not built yet).
+    /// Snapshot download rate limit per node in bytes per second, 0 = none.
     #[arg(
         long = "replication.max-snapshot-recv-bytes-per-second",
         env = "REGATTA_REPLICATION_MAX_SNAPSHOT_RECV_BYTES_PER_SECOND",
@@ -72,6 +72,9 @@ pub fn run(args: FollowerArgs) -> ExitCode {
         log_rpc_timeout: args.log_rpc_timeout,
         max_recv_message_bytes: args.max_recv_message_size_bytes,
         follow_mode: args.follow_mode,
+        snapshot_rpc_timeout: args.snapshot_rpc_timeout,
+        max_recovery_in_flight: args.max_recovery_in_flight.max(1),
+        max_snapshot_recv_bytes_per_second: args.max_snapshot_recv_bytes_per_second,
     };
     leader::run_role(
         args.node,

@@ -14,6 +14,9 @@ pub enum Error {
     /// The storage layer failed.
     #[error(transparent)]
     Storage(#[from] crate::storage::Error),
+    /// A command stream to restore is not in the command-stream format.
+    #[error("malformed command stream: {0}")]
+    MalformedStream(String),
     /// Starting the node failed (disk, address, configuration).
     #[error("startup: {0}")]
     Startup(String),

@@ -8,9 +8,12 @@ pub mod config;
 mod error;
 pub mod node;
 pub mod raft;
+mod restore;
 mod table_log;
 
 pub use config::{parse_members, RaftSettings};
 pub use error::{Error, Result};
 pub use node::{GroupInfo, Node, Written};
+pub use raft::types::RestoreStep;
+pub use restore::{Filled, TableRestore};
 pub use table_log::{TableLogEntry, TableLogRead};

@@ -22,7 +22,9 @@ use super::raft::log_store::LogDb;
 use super::raft::network::{CallError, GroupNetworkFactory, Method, Peers, MAX_MESSAGE_BYTES};
 use super::raft::service::InternalService;
 use super::raft::state_machine::GroupStateMachine;
-use super::raft::types::{GroupId, MetaCommand, NodeId, Raft, Request, Response, METADATA_GROUP};
+use super::raft::types::{
+    GroupId, MetaCommand, NodeId, Raft, Request, Response, RestoreStep, METADATA_GROUP,
+};
 use crate::storage::{Storage, StorageOptions, Table};
 
 /// What the response header needs about a group (behaviour.md §2.7).
@@ -403,6 +405,21 @@ impl Node {
             },
             self.group_info(&group),
         ))
+    }
+
+    /// Proposes one step of a restore of `table` (see `storage/restore.rs`);
+    /// returns whether the restore it names was open when it applied.
+    pub async fn restore(
+        &self,
+        table: &[u8],
+        step: RestoreStep,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let group = self.table_group(table)?;
+        let response = self
+            .propose(&group, Request::Restore(step), timeout)
+            .await?;
+        Ok(response.restore_open.unwrap_or(false))
     }
 
     /// Proposes on the leader: locally, or forwarded once per attempt.

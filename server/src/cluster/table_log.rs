@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::error::{Error, Result};
 use super::node::Node;
-use super::raft::types::Request;
+use super::raft::types::{Request, RestoreStep};
 
 /// One entry of a table's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,8 @@ pub struct TableLogEntry {
 pub enum TableLogRead {
     /// Contiguous entries starting at `from` (empty when nothing new).
     Entries(Vec<TableLogEntry>),
-    /// `from` is no longer in the log: the reader needs a snapshot.
+    /// `from` is no longer in the log, or the table's content was restored
+    /// wholesale since: the reader needs a snapshot.
     Compacted,
     /// `from` is beyond the next entry this replica will apply.
     Behind,
@@ -80,7 +81,15 @@ impl Node {
                 }
                 let command = match entry.payload {
                     EntryPayload::Normal(Request::Table(command)) => Some(command),
-                    EntryPayload::Normal(Request::Meta(_))
+                    // The content was replaced wholesale here: a reader from
+                    // before this entry needs a snapshot taken after it.
+                    EntryPayload::Normal(Request::Restore(RestoreStep::Commit { .. })) => {
+                        if entries.is_empty() {
+                            return Ok((applied, TableLogRead::Compacted));
+                        }
+                        break 'scan;
+                    }
+                    EntryPayload::Normal(Request::Meta(_) | Request::Restore(_))
                     | EntryPayload::Blank
                     | EntryPayload::Membership(_) => None,
                 };

@@ -19,6 +19,14 @@ pub struct TableReplication {
     snapshot_needed: AtomicU64,
     /// Workers restarted because they made no progress.
     restarts: AtomicU64,
+    /// Whether a recovery by snapshot runs now.
+    recovering: AtomicBool,
+    /// Whether the worker waits for its turn to recover (not a stall).
+    waiting_for_recovery: AtomicBool,
+    /// Recoveries by snapshot completed.
+    recoveries: AtomicU64,
+    /// Snapshot bytes downloaded.
+    snapshot_bytes: AtomicU64,
     /// When the stored index last moved (or a worker started).
     progress_at: Mutex<Option<Instant>>,
 }
@@ -38,7 +46,27 @@ impl TableReplication {
         self.mark_progress();
     }
 
-    fn mark_progress(&self) {
+    pub fn set_recovering(&self, recovering: bool) {
+        self.recovering.store(recovering, Ordering::Relaxed);
+        self.mark_progress();
+    }
+
+    pub fn set_waiting_for_recovery(&self, waiting: bool) {
+        self.waiting_for_recovery.store(waiting, Ordering::Relaxed);
+        self.mark_progress();
+    }
+
+    pub fn recovered(&self) {
+        self.recoveries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_snapshot_bytes(&self, bytes: u64) {
+        self.snapshot_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Something moved (an entry stored, a snapshot batch applied): the
+    /// worker is not stalled.
+    pub fn mark_progress(&self) {
         *self.progress_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
@@ -46,7 +74,9 @@ impl TableReplication {
     /// index has not moved for `patience`.
     pub fn stalled(&self, patience: std::time::Duration) -> bool {
         let since = *self.progress_at.lock().unwrap_or_else(|p| p.into_inner());
-        self.lag() > 0 && since.is_some_and(|since| since.elapsed() > patience)
+        self.lag() > 0
+            && !self.waiting_for_recovery.load(Ordering::Relaxed)
+            && since.is_some_and(|since| since.elapsed() > patience)
     }
 
     pub fn restarted(&self) {
@@ -97,7 +127,7 @@ impl ReplicationMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut out = String::new();
-        let series: [Series; 5] = [
+        let series: [Series; 8] = [
             (
                 "regatta_replication_index",
                 "gauge",
@@ -127,6 +157,24 @@ impl ReplicationMetrics {
                 "counter",
                 "USE_SNAPSHOT answers received.",
                 |t| t.snapshot_needed.load(Ordering::Relaxed),
+            ),
+            (
+                "regatta_replication_recovering",
+                "gauge",
+                "1 while the table is being copied from the leader's snapshot.",
+                |t| u64::from(t.recovering.load(Ordering::Relaxed)),
+            ),
+            (
+                "regatta_replication_snapshot_recoveries_total",
+                "counter",
+                "Recoveries by snapshot completed.",
+                |t| t.recoveries.load(Ordering::Relaxed),
+            ),
+            (
+                "regatta_replication_snapshot_received_bytes_total",
+                "counter",
+                "Snapshot bytes downloaded from the leader cluster.",
+                |t| t.snapshot_bytes.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, value) in series {

@@ -9,6 +9,7 @@
 //! clients it uses come from `regatta-proto`.
 
 pub mod metrics;
+pub mod recovery;
 pub mod worker;
 
 use std::collections::{BTreeSet, HashMap};
@@ -23,6 +24,7 @@ use tonic::transport::Channel;
 
 use crate::cluster::Node;
 use metrics::ReplicationMetrics;
+use recovery::Recoveries;
 use worker::TableWorker;
 
 /// Follower flags (Regatta's names), resolved.
@@ -40,6 +42,12 @@ pub struct FollowerSettings {
     /// Ask the leader to keep streams open and push entries (extension);
     /// a leader that does not know it ends streams as usual.
     pub follow_mode: bool,
+    /// Longest recovery by snapshot, stream and install together.
+    pub snapshot_rpc_timeout: Duration,
+    /// Tables of this node recovering by snapshot at once.
+    pub max_recovery_in_flight: usize,
+    /// Snapshot download rate limit of this node (bytes/s), 0 = none.
+    pub max_snapshot_recv_bytes_per_second: u64,
 }
 
 impl Default for FollowerSettings {
@@ -51,6 +59,9 @@ impl Default for FollowerSettings {
             log_rpc_timeout: Duration::from_secs(60),
             max_recv_message_bytes: 8 * 1024 * 1024,
             follow_mode: true,
+            snapshot_rpc_timeout: Duration::from_secs(3600),
+            max_recovery_in_flight: 1,
+            max_snapshot_recv_bytes_per_second: 0,
         }
     }
 }
@@ -61,6 +72,7 @@ pub struct Follower {
     leader: Channel,
     settings: Arc<FollowerSettings>,
     metrics: Arc<ReplicationMetrics>,
+    recoveries: Arc<Recoveries>,
 }
 
 /// How often leadership changes are checked, at most (leases are Raft
@@ -77,11 +89,16 @@ impl Follower {
         settings: FollowerSettings,
         metrics: Arc<ReplicationMetrics>,
     ) -> Follower {
+        let recoveries = Arc::new(Recoveries::new(
+            settings.max_recovery_in_flight,
+            settings.max_snapshot_recv_bytes_per_second,
+        ));
         Follower {
             node,
             leader,
             settings: Arc::new(settings),
             metrics,
+            recoveries,
         }
     }
 
@@ -143,6 +160,7 @@ impl Follower {
                     leader: self.leader.clone(),
                     settings: self.settings.clone(),
                     metrics: self.metrics.clone(),
+                    recoveries: self.recoveries.clone(),
                 };
                 tracing::info!(table = %String::from_utf8_lossy(&table), "replicating table");
                 workers.insert(table, (stop, tokio::spawn(worker.run(stopped))));

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use super::metrics::{ReplicationMetrics, TableReplication};
+use super::recovery::{self, Recoveries};
 use super::FollowerSettings;
 use crate::cluster::Node;
 
@@ -31,7 +32,7 @@ enum RoundEnd {
 }
 
 /// Proposals of replicated commands wait at most this long for the group.
-const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub struct TableWorker {
@@ -40,6 +41,7 @@ pub struct TableWorker {
     pub leader: Channel,
     pub settings: Arc<FollowerSettings>,
     pub metrics: Arc<ReplicationMetrics>,
+    pub recoveries: Arc<Recoveries>,
 }
 
 impl TableWorker {
@@ -51,6 +53,13 @@ impl TableWorker {
     fn stored_index(&self) -> Option<u64> {
         let group = self.node.table_group(&self.table).ok()?;
         Some(group.table.state().leader_index.unwrap_or(0))
+    }
+
+    /// Whether the table has had any write (its revision is past 0).
+    fn has_content(&self) -> bool {
+        self.node
+            .table_group(&self.table)
+            .is_ok_and(|group| group.table.state().revision > 0)
     }
 
     /// Replicates until `stop` turns true or the table goes away.
@@ -74,12 +83,33 @@ impl TableWorker {
                 }
                 Ok(RoundEnd::UseSnapshot) => {
                     stats.snapshot_needed();
-                    tracing::warn!(
+                    let stored = self.stored_index().unwrap_or(0);
+                    tracing::info!(
                         table = %name,
-                        "the leader compacted the entries this follower needs (USE_SNAPSHOT); \
-                         recovery by snapshot is not built yet: reset the follower's table"
+                        stored,
+                        "the leader no longer has the entries after this follower's index \
+                         (USE_SNAPSHOT): copying the table from its snapshot"
                     );
-                    backoff
+                    let started = std::time::Instant::now();
+                    match tokio::select! {
+                        recovered = recovery::recover(&self) => recovered,
+                        _ = stop.changed() => break,
+                    } {
+                        Ok(leader_index) => {
+                            tracing::info!(
+                                table = %name,
+                                leader_index,
+                                elapsed = ?started.elapsed(),
+                                "recovered by snapshot; replicating from the next entry"
+                            );
+                            backoff = Duration::from_millis(100);
+                            Duration::ZERO
+                        }
+                        Err(err) => {
+                            tracing::warn!(table = %name, error = %err, "recovery by snapshot failed; retrying");
+                            backoff
+                        }
+                    }
                 }
                 Ok(RoundEnd::LeaderBehind) => {
                     tracing::warn!(
@@ -101,6 +131,9 @@ impl TableWorker {
                 _ = stop.changed() => break,
             }
         }
+        // A recovery cut short by the stop leaves no flag behind.
+        stats.set_waiting_for_recovery(false);
+        stats.set_recovering(false);
         stats.set_leased(false);
     }
 
@@ -108,6 +141,11 @@ impl TableWorker {
     async fn round(&self) -> Result<RoundEnd, String> {
         let stats = self.stats();
         let mut stored = self.stored_index().ok_or("table not found")?;
+        if stored == 0 && self.has_content() {
+            // Reset (maintenance): content without a leader index is copied
+            // again whole, so reads keep answering from it until the switch.
+            return Ok(RoundEnd::UseSnapshot);
+        }
         let mut client = LogClient::new(self.leader.clone())
             .max_decoding_message_size(self.settings.max_recv_message_bytes);
         let mut request = tonic::Request::new(ReplicateRequest {
@@ -134,6 +172,9 @@ impl TableWorker {
             let Some(message) = message else {
                 return Ok(RoundEnd::CaughtUp);
             };
+            if self.stored_index() != Some(stored) {
+                return Err("the stored leader index changed (a reset?); asking again".into());
+            }
             stats.observe_leader(message.leader_index);
             match message.response {
                 Some(Reply::ErrorResponse(error)) => {

@@ -22,7 +22,7 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 use super::encoding::{decode_u64, encode_u64};
 use super::error::{Error, Result};
-use super::table::{read_state, Table, TableInner};
+use super::table::{read_state, Staging, Table, TableInner};
 use super::view::DbView;
 
 /// On-disk format of the state-machine database; bump with a reason when
@@ -34,6 +34,9 @@ pub const FORMAT_VERSION: u64 = 1;
 const FORMAT_KEY: &[u8] = b"format_version";
 /// Catalogue entries in the default column family: table name -> column family name.
 const CATALOG_PREFIX: &[u8] = b"catalog/";
+/// Open restores: table name -> `<restore id>:<column family name>` of the
+/// staging generation being filled (see `storage/restore.rs`).
+const STAGING_PREFIX: &[u8] = b"staging/";
 const GENERATION_PREFIX: &str = "gen-";
 
 /// Tuning of the state-machine database.
@@ -89,7 +92,13 @@ impl Storage {
         check_format(&db)?;
 
         let catalog = read_catalog(&db)?;
-        let referenced: HashSet<&str> = catalog.values().map(String::as_str).collect();
+        let mut staging = read_staging(&db)?;
+        staging.retain(|table, _| catalog.contains_key(table));
+        let referenced: HashSet<&str> = catalog
+            .values()
+            .map(String::as_str)
+            .chain(staging.values().map(|open| open.cf_name.as_str()))
+            .collect();
         let mut max_generation = 0;
         for name in &existing {
             if let Some(number) = generation_number(name) {
@@ -122,6 +131,7 @@ impl Storage {
                 name: name.clone(),
                 cf_name: RwLock::new(cf_name),
                 writer: Mutex::new(state),
+                staging: Mutex::new(staging.remove(&name)),
                 dropped: AtomicBool::new(false),
             };
             tables.insert(
@@ -170,6 +180,7 @@ impl Storage {
                 name: name.to_vec(),
                 cf_name: RwLock::new(cf_name),
                 writer: Mutex::new(Default::default()),
+                staging: Mutex::new(None),
                 dropped: AtomicBool::new(false),
             }),
         };
@@ -193,10 +204,15 @@ impl Storage {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         table.inner.dropped.store(true, Ordering::Release);
+        let staging = table.inner.take_staging();
         let _catalog = self.shared.lock_catalog();
         let mut batch = WriteBatch::default();
         batch.delete(catalog_key(name));
+        batch.delete(staging_key(name));
         self.shared.write_synced(batch)?;
+        if let Some(staging) = staging {
+            self.shared.discard_generation(&staging.cf_name);
+        }
         let cf_name = table
             .inner
             .cf_name
@@ -316,29 +332,53 @@ impl Shared {
         Ok(name)
     }
 
-    /// Points the table at `new_cf` (one synced write), then drops `old_cf`.
+    /// Points the table at `new_cf` and sets its staging generation to
+    /// `staging` in one synced write, then drops the generations no longer
+    /// named (the old current one, a replaced staging one). The caller holds
+    /// the table's writer lock.
     pub(crate) fn switch_generation(
         &self,
         table: &TableInner,
         new_cf: &str,
-        old_cf: &str,
+        staging: Option<Staging>,
     ) -> Result<()> {
-        {
+        let old_cf = {
             let _catalog = self.lock_catalog();
             let mut batch = WriteBatch::default();
             batch.put(catalog_key(&table.name), new_cf.as_bytes());
+            put_staging(&mut batch, &table.name, staging.as_ref());
             self.write_synced(batch)?;
             let mut current = table
                 .cf_name
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            *current = new_cf.to_string();
-        }
-        if let Err(err) = self.db.drop_cf(old_cf) {
-            // The catalogue no longer names it, so the next open removes it.
-            tracing::warn!(column_family = old_cf, error = %err, "could not drop old table generation");
+            std::mem::replace(&mut *current, new_cf.to_string())
+        };
+        let old_staging = std::mem::replace(
+            &mut *table
+                .staging
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            staging.clone(),
+        );
+        let kept = |cf: &str| cf == new_cf || staging.as_ref().is_some_and(|s| s.cf_name == cf);
+        for cf in std::iter::once(old_cf).chain(old_staging.map(|s| s.cf_name)) {
+            if !kept(&cf) {
+                // The catalogue no longer names it, so at worst the next open removes it.
+                self.discard_generation(&cf);
+            }
         }
         Ok(())
+    }
+
+    /// Records (or with `None` forgets) the table's staging generation, in
+    /// one synced write: a staging generation must survive a restart for the
+    /// rest of its restore to be replayed into it.
+    pub(crate) fn record_staging(&self, table: &[u8], staging: Option<&Staging>) -> Result<()> {
+        let _catalog = self.lock_catalog();
+        let mut batch = WriteBatch::default();
+        put_staging(&mut batch, table, staging);
+        self.write_synced(batch)
     }
 
     /// Drops a generation that never became current.
@@ -382,6 +422,42 @@ fn check_format(db: &DB) -> Result<()> {
 
 fn catalog_key(table: &[u8]) -> Vec<u8> {
     [CATALOG_PREFIX, table].concat()
+}
+
+fn staging_key(table: &[u8]) -> Vec<u8> {
+    [STAGING_PREFIX, table].concat()
+}
+
+fn put_staging(batch: &mut WriteBatch, table: &[u8], staging: Option<&Staging>) {
+    match staging {
+        Some(staging) => batch.put(
+            staging_key(table),
+            format!("{}:{}", staging.id, staging.cf_name).as_bytes(),
+        ),
+        None => batch.delete(staging_key(table)),
+    }
+}
+
+fn read_staging(db: &DB) -> Result<BTreeMap<Vec<u8>, Staging>> {
+    let mut open = BTreeMap::new();
+    for item in db.prefix_iterator(STAGING_PREFIX) {
+        let (key, value) = item?;
+        if !key.starts_with(STAGING_PREFIX) {
+            break;
+        }
+        let staging = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|value| value.split_once(':'))
+            .and_then(|(id, cf_name)| {
+                Some(Staging {
+                    id: id.parse().ok()?,
+                    cf_name: cf_name.to_string(),
+                })
+            })
+            .ok_or_else(|| Error::Corrupt("staging entry is not <id>:<column family>".into()))?;
+        open.insert(key[STAGING_PREFIX.len()..].to_vec(), staging);
+    }
+    Ok(open)
 }
 
 fn read_catalog(db: &DB) -> Result<BTreeMap<Vec<u8>, String>> {

@@ -10,6 +10,7 @@ mod engine;
 mod error;
 mod query;
 mod range;
+mod restore;
 pub mod stream;
 mod table;
 mod txn;

@@ -85,7 +85,40 @@ pub(crate) struct TableInner {
     pub(crate) cf_name: RwLock<String>,
     /// Serialises writers (apply, install) and caches the table's state.
     pub(crate) writer: Mutex<TableState>,
+    /// The generation an open restore fills; changed only under `writer`.
+    pub(crate) staging: Mutex<Option<Staging>>,
     pub(crate) dropped: AtomicBool,
+}
+
+/// A generation being filled by an open restore (`storage/restore.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Staging {
+    /// Chosen by whoever began the restore; later steps must name it.
+    pub(crate) id: u64,
+    pub(crate) cf_name: String,
+}
+
+impl TableInner {
+    pub(crate) fn staging(&self) -> Option<Staging> {
+        self.staging
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_staging(&self, staging: Option<Staging>) {
+        *self
+            .staging
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = staging;
+    }
+
+    pub(crate) fn take_staging(&self) -> Option<Staging> {
+        self.staging
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
 }
 
 /// A handle to one table; cheap to clone.
@@ -100,14 +133,14 @@ impl Table {
         &self.inner.name
     }
 
-    fn db(&self) -> &DB {
+    pub(super) fn db(&self) -> &DB {
         &self.shared.db
     }
 
     /// The column family of the current generation. A concurrent install may
     /// drop it between lookup and use; RocksDB keeps a dropped family readable
     /// while a handle lives, so holding the returned handle is safe.
-    fn cf(&self) -> Result<Arc<BoundColumnFamily<'_>>> {
+    pub(super) fn cf(&self) -> Result<Arc<BoundColumnFamily<'_>>> {
         for _ in 0..3 {
             if self.inner.dropped.load(Ordering::Acquire) {
                 return Err(Error::TableNotFound);
@@ -120,14 +153,14 @@ impl Table {
         Err(Error::TableNotFound)
     }
 
-    fn current_cf_name(&self) -> String {
+    pub(super) fn current_cf_name(&self) -> String {
         match self.inner.cf_name.read() {
             Ok(name) => name.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    fn lock_writer(&self) -> MutexGuard<'_, TableState> {
+    pub(super) fn lock_writer(&self) -> MutexGuard<'_, TableState> {
         self.inner
             .writer
             .lock()
@@ -282,17 +315,23 @@ impl Table {
             cf: &cf,
             snapshot: Some(&snapshot),
         };
-        let state = read_state(&view)?;
-        let raft_state = view.db.get_cf_opt(&cf, META_RAFT_STATE, &{
-            let mut options = rocksdb::ReadOptions::default();
-            options.set_snapshot(&snapshot);
-            options
-        })?;
+        self.export_view(&view, out, trailer)
+    }
+
+    /// Writes the content of `view` (a point-in-time view of the current
+    /// generation) and the trailer asked for.
+    pub(super) fn export_view<W: Write>(
+        &self,
+        view: &DbView<'_>,
+        out: W,
+        trailer: Trailer,
+    ) -> Result<(TableState, Option<Vec<u8>>, W)> {
+        let state = read_state(view)?;
+        let raft_state = view
+            .db
+            .get_cf_opt(view.cf, META_RAFT_STATE, &view.read_options())?;
         let mut writer = CommandStreamWriter::new(out);
-        for item in crate::storage::view::View::scan(&view, &[], None) {
-            let (key, stored) = item?;
-            writer.write(&data_record(&self.inner.name, txn::key_value(key, stored)))?;
-        }
+        self.write_records(view, &mut writer)?;
         let leader_index = match trailer {
             Trailer::None => None,
             Trailer::AppliedIndex => Some(Some(state.applied_index)),
@@ -308,31 +347,76 @@ impl Table {
         Ok((state, raft_state, writer.finish()?))
     }
 
+    /// One PUT record per key of `view`, ascending.
+    pub(super) fn write_records<W: Write>(
+        &self,
+        view: &DbView<'_>,
+        writer: &mut CommandStreamWriter<W>,
+    ) -> Result<()> {
+        for item in crate::storage::view::View::scan(view, &[], None) {
+            let (key, stored) = item?;
+            writer.write(&data_record(&self.inner.name, txn::key_value(key, stored)))?;
+        }
+        Ok(())
+    }
+
     /// Replaces the table's content with a command stream, atomically:
     /// readers see the old content until the switch, and a malformed stream
     /// changes nothing. Memory use is constant whatever the stream's size.
     pub fn install_snapshot(&self, input: impl Read, install: Install) -> Result<Installed> {
+        self.install_generations(input, None, install)
+    }
+
+    /// Fills a new current generation from `input` and, when `staging` is
+    /// given, a new staging generation for the open restore it names; then
+    /// switches to both in one catalogue write. Any restore open here before
+    /// is replaced.
+    pub(super) fn install_generations(
+        &self,
+        input: impl Read,
+        staging: Option<(u64, &[u8])>,
+        install: Install,
+    ) -> Result<Installed> {
         let mut state = self.lock_writer();
         if self.inner.dropped.load(Ordering::Acquire) {
             return Err(Error::TableNotFound);
         }
         let new_cf_name = self.shared.create_generation()?;
-        match self.fill_generation(&new_cf_name, input, &install) {
-            Ok(installed) => {
-                let old_cf_name = self.current_cf_name();
-                self.shared
-                    .switch_generation(&self.inner, &new_cf_name, &old_cf_name)?;
-                *state = installed.state.clone();
-                Ok(installed)
-            }
+        let installed = match self.fill_generation(&new_cf_name, input, &install) {
+            Ok(installed) => installed,
             Err(err) => {
                 self.shared.discard_generation(&new_cf_name);
-                Err(err)
+                return Err(err);
             }
-        }
+        };
+        let staging = match staging {
+            None => None,
+            Some((id, records)) => {
+                let cf_name = self.shared.create_generation()?;
+                let filled = self.fill_generation(
+                    &cf_name,
+                    records,
+                    &Install {
+                        keep_revisions: true,
+                        raft_state: None,
+                        ..install
+                    },
+                );
+                if let Err(err) = filled {
+                    self.shared.discard_generation(&cf_name);
+                    self.shared.discard_generation(&new_cf_name);
+                    return Err(err);
+                }
+                Some(Staging { id, cf_name })
+            }
+        };
+        self.shared
+            .switch_generation(&self.inner, &new_cf_name, staging)?;
+        *state = installed.state.clone();
+        Ok(installed)
     }
 
-    fn fill_generation(
+    pub(super) fn fill_generation(
         &self,
         cf_name: &str,
         input: impl Read,
@@ -393,7 +477,11 @@ impl Table {
     }
 }
 
-fn put_state(batch: &mut WriteBatch, cf: &Arc<BoundColumnFamily<'_>>, state: &TableState) {
+pub(super) fn put_state(
+    batch: &mut WriteBatch,
+    cf: &Arc<BoundColumnFamily<'_>>,
+    state: &TableState,
+) {
     batch.put_cf(cf, META_APPLIED_INDEX, encode_u64(state.applied_index));
     batch.put_cf(cf, META_REVISION, encode_u64(state.revision));
     match state.leader_index {

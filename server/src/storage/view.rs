@@ -32,7 +32,7 @@ pub struct DbView<'a> {
 }
 
 impl DbView<'_> {
-    fn read_options(&self) -> ReadOptions {
+    pub(crate) fn read_options(&self) -> ReadOptions {
         let mut options = ReadOptions::default();
         if let Some(snapshot) = self.snapshot {
             options.set_snapshot(snapshot);

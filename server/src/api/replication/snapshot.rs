@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::status::Error;
 use crate::cluster::Node;
-use crate::storage::Trailer;
+use crate::storage::{Table, Trailer};
 
 /// Largest `data` of one chunk.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
@@ -44,24 +44,42 @@ impl Snapshot for SnapshotService {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let table = request.into_inner().table;
         let group = self.node.table_group(&table).map_err(Error::from)?;
-        let (sender, receiver) = mpsc::channel(2);
-        tokio::task::spawn_blocking(move || {
-            let writer = ChunkWriter {
-                buffer: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
-                sender: sender.clone(),
-            };
-            match group.table.write_snapshot(writer, Trailer::AppliedIndex) {
-                Ok((state, mut writer)) => {
+        Ok(Response::new(chunked_copy(
+            group.table.clone(),
+            Trailer::AppliedIndex,
+        )))
+    }
+}
+
+/// A consistent copy of `table` as a stream of chunks of at most 1 MiB,
+/// read on a blocking thread. With a trailer the last chunk is always sent
+/// and carries the applied index; without one (backups) an empty table
+/// sends no chunk.
+pub(crate) fn chunked_copy(
+    table: Table,
+    trailer: Trailer,
+) -> ReceiverStream<Result<SnapshotChunk, Status>> {
+    let (sender, receiver) = mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let writer = ChunkWriter {
+            buffer: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
+            sender: sender.clone(),
+        };
+        match table.write_snapshot(writer, trailer) {
+            Ok((state, mut writer)) => {
+                if trailer != Trailer::None {
                     // The last chunk carries the index the copy reflects.
                     let _ = writer.send(state.applied_index);
-                }
-                Err(err) => {
-                    let _ = sender.blocking_send(Err(Error::from(err).into()));
+                } else if !writer.buffer.is_empty() {
+                    let _ = writer.send(0);
                 }
             }
-        });
-        Ok(Response::new(ReceiverStream::new(receiver)))
-    }
+            Err(err) => {
+                let _ = sender.blocking_send(Err(Error::from(err).into()));
+            }
+        }
+    });
+    ReceiverStream::new(receiver)
 }
 
 /// Cuts the command stream into chunks and sends each as it fills.

@@ -7,24 +7,48 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, EntryPayload};
 use regatta_proto::internal::raft::v1::raft_client::RaftClient;
 use regatta_proto::internal::raft::v1::RaftMessage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-use super::types::{GroupId, NodeId, TypeConfig};
+use super::types::{Entry, GroupId, NodeId, Request, RestoreStep, TypeConfig};
 
 /// Largest message on the internal transport (entries carry values up to 2 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Payload bytes one AppendEntries may carry: several large entries (2 MiB
+/// values, 1 MiB restore batches) must not add up past the message limit.
+const APPEND_ENTRIES_BUDGET: usize = MAX_MESSAGE_BYTES / 2;
+
+/// How many leading `entries` fit in `budget` bytes (all when they do).
+fn entries_within(entries: &[Entry], budget: usize) -> usize {
+    let mut bytes = 0usize;
+    for (count, entry) in entries.iter().enumerate() {
+        bytes += 64
+            + match &entry.payload {
+                EntryPayload::Normal(Request::Table(command)) => command.len(),
+                EntryPayload::Normal(Request::Restore(RestoreStep::Batch { records, .. })) => {
+                    records.len()
+                }
+                _ => 0,
+            };
+        if bytes > budget {
+            return count;
+        }
+    }
+    entries.len()
+}
 
 /// Channels to the other nodes of the cluster, by node id.
 pub struct Peers {
@@ -202,6 +226,11 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let fit = entries_within(&rpc.entries, APPEND_ENTRIES_BUDGET);
+        if fit < rpc.entries.len() {
+            // openraft sends fewer entries per message after this.
+            return Err(PayloadTooLarge::new_entries_hint(fit.max(1) as u64).into());
+        }
         self.send(Method::AppendEntries, &rpc, &option).await
     }
 

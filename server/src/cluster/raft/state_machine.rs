@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::{
-    Entry, GroupId, LogId, Request, Response, Snapshot, SnapshotMeta, StorageError,
+    Entry, GroupId, LogId, Request, Response, RestoreStep, Snapshot, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
 };
 use crate::cluster::catalogue;
-use crate::storage::{Install, Storage, Table, Trailer};
+use crate::storage::{Install, Storage, Table};
 
 /// Raft bookkeeping stored with the data (`raft_state` of the table).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -124,6 +124,12 @@ impl GroupStateMachine {
                     }
                 }
             }
+            EntryPayload::Normal(Request::Restore(step)) => {
+                response.restore_open = Some(
+                    self.apply_restore(index, step, &raft_state)
+                        .map_err(sm_err)?,
+                );
+            }
             EntryPayload::Normal(Request::Meta(command)) => {
                 response.shard_id =
                     catalogue::apply(&self.table, index, &command, &raft_state).map_err(sm_err)?;
@@ -138,6 +144,54 @@ impl GroupStateMachine {
     }
 }
 
+impl GroupStateMachine {
+    fn apply_restore(
+        &self,
+        index: u64,
+        step: RestoreStep,
+        raft_state: &[u8],
+    ) -> crate::storage::Result<bool> {
+        let raft_state = Some(raft_state);
+        match step {
+            RestoreStep::Begin { id } => self
+                .table
+                .restore_begin(index, id, raft_state)
+                .map(|()| true),
+            RestoreStep::Batch { id, records } => {
+                let records = match Command::decode(records.as_slice()) {
+                    Ok(command) => command.batch,
+                    Err(err) => {
+                        // Proposed by this cluster's own code, so a bug: apply
+                        // nothing, the same on every replica.
+                        tracing::error!(index, error = %err, "undecodable restore batch in the log");
+                        Vec::new()
+                    }
+                };
+                self.table.restore_batch(index, id, &records, raft_state)
+            }
+            RestoreStep::Commit { id, leader_index } => {
+                let committed = self
+                    .table
+                    .restore_commit(index, id, leader_index, raft_state)?;
+                if committed {
+                    tracing::info!(
+                        index,
+                        restore = id,
+                        ?leader_index,
+                        "restore committed: the table has its new content"
+                    );
+                }
+                Ok(committed)
+            }
+            RestoreStep::Abort { id } => self.table.restore_abort(index, id, raft_state),
+            RestoreStep::ResetLeaderIndex => self
+                .table
+                .reset_leader_index(index, raft_state)
+                .map(|()| true),
+        }
+    }
+}
+
 /// Builds snapshots from a point-in-time view of the table.
 pub struct SnapshotBuilder {
     storage: Arc<Storage>,
@@ -149,10 +203,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         // The log is purged up to this snapshot next: what it covers must be on disk.
         self.storage.make_durable().map_err(sm_err)?;
-        let (_, raft_state, bytes) = self
-            .table
-            .export(Vec::new(), Trailer::LeaderIndex)
-            .map_err(read_err)?;
+        let (_, raft_state, bytes) = self.table.export_raft().map_err(read_err)?;
         let state: RaftState = match raft_state {
             Some(raw) => serde_json::from_slice(&raw).map_err(read_err)?,
             None => RaftState::default(),
@@ -228,7 +279,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let raft_state = serde_json::to_vec(&state).map_err(sm_err)?;
         let bytes = snapshot.into_inner();
         self.table
-            .install_snapshot(
+            .install_raft(
                 bytes.as_slice(),
                 Install {
                     applied_index: meta.last_log_id.map_or(0, |id| id.index),

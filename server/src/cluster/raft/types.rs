@@ -22,6 +22,30 @@ pub enum Request {
     Table(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A change of the table catalogue (metadata group only).
     Meta(MetaCommand),
+    /// One step of replacing a table's whole content (table groups only).
+    Restore(RestoreStep),
+}
+
+/// The steps of a restore carried by the log (see `storage/restore.rs`).
+/// `id` names the restore; steps of any other restore change nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreStep {
+    /// Opens an empty staging copy, replacing any restore still open.
+    Begin { id: u64 },
+    /// Adds records: a serialized `mvcc.v1.Command` whose `batch` holds them.
+    Batch {
+        id: u64,
+        #[serde(with = "serde_bytes")]
+        records: Vec<u8>,
+    },
+    /// Makes the staging copy the table's content; `leader_index` becomes
+    /// the stored leader index (a follower cluster's `L`).
+    Commit { id: u64, leader_index: Option<u64> },
+    /// Throws the staging copy away.
+    Abort { id: u64 },
+    /// Forgets the stored leader index (a follower cluster's `L` becomes 0)
+    /// and keeps the content, so the table is copied again (maintenance Reset).
+    ResetLeaderIndex,
 }
 
 /// Changes of the table catalogue.
@@ -43,6 +67,8 @@ pub struct Response {
     pub txn_succeeded: Option<bool>,
     /// For a catalogue change: the table's shard id, if it exists afterwards.
     pub shard_id: Option<GroupId>,
+    /// For a restore step: whether the restore it names was open.
+    pub restore_open: Option<bool>,
 }
 
 openraft::declare_raft_types!(

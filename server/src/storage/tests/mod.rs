@@ -4,6 +4,7 @@ mod fixtures;
 mod kv_rules;
 mod model;
 mod restart;
+mod restore;
 mod snapshot;
 mod txn_rules;
 

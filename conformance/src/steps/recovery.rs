@@ -1,0 +1,305 @@
+//! A follower cluster cut off from its leader cluster, reconnected, and
+//! recovering by snapshot (behaviour.md §4.3, §4.4): the faults between the
+//! clusters, reads kept running meanwhile, and the checks that the copy ends
+//! equal to the leader's.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cucumber::{then, when};
+use regatta_proto::regatta::v1::kv_client::KvClient;
+use regatta_proto::regatta::v1::RangeRequest;
+use regatta_proto::replication::v1::log_client::LogClient;
+use regatta_proto::replication::v1::{replicate_response::Response as Reply, ReplicateRequest};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::world::{RegattaWorld, FOLLOWER_NODES};
+
+/// What one background reader saw: a count per read, or why it failed.
+type Counts = Vec<Result<i64, String>>;
+
+/// Readers counting a table's pairs on every follower node, and what they saw.
+pub struct Counters {
+    stop: watch::Sender<bool>,
+    handles: Vec<(usize, JoinHandle<Counts>)>,
+}
+
+fn follower_nodes(world: &RegattaWorld) -> Vec<usize> {
+    let size = world.follower.as_ref().map_or(0, |f| f.size());
+    (1..=size).map(|n| FOLLOWER_NODES + n).collect()
+}
+
+fn forget_follower_clients(world: &mut RegattaWorld) {
+    for n in follower_nodes(world) {
+        world.forget_client(n);
+    }
+}
+
+#[when(regex = r"^the follower cluster is (cut off from|reconnected to) the leader cluster$")]
+async fn cut_or_reconnect(world: &mut RegattaWorld, action: String) -> Result<()> {
+    let follower = world
+        .follower
+        .as_mut()
+        .context("the scenario has no follower cluster")?;
+    if action == "cut off from" {
+        follower.cut_off_cluster().await.map_err(super::flatten)?;
+    } else {
+        follower.heal().await.map_err(super::flatten)?;
+    }
+    forget_follower_clients(world);
+    Ok(())
+}
+
+#[when(
+    regex = r#"^in the background I keep counting the pairs of "([^"]*)" on every follower node$"#
+)]
+async fn start_counting(world: &mut RegattaWorld, table: String) -> Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let mut handles = Vec::new();
+    for n in follower_nodes(world) {
+        let client = world.client(n)?;
+        let table = table.clone();
+        let stopped = stopped.clone();
+        handles.push((n, tokio::spawn(count_until(client, table, stopped))));
+    }
+    world.counters = Some(Counters { stop, handles });
+    Ok(())
+}
+
+async fn count_until(
+    mut client: KvClient<Channel>,
+    table: String,
+    stopped: watch::Receiver<bool>,
+) -> Counts {
+    let mut seen = Vec::new();
+    while !*stopped.borrow() {
+        let mut request = tonic::Request::new(RangeRequest {
+            table: table.as_bytes().to_vec(),
+            key: vec![0],
+            range_end: vec![0],
+            count_only: true,
+            ..RangeRequest::default()
+        });
+        request.set_timeout(Duration::from_secs(5));
+        seen.push(
+            client
+                .range(request)
+                .await
+                .map(|answer| answer.into_inner().count)
+                .map_err(|status| format!("{:?}: {}", status.code(), status.message())),
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    seen
+}
+
+#[then(regex = r"^every background count was (\d+) or (\d+), and both were seen$")]
+async fn counts_were(world: &mut RegattaWorld, before: i64, after: i64) -> Result<()> {
+    let counters = world.counters.take().context("no background counting")?;
+    counters.stop.send_replace(true);
+    let (mut saw_before, mut saw_after) = (false, false);
+    for (n, handle) in counters.handles {
+        let seen = handle.await?;
+        let node = n - FOLLOWER_NODES;
+        if seen.is_empty() {
+            bail!("follower node {node} answered no count");
+        }
+        for (i, count) in seen.iter().enumerate() {
+            match count {
+                Ok(count) if *count == before => saw_before = true,
+                Ok(count) if *count == after => saw_after = true,
+                Ok(count) => bail!(
+                    "follower node {node} counted {count} pairs (read {i} of {}): \
+                     a copy half installed, expected {before} or {after}",
+                    seen.len()
+                ),
+                Err(err) => bail!("follower node {node} did not answer a read: {err}"),
+            }
+        }
+        // The switch is one way.
+        if let Some(back) = seen
+            .iter()
+            .skip_while(|count| count.as_ref().ok() != Some(&after))
+            .find(|count| count.as_ref().ok() == Some(&before))
+        {
+            bail!("follower node {node} went back to {back:?} pairs after {after}");
+        }
+    }
+    if !(saw_before && saw_after) {
+        bail!("the counts did not span the recovery (saw {before}: {saw_before}, saw {after}: {saw_after})");
+    }
+    Ok(())
+}
+
+/// Every pair of `table` on node `n`, in pages.
+async fn scan(
+    world: &mut RegattaWorld,
+    n: usize,
+    table: &str,
+    linearizable: bool,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut pairs = Vec::new();
+    let mut from = vec![0];
+    loop {
+        let answer = world
+            .range(
+                n,
+                RangeRequest {
+                    table: table.as_bytes().to_vec(),
+                    key: from.clone(),
+                    range_end: vec![0],
+                    limit: 100,
+                    linearizable,
+                    ..RangeRequest::default()
+                },
+            )
+            .await
+            .map_err(|status| anyhow::anyhow!("{:?}: {}", status.code(), status.message()))?;
+        for kv in answer.kvs {
+            from = [kv.key.as_slice(), &[0]].concat();
+            pairs.push((kv.key, kv.value));
+        }
+        if !answer.more {
+            return Ok(pairs);
+        }
+    }
+}
+
+#[then(
+    regex = r#"^every follower node eventually holds the same pairs in "([^"]*)" as node (\d+)$"#
+)]
+async fn same_pairs(world: &mut RegattaWorld, table: String, leader_node: usize) -> Result<()> {
+    let expected = scan(world, leader_node, &table, true).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for n in follower_nodes(world) {
+        loop {
+            let got = scan(world, n, &table, false).await;
+            match got {
+                Ok(got) if got == expected => break,
+                other if tokio::time::Instant::now() > deadline => {
+                    let summary = match other {
+                        Ok(got) => format!("{} pairs (expected {})", got.len(), expected.len()),
+                        Err(err) => err.to_string(),
+                    };
+                    bail!(
+                        "follower node {} does not hold the leader's pairs: {summary}",
+                        n - FOLLOWER_NODES
+                    );
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The applied index of `table` on leader node `n`: the `leader_index` of
+/// the LEADER_BEHIND answer to a request far beyond it.
+async fn applied_index(world: &mut RegattaWorld, n: usize, table: &str) -> Result<u64> {
+    world.wait_linearizable(n, Duration::from_secs(30)).await?;
+    let mut client = LogClient::new(world.replication_channel(n)?);
+    let mut stream = client
+        .replicate(ReplicateRequest {
+            table: table.as_bytes().to_vec(),
+            leader_index: u64::MAX / 2,
+        })
+        .await?
+        .into_inner();
+    while let Some(message) = stream.message().await? {
+        if let Some(Reply::ErrorResponse(_)) = message.response {
+            return Ok(message.leader_index);
+        }
+    }
+    bail!("Log.Replicate far beyond the log did not answer LEADER_BEHIND")
+}
+
+/// The follower cluster's stored leader index of `table`, from the
+/// `/metrics` of the node that replicates it.
+async fn stored_index(world: &RegattaWorld, table: &str) -> Result<Option<u64>> {
+    let follower = world
+        .follower
+        .as_deref()
+        .context("the scenario has no follower cluster")?;
+    for n in 1..=follower.size() {
+        let Some(address) = follower.rest_address(n) else {
+            bail!("this backend does not expose the nodes' /metrics");
+        };
+        let Ok(metrics) = get_metrics(&address).await else {
+            continue;
+        };
+        let series = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        let leased = series(&format!("regatta_replication_leased{{table=\"{table}\"}}"));
+        if leased == Some(1) {
+            return Ok(series(&format!(
+                "regatta_replication_index{{role=\"follower\",table=\"{table}\"}}"
+            )));
+        }
+    }
+    Ok(None)
+}
+
+async fn get_metrics(address: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await??;
+    socket
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: regatta\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), socket.read_to_string(&mut body)).await??;
+    Ok(body)
+}
+
+#[then(
+    regex = r#"^the follower cluster's stored leader index of "([^"]*)" eventually equals the applied index of node (\d+)$"#
+)]
+async fn stored_equals_applied(
+    world: &mut RegattaWorld,
+    table: String,
+    leader_node: usize,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let applied = applied_index(world, leader_node, &table).await?;
+        let stored = stored_index(world, &table).await?;
+        if stored == Some(applied) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the follower stores leader index {stored:?}, the leader applied {applied}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[then(regex = r#"^no follower node recovered "([^"]*)" by snapshot$"#)]
+async fn no_recovery(world: &mut RegattaWorld, table: String) -> Result<()> {
+    let follower = world
+        .follower
+        .as_deref()
+        .context("the scenario has no follower cluster")?;
+    let name = format!("regatta_replication_snapshot_recoveries_total{{table=\"{table}\"}}");
+    for n in 1..=follower.size() {
+        let address = follower
+            .rest_address(n)
+            .context("this backend does not expose the nodes' /metrics")?;
+        let metrics = get_metrics(&address).await?;
+        let recoveries: u64 = metrics
+            .lines()
+            .filter_map(|line| line.strip_prefix(name.as_str())?.trim().parse::<u64>().ok())
+            .sum();
+        if recoveries > 0 {
+            bail!("follower node {n} recovered {table} by snapshot {recoveries} times");
+        }
+    }
+    Ok(())
+}
