@@ -8,8 +8,8 @@ Feature: Follower recovery by snapshot
 
   Scenario: A follower cluster started after the leader compacted its log copies the table by snapshot
     Given a leader cluster of 3 nodes with tables "regatta-test" and flags "--raft.snapshot-entries=20 --raft.compaction-overhead=5"
-    And I write 150 keys "k" into "regatta-test"
-    And a follower cluster of 3 nodes following it
+    When I write 150 keys "k" into "regatta-test"
+    Given a follower cluster of 3 nodes following it
     Then every follower node eventually holds every acknowledged write to "regatta-test"
     And every follower node eventually holds the same pairs in "regatta-test" as node 1
     When I put "after" = "snapshot" into "regatta-test" on node 2
@@ -18,8 +18,8 @@ Feature: Follower recovery by snapshot
   @faults
   Scenario: A follower cluster cut off while the leader compacted recovers by snapshot, and reads keep answering
     Given a leader cluster of 3 nodes with tables "regatta-test" and flags "--raft.snapshot-entries=20 --raft.compaction-overhead=5"
-    And I write 40 keys "before-" into "regatta-test"
-    And a follower cluster of 3 nodes following it
+    When I write 40 keys "before-" into "regatta-test"
+    Given a follower cluster of 3 nodes following it
     Then every follower node eventually holds every acknowledged write to "regatta-test"
     When the follower cluster is cut off from the leader cluster
     And I write 200 keys "during-" of 8 KiB into "regatta-test"
@@ -34,8 +34,8 @@ Feature: Follower recovery by snapshot
   @faults @extension
   Scenario: After a recovery by snapshot the follower's stored leader index is the leader's applied index
     Given a leader cluster of 3 nodes with tables "regatta-test" and flags "--raft.snapshot-entries=20 --raft.compaction-overhead=5"
-    And I write 60 keys "k" into "regatta-test"
-    And a follower cluster of 3 nodes following it
+    When I write 60 keys "k" into "regatta-test"
+    Given a follower cluster of 3 nodes following it
     Then the follower cluster's stored leader index of "regatta-test" eventually equals the applied index of node 1
     When the follower cluster is cut off from the leader cluster
     And I write 100 keys "more-" into "regatta-test"

@@ -30,7 +30,9 @@ fn cargo() -> String {
 pub async fn choose_backend() -> Result<Arc<dyn Backend>> {
     if let Ok(list) = std::env::var("REGATTA_ENDPOINTS") {
         let replication = std::env::var("REGATTA_REPLICATION_ENDPOINTS").ok();
-        let backend = ExternalBackend::from_list(&list, replication.as_deref())?;
+        let maintenance = std::env::var("REGATTA_MAINTENANCE_ENDPOINTS").ok();
+        let backend =
+            ExternalBackend::from_list(&list, replication.as_deref(), maintenance.as_deref())?;
         println!(
             "conformance: external cluster at {}",
             backend.endpoints.join(", ")

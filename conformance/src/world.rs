@@ -83,6 +83,12 @@ pub struct RegattaWorld {
     pub background_writers: Option<crate::steps::faults::BackgroundWriters>,
     /// Readers counting pairs on the follower nodes in the background.
     pub counters: Option<crate::steps::recovery::Counters>,
+    /// Backups taken in the scenario, by name: the streamed bytes.
+    pub backups: HashMap<String, Vec<u8>>,
+    /// Whole tables read earlier, by name: key -> value, ascending.
+    pub pair_sets: HashMap<String, Pairs>,
+    /// The outcome of the last maintenance call.
+    pub maintenance: Option<Result<(), Status>>,
     pub pending: HashMap<String, Pending>,
     pub finished: HashMap<String, Result<Answer, Status>>,
     /// The value every node agreed on in the last agreement check.
@@ -95,6 +101,9 @@ pub struct RegattaWorld {
     pub followed: Option<tonic::Streaming<ReplicateResponse>>,
     next_node: usize,
 }
+
+/// A table's pairs, ascending by key.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 impl fmt::Debug for RegattaWorld {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -121,6 +130,9 @@ impl RegattaWorld {
             acknowledged: BTreeMap::new(),
             background_writers: None,
             counters: None,
+            backups: HashMap::new(),
+            pair_sets: HashMap::new(),
+            maintenance: None,
             pending: HashMap::new(),
             finished: HashMap::new(),
             agreed: None,
@@ -205,6 +217,30 @@ impl RegattaWorld {
         Ok(Endpoint::from_shared(endpoint)?
             .connect_timeout(Duration::from_secs(2))
             .connect_lazy())
+    }
+
+    /// A channel to node `n`'s maintenance API (`n` > [`FOLLOWER_NODES`]: a
+    /// follower node's).
+    pub fn maintenance_channel(&self, n: usize) -> Result<Channel> {
+        let endpoint = if n > FOLLOWER_NODES {
+            self.follower
+                .as_deref()
+                .context("the scenario has no follower cluster")?
+                .maintenance_endpoint(n - FOLLOWER_NODES)
+        } else {
+            self.cluster()?.maintenance_endpoint(n)
+        }
+        .context(
+            "the backend does not know the maintenance endpoints (REGATTA_MAINTENANCE_ENDPOINTS)",
+        )?;
+        Ok(Endpoint::from_shared(endpoint)?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy())
+    }
+
+    /// Forgets every connection (the cluster was replaced).
+    pub fn forget_all_clients(&mut self) {
+        self.clients.clear();
     }
 
     /// Forgets node `n`'s connection (after a restart or a move).

@@ -4,6 +4,7 @@
 //! (the follower side) -> `cluster`; no module reaches up.
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod replication;

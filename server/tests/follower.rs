@@ -45,6 +45,7 @@ fn start_leader_with(tables: &str, extra: &[&str]) -> Leader {
         .args(["leader", "--log-level", "warn", "--raft.rtt", "10ms"])
         .args(["--tables.names", tables])
         .args(["--api.address", &api, "--replication.address", &replication])
+        .args(["--maintenance.address", "127.0.0.1:0"])
         .args([
             "--raft.address",
             &free_address(),
@@ -287,6 +288,7 @@ async fn regatta_follower_serves_the_copy_read_only() {
             .args(["--replication.leader-address", &leader.replication])
             .args(["--replication.reconcile-interval", "200ms"])
             .args(["--api.address", &api, "--rest.address", &rest])
+            .args(["--maintenance.address", "127.0.0.1:0"])
             .args(["--raft.address", &free_address()])
             .arg("--raft.node-host-dir")
             .arg(dir.path().join("raft"))

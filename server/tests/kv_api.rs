@@ -62,6 +62,7 @@ async fn start() -> (Server, KvClient<Channel>) {
         ])
         // Every test process binds its own replication port.
         .args(["--replication.address", "127.0.0.1:0"])
+        .args(["--maintenance.address", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn regatta leader");
@@ -646,6 +647,7 @@ async fn sigterm_during_writes_keeps_every_acknowledged_write() {
         .args(["--raft.rtt", "10ms", "--log-level", "warn"])
         // Every test process binds its own replication port.
         .args(["--replication.address", "127.0.0.1:0"])
+        .args(["--maintenance.address", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .spawn()
         .expect("restart");
@@ -730,6 +732,7 @@ async fn start_cluster() -> (Vec<Server>, Vec<KvClient<Channel>>) {
             .arg(dir.path().join("sm"))
             // Every test process binds its own replication port.
             .args(["--replication.address", "127.0.0.1:0"])
+            .args(["--maintenance.address", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn regatta leader");
@@ -817,6 +820,7 @@ async fn environment_ranks_above_the_config_file() {
         .arg(&config)
         // Every test process binds its own replication port.
         .args(["--replication.address", "127.0.0.1:0"])
+        .args(["--maintenance.address", "127.0.0.1:0"])
         .env("REGATTA_API_ADDRESS", &from_env)
         .env("REGATTA_RAFT_NODE_HOST_DIR", dir.path().join("raft"))
         .env("REGATTA_RAFT_STATE_MACHINE_DIR", dir.path().join("sm"))

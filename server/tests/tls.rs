@@ -73,6 +73,7 @@ async fn the_api_serves_tls_and_picks_up_a_renewed_certificate() {
         .arg(dir.path().join("sm"))
         // Every test process binds its own replication port.
         .args(["--replication.address", "127.0.0.1:0"])
+        .args(["--maintenance.address", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn regatta leader");
@@ -192,6 +193,7 @@ async fn the_replication_listener_requires_client_certificates_signed_by_its_ca(
         .args(["--raft.address", &format!("127.0.0.1:{}", free_port())])
         .args(["--rest.address", &format!("127.0.0.1:{}", free_port())])
         .args(["--replication.address", &replication])
+        .args(["--maintenance.address", "127.0.0.1:0"])
         .arg("--replication.cert-filename")
         .arg(dir.path().join("cert.pem"))
         .arg("--replication.key-filename")

@@ -32,6 +32,7 @@ const API_PORT: u16 = 8443;
 const RAFT_PORT: u16 = 5012;
 const REPLICATION_PORT: u16 = 8444;
 const REST_PORT: u16 = 8079;
+const MAINTENANCE_PORT: u16 = 8445;
 
 #[derive(Debug)]
 pub struct ContainersBackend {
@@ -88,7 +89,7 @@ impl Backend for ContainersBackend {
                 raft: format!("0.0.0.0:{RAFT_PORT}"),
                 raft_advertised: format!("{container_name}:{RAFT_PORT}"),
                 replication: format!("0.0.0.0:{REPLICATION_PORT}"),
-                maintenance: "0.0.0.0:8445".into(),
+                maintenance: format!("0.0.0.0:{MAINTENANCE_PORT}"),
             };
             let host_dir = data.path().join(format!("n{}", index + 1));
             std::fs::create_dir_all(&host_dir)?;
@@ -286,6 +287,11 @@ impl Cluster for ContainerCluster {
             // A stopped node: an address that refuses, like a dead host.
             None => "http://127.0.0.1:9".into(),
         }
+    }
+
+    fn maintenance_endpoint(&self, n: usize) -> Option<String> {
+        let ip = self.nodes.get(n.wrapping_sub(1))?.ip?;
+        Some(format!("http://{ip}:{MAINTENANCE_PORT}"))
     }
 
     fn rest_address(&self, n: usize) -> Option<String> {

@@ -16,11 +16,17 @@ pub struct ExternalBackend {
     pub endpoints: Vec<String>,
     /// The same for the replication API (`REGATTA_REPLICATION_ENDPOINTS`).
     pub replication: Vec<String>,
+    /// The same for the maintenance API (`REGATTA_MAINTENANCE_ENDPOINTS`).
+    pub maintenance: Vec<String>,
 }
 
 impl ExternalBackend {
     /// Parses `REGATTA_ENDPOINTS` (`host:port` or URLs, comma-separated).
-    pub fn from_list(list: &str, replication: Option<&str>) -> Result<ExternalBackend> {
+    pub fn from_list(
+        list: &str,
+        replication: Option<&str>,
+        maintenance: Option<&str>,
+    ) -> Result<ExternalBackend> {
         let endpoints = parse_list(list);
         if endpoints.is_empty() {
             bail!("REGATTA_ENDPOINTS is empty");
@@ -28,6 +34,7 @@ impl ExternalBackend {
         Ok(ExternalBackend {
             endpoints,
             replication: replication.map(parse_list).unwrap_or_default(),
+            maintenance: maintenance.map(parse_list).unwrap_or_default(),
         })
     }
 }
@@ -75,6 +82,7 @@ impl Backend for ExternalBackend {
         Ok(Box::new(ExternalCluster {
             endpoints: self.endpoints[..spec.nodes].to_vec(),
             replication: self.replication.clone(),
+            maintenance: self.maintenance.clone(),
         }))
     }
 }
@@ -82,6 +90,7 @@ impl Backend for ExternalBackend {
 pub struct ExternalCluster {
     endpoints: Vec<String>,
     replication: Vec<String>,
+    maintenance: Vec<String>,
 }
 
 #[async_trait]
@@ -128,6 +137,10 @@ impl Cluster for ExternalCluster {
 
     async fn isolate(&mut self, _n: usize) -> Result<()> {
         bail!(NO_FAULTS)
+    }
+
+    fn maintenance_endpoint(&self, n: usize) -> Option<String> {
+        self.maintenance.get(n.wrapping_sub(1)).cloned()
     }
 
     fn rest_address(&self, _n: usize) -> Option<String> {

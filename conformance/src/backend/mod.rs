@@ -106,6 +106,9 @@ pub trait Cluster: Send + Sync {
     /// `http://host:port` of node `n`'s replication API (leader clusters);
     /// `None` when the backend does not know it.
     fn replication_endpoint(&self, n: usize) -> Option<String>;
+    /// `http://host:port` of node `n`'s maintenance API; `None` when the
+    /// backend does not know it.
+    fn maintenance_endpoint(&self, n: usize) -> Option<String>;
     /// `host:port` of node `n`'s REST listener (`/metrics`), as the test
     /// process reaches it; `None` when the backend does not know it.
     fn rest_address(&self, n: usize) -> Option<String>;

@@ -101,6 +101,7 @@ impl Backend for ProcessesBackend {
                 api: bind.api.clone(),
                 rest: bind.rest.clone(),
                 replication: bind.replication.clone(),
+                maintenance: bind.maintenance.clone(),
                 child: None,
             });
         }
@@ -125,6 +126,7 @@ struct ProcessNode {
     api: String,
     rest: String,
     replication: String,
+    maintenance: String,
     child: Option<Child>,
 }
 
@@ -203,6 +205,13 @@ impl Cluster for ProcessCluster {
 
     fn api_endpoint(&self, n: usize) -> String {
         format!("http://{}", self.nodes[n - 1].api)
+    }
+
+    fn maintenance_endpoint(&self, n: usize) -> Option<String> {
+        Some(format!(
+            "http://{}",
+            self.nodes.get(n.wrapping_sub(1))?.maintenance
+        ))
     }
 
     fn rest_address(&self, n: usize) -> Option<String> {

@@ -23,6 +23,24 @@ async fn leader_cluster_with_flags(
     start(world, nodes, &tables, &flags).await.map_err(flatten)
 }
 
+#[given(regex = r#"^a fresh leader cluster of (\d+) nodes? with tables? "([^"]*)" replacing it$"#)]
+async fn fresh_leader_cluster(
+    world: &mut RegattaWorld,
+    nodes: usize,
+    tables: String,
+) -> Result<()> {
+    if let Some(mut follower) = world.follower.take() {
+        follower.destroy().await;
+    }
+    if let Some(mut cluster) = world.cluster.take() {
+        cluster.destroy().await;
+    }
+    world.forget_all_clients();
+    world.down.clear();
+    world.marked.clear();
+    start(world, nodes, &tables, "").await.map_err(flatten)
+}
+
 async fn start(world: &mut RegattaWorld, nodes: usize, tables: &str, flags: &str) -> Result<()> {
     let spec = ClusterSpec {
         name: RegattaWorld::scenario_name(),

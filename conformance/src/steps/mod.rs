@@ -12,6 +12,7 @@ pub mod faults;
 pub mod follower;
 pub mod headers;
 pub mod kv;
+pub mod maintenance;
 pub mod recovery;
 pub mod replication;
 pub mod request;

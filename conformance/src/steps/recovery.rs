@@ -134,7 +134,7 @@ async fn counts_were(world: &mut RegattaWorld, before: i64, after: i64) -> Resul
 }
 
 /// Every pair of `table` on node `n`, in pages.
-async fn scan(
+pub(crate) async fn scan(
     world: &mut RegattaWorld,
     n: usize,
     table: &str,

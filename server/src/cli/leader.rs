@@ -9,6 +9,7 @@ use clap::{ArgAction, Args};
 use regatta_proto::regatta::v1::kv_server::KvServer;
 use tonic::codec::CompressionEncoding;
 
+use crate::api::maintenance::MaintenanceRole;
 use crate::api::metrics::ApiMetrics;
 use crate::api::KvService;
 use crate::cluster::{parse_members, Node, RaftSettings};
@@ -146,19 +147,32 @@ pub struct LeaderArgs {
     )]
     pub tables_delete: Vec<String>,
 
-    /// Maintenance listener (served by a later version; accepted now).
+    /// Maintenance listener: Backup and Restore on a leader, Reset on a follower.
     #[arg(
         long = "maintenance.address",
         env = "REGATTA_MAINTENANCE_ADDRESS",
         default_value = "127.0.0.1:8445"
     )]
     pub maintenance_address: String,
-    /// Serve the maintenance API (accepted now).
+    /// Serve the maintenance API.
     #[arg(long = "maintenance.enabled", env = "REGATTA_MAINTENANCE_ENABLED", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub maintenance_enabled: bool,
-    /// Bearer token required by the maintenance API (accepted now).
+    /// Bearer token every maintenance call must carry (`authorization:
+    /// Bearer <token>`); without it the maintenance API is open.
     #[arg(long = "maintenance.token", env = "REGATTA_MAINTENANCE_TOKEN")]
     pub maintenance_token: Option<String>,
+    /// TLS certificate (PEM) of the maintenance listener (plaintext without it).
+    #[arg(
+        long = "maintenance.cert-filename",
+        env = "REGATTA_MAINTENANCE_CERT_FILENAME"
+    )]
+    pub maintenance_cert_filename: Option<PathBuf>,
+    /// TLS key of that certificate.
+    #[arg(
+        long = "maintenance.key-filename",
+        env = "REGATTA_MAINTENANCE_KEY_FILENAME"
+    )]
+    pub maintenance_key_filename: Option<PathBuf>,
     /// Address of the replication listener (Metadata, Log and Snapshot for
     /// follower clusters).
     #[arg(
@@ -363,7 +377,7 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
             metrics.add_source(Box::new(move || {
                 crate::api::replication::leader_metrics(&rendered)
             }));
-            Some(replication_server(&args, node.clone()).await?)
+            Some(super::listeners::replication_server(&args, node.clone()).await?)
         }
         Role::Leader => None,
         Role::Follower {
@@ -385,6 +399,15 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
                 .start(),
             )
         }
+    };
+    let maintenance = if args.maintenance_enabled {
+        let maintenance_role = match role {
+            Role::Leader => MaintenanceRole::Leader,
+            Role::Follower { .. } => MaintenanceRole::Follower,
+        };
+        Some(super::listeners::maintenance_server(&args, node.clone(), maintenance_role).await?)
+    } else {
+        None
     };
     let listener = tokio::net::TcpListener::bind(&args.api_address)
         .await
@@ -421,8 +444,8 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     };
     tracing::info!("shutting down");
     rest.abort();
-    if let Some(replication) = replication {
-        replication.abort();
+    for listener in [replication, maintenance].into_iter().flatten() {
+        listener.abort();
     }
     node.shutdown().await;
     drop(node);
@@ -525,75 +548,6 @@ fn leader_channel(args: &LeaderArgs, address: &str) -> Result<tonic::transport::
             .map_err(|e| format!("replication client TLS: {e}"))?;
     }
     Ok(endpoint.connect_lazy())
-}
-
-/// Serves the replication API (behaviour.md §4) on `--replication.address`.
-async fn replication_server(
-    args: &LeaderArgs,
-    node: Arc<Node>,
-) -> Result<tokio::task::JoinHandle<()>, String> {
-    use crate::api::replication::{LogService, MetadataService, SnapshotService};
-    use regatta_proto::replication::v1::{
-        log_server::LogServer, metadata_server::MetadataServer, snapshot_server::SnapshotServer,
-    };
-    let tls = match (
-        &args.replication_cert_filename,
-        &args.replication_key_filename,
-    ) {
-        (Some(cert), Some(key)) => Some(
-            crate::tls::acceptor_with_client_ca(cert, key, args.replication_ca_filename.as_deref())
-                .map_err(|e| format!("replication TLS: {e}"))?,
-        ),
-        (None, None) if args.replication_ca_filename.is_some() => {
-            return Err("--replication.ca-filename needs --replication.cert-filename and --replication.key-filename".into())
-        }
-        (None, None) => None,
-        _ => {
-            return Err(
-                "--replication.cert-filename and --replication.key-filename go together".into(),
-            )
-        }
-    };
-    let max_message = args.replication_max_send_message_size_bytes;
-    let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(MetadataServer::new(MetadataService::new(node.clone())))
-        .add_service(
-            LogServer::new(LogService::new(node.clone(), max_message))
-                .max_encoding_message_size(max_message.max(MAX_MESSAGE_BYTES) * 2)
-                .send_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Zstd),
-        )
-        .add_service(SnapshotServer::new(SnapshotService::new(node)));
-    let listener = tokio::net::TcpListener::bind(&args.replication_address)
-        .await
-        .map_err(|e| {
-            format!(
-                "binding the replication address {}: {e}",
-                args.replication_address
-            )
-        })?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(replication = %bound, tls = tls.is_some(), "serving the replication API");
-    Ok(tokio::spawn(async move {
-        let served = match tls {
-            Some(acceptor) => {
-                router
-                    .serve_with_incoming(crate::tls::incoming(listener, acceptor))
-                    .await
-            }
-            None => {
-                router
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                    .await
-            }
-        };
-        if let Err(err) = served {
-            tracing::error!(error = %err, "the replication listener stopped");
-        }
-    }))
 }
 
 async fn shutdown_signal() {

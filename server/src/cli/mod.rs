@@ -1,9 +1,11 @@
 //! Command line: the entry point of every `regatta` subcommand.
 
+mod backup;
 mod config_file;
 mod follower;
 mod kv;
 mod leader;
+mod listeners;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -32,6 +34,12 @@ pub enum Commands {
     Follower(Box<follower::FollowerArgs>),
     /// Talk to a running server: put, get, delete, txn.
     Kv(kv::KvArgs),
+    /// Back up every table of a leader cluster into a directory
+    /// (`<table>.bak` files and `manifest.json`), through its maintenance API.
+    Backup(backup::BackupArgs),
+    /// Restore a backup directory into a leader cluster, table by table,
+    /// after checking every file against the manifest.
+    Restore(backup::RestoreArgs),
 }
 
 /// Parses the command line, layering a `--config` YAML file under flags and
@@ -66,6 +74,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Commands::Leader(args)) => leader::run(*args),
         Some(Commands::Follower(args)) => follower::run(*args),
         Some(Commands::Kv(args)) => kv::run(args),
+        Some(Commands::Backup(args)) => backup::run_backup(args),
+        Some(Commands::Restore(args)) => backup::run_restore(args),
     }
 }
 

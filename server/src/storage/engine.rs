@@ -38,6 +38,8 @@ const CATALOG_PREFIX: &[u8] = b"catalog/";
 /// staging generation being filled (see `storage/restore.rs`).
 const STAGING_PREFIX: &[u8] = b"staging/";
 const GENERATION_PREFIX: &str = "gen-";
+/// Bytes of memtable all tables together may hold before RocksDB flushes.
+const MEMTABLE_BUDGET: usize = 64 * 1024 * 1024;
 
 /// Tuning of the state-machine database.
 #[derive(Debug, Clone)]
@@ -80,6 +82,9 @@ impl Storage {
         db_options.create_missing_column_families(true);
         db_options.set_manual_wal_flush(true);
         db_options.set_max_background_jobs(2);
+        // One memtable budget for every table (and staging copy) together,
+        // so memory does not grow with the number or size of tables.
+        db_options.set_db_write_buffer_size(MEMTABLE_BUDGET);
 
         let existing = match DB::list_cf(&db_options, dir) {
             Ok(names) => names,

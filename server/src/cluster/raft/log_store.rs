@@ -67,11 +67,17 @@ impl Drop for LogDb {
     }
 }
 
+/// Bytes of memtable the log database may hold before it flushes.
+const LOG_MEMTABLE_BUDGET: usize = 64 * 1024 * 1024;
+
 impl LogDb {
     pub fn open(dir: &Path) -> io::Result<Arc<LogDb>> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.set_manual_wal_flush(true);
+        // Memtables of every group's log together: a bound on memory however
+        // large the entries that pass through (restores write 1 MiB ones).
+        options.set_db_write_buffer_size(LOG_MEMTABLE_BUDGET);
         let db = Arc::new(DB::open(&options, dir).map_err(io::Error::other)?);
         let (flusher, queue) = mpsc::channel::<FlushCallback>();
         let flush_db = db.clone();

@@ -1,0 +1,390 @@
+//! The maintenance API (behaviour.md §1, §5): Backup, Restore and Reset,
+//! the bearer token, and Regatta (Go) backups restored as they are.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cucumber::{then, when};
+use regatta_proto::maintenance::v1::maintenance_client::MaintenanceClient;
+use regatta_proto::maintenance::v1::restore_message::Data;
+use regatta_proto::maintenance::v1::{BackupRequest, ResetRequest, RestoreInfo, RestoreMessage};
+use regatta_proto::mvcc::v1::command::CommandType;
+use regatta_proto::replication::v1::metadata_client::MetadataClient;
+use regatta_proto::replication::v1::{MetadataRequest, SnapshotChunk};
+use tonic::{Request, Status};
+
+use super::node;
+use super::recovery::scan;
+use crate::command_stream;
+use crate::world::{RegattaWorld, FOLLOWER_NODES};
+
+/// How long a backup or restore call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The Regatta (Go) files shipped with the suite (`features/fixtures`).
+fn go_fixture(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../features/fixtures/regatta-go/backups")
+        .join(relative)
+}
+
+/// A request with `authorization` set as given (`None`: no header).
+fn authorized<T>(message: T, authorization: Option<&str>) -> Result<Request<T>> {
+    let mut request = Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().context("header value")?);
+    }
+    Ok(request)
+}
+
+/// Resolves `node N`, `follower node N` and the other node references.
+async fn maintenance_node(world: &mut RegattaWorld, at: &str) -> Result<usize> {
+    match at.trim().strip_prefix("follower node ") {
+        Some(n) => Ok(FOLLOWER_NODES + n.parse::<usize>().context("follower node number")?),
+        None => node(world, at, "").await,
+    }
+}
+
+/// Streams a backup of `table`; the bytes, or the status it failed with.
+async fn backup(
+    world: &mut RegattaWorld,
+    n: usize,
+    table: &str,
+    authorization: Option<&str>,
+) -> Result<Result<Vec<u8>, Status>> {
+    let mut client = MaintenanceClient::new(world.maintenance_channel(n)?)
+        .max_decoding_message_size(8 * 1024 * 1024);
+    let request = authorized(
+        BackupRequest {
+            table: table.as_bytes().to_vec(),
+        },
+        authorization,
+    )?;
+    let mut stream = match client.backup(request).await {
+        Ok(stream) => stream.into_inner(),
+        Err(status) => return Ok(Err(status)),
+    };
+    let mut bytes = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(SnapshotChunk { data, len, .. })) => {
+                if data.len() as u64 != len {
+                    bail!("a chunk of {} bytes says len = {len}", data.len());
+                }
+                if data.len() > 1024 * 1024 {
+                    bail!("a chunk of {} bytes is over 1 MiB", data.len());
+                }
+                bytes.extend_from_slice(&data);
+            }
+            Ok(None) => return Ok(Ok(bytes)),
+            Err(status) => return Ok(Err(status)),
+        }
+    }
+}
+
+/// Sends `messages` as one Restore call.
+async fn restore(
+    world: &mut RegattaWorld,
+    n: usize,
+    messages: Vec<RestoreMessage>,
+) -> Result<Result<(), Status>> {
+    let mut client = MaintenanceClient::new(world.maintenance_channel(n)?)
+        .max_encoding_message_size(8 * 1024 * 1024);
+    let request = authorized(futures::stream::iter(messages), None)?;
+    Ok(client.restore(request).await.map(|_| ()))
+}
+
+fn info(table: &str) -> RestoreMessage {
+    RestoreMessage {
+        data: Some(Data::Info(RestoreInfo {
+            table: table.as_bytes().to_vec(),
+        })),
+    }
+}
+
+/// `bytes` as chunks of at most 1 MiB.
+fn chunks(bytes: &[u8]) -> Vec<RestoreMessage> {
+    bytes
+        .chunks(1024 * 1024)
+        .map(|data| RestoreMessage {
+            data: Some(Data::Chunk(SnapshotChunk {
+                data: data.to_vec(),
+                len: data.len() as u64,
+                index: 0,
+            })),
+        })
+        .collect()
+}
+
+#[when(regex = r#"^I back up "([^"]*)" from (.+?) as "([^"]*)"$"#)]
+async fn back_up(world: &mut RegattaWorld, table: String, at: String, name: String) -> Result<()> {
+    let n = maintenance_node(world, &at).await?;
+    let bytes = backup(world, n, &table, None).await?.map_err(|status| {
+        anyhow::anyhow!("Backup failed: {:?} {}", status.code(), status.message())
+    })?;
+    world.backups.insert(name, bytes);
+    Ok(())
+}
+
+#[then(regex = r#"^the backup "([^"]*)" holds (\d+) records in key order with no trailing DUMMY$"#)]
+async fn backup_holds(world: &mut RegattaWorld, name: String, records: usize) -> Result<()> {
+    let bytes = world.backups.get(&name).context("no such backup")?;
+    if records == 0 {
+        if !bytes.is_empty() {
+            bail!(
+                "an empty table's backup has {} bytes, expected none",
+                bytes.len()
+            );
+        }
+        return Ok(());
+    }
+    let commands = command_stream::decode(bytes)?;
+    if commands.len() != records {
+        bail!(
+            "the backup holds {} records, expected {records}",
+            commands.len()
+        );
+    }
+    let keys: Vec<&[u8]> = commands
+        .iter()
+        .map(|c| {
+            c.kv.as_ref()
+                .map(|kv| kv.key.as_slice())
+                .unwrap_or_default()
+        })
+        .collect();
+    if keys.windows(2).any(|pair| pair[0] >= pair[1]) {
+        bail!("the backup's keys are not strictly ascending");
+    }
+    if commands.iter().any(|c| c.r#type != CommandType::Put as i32) {
+        bail!("the backup holds a record that is not a PUT (a trailing DUMMY?)");
+    }
+    Ok(())
+}
+
+#[when(
+    regex = r#"^I call Backup of "([^"]*)" on (.+?) (with authorization "(.*)"|without authorization)$"#
+)]
+async fn call_backup(
+    world: &mut RegattaWorld,
+    table: String,
+    at: String,
+    how: String,
+    header: String,
+) -> Result<()> {
+    let n = maintenance_node(world, &at).await?;
+    let authorization = how.starts_with("with ").then_some(header.as_str());
+    let outcome = backup(world, n, &table, authorization).await?;
+    world.maintenance = Some(outcome.map(|_| ()));
+    Ok(())
+}
+
+#[when(
+    regex = r#"^I call Metadata.Get on the maintenance API of (.+?) (with authorization "(.*)"|without authorization)$"#
+)]
+async fn call_metadata(
+    world: &mut RegattaWorld,
+    at: String,
+    how: String,
+    header: String,
+) -> Result<()> {
+    let n = maintenance_node(world, &at).await?;
+    let authorization = how.starts_with("with ").then_some(header.as_str());
+    let mut client = MetadataClient::new(world.maintenance_channel(n)?);
+    let outcome = client
+        .get(authorized(MetadataRequest {}, authorization)?)
+        .await
+        .map(|_| ());
+    world.maintenance = Some(outcome);
+    Ok(())
+}
+
+#[when(regex = r#"^I restore "([^"]*)" into "([^"]*)" on (.+)$"#)]
+async fn restore_backup(
+    world: &mut RegattaWorld,
+    name: String,
+    table: String,
+    at: String,
+) -> Result<()> {
+    let bytes = world.backups.get(&name).context("no such backup")?.clone();
+    let n = maintenance_node(world, &at).await?;
+    let mut messages = vec![info(&table)];
+    messages.extend(chunks(&bytes));
+    world.maintenance = Some(restore(world, n, messages).await?);
+    Ok(())
+}
+
+#[when(
+    regex = r#"^I restore the Go backup file "([^"]*)" into "([^"]*)" on (.+?)(?: cut after (\d+) bytes)?$"#
+)]
+async fn restore_go_file(
+    world: &mut RegattaWorld,
+    file: String,
+    table: String,
+    at: String,
+    cut: String,
+) -> Result<()> {
+    let path = go_fixture(&file);
+    let mut bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    if let Ok(cut) = cut.parse::<usize>() {
+        bytes.truncate(cut);
+    }
+    let n = maintenance_node(world, &at).await?;
+    let mut messages = vec![info(&table)];
+    messages.extend(chunks(&bytes));
+    world.maintenance = Some(restore(world, n, messages).await?);
+    Ok(())
+}
+
+#[when(regex = r#"^I send a Restore to (.+?) that (starts with a chunk|sends info twice)$"#)]
+async fn restore_out_of_order(world: &mut RegattaWorld, at: String, how: String) -> Result<()> {
+    let n = maintenance_node(world, &at).await?;
+    let messages = if how == "starts with a chunk" {
+        chunks(b"data")
+    } else {
+        vec![info("regatta-test"), info("regatta-test")]
+    };
+    world.maintenance = Some(restore(world, n, messages).await?);
+    Ok(())
+}
+
+#[when(regex = r#"^I reset (every table|"[^"]*") on (.+)$"#)]
+async fn reset(world: &mut RegattaWorld, which: String, at: String) -> Result<()> {
+    let n = maintenance_node(world, &at).await?;
+    let request = match which.as_str() {
+        "every table" => ResetRequest {
+            table: Vec::new(),
+            reset_all: true,
+        },
+        quoted => ResetRequest {
+            table: quoted.trim_matches('"').as_bytes().to_vec(),
+            reset_all: false,
+        },
+    };
+    let mut client = MaintenanceClient::new(world.maintenance_channel(n)?);
+    let outcome = client.reset(authorized(request, None)?).await.map(|_| ());
+    world.maintenance = Some(outcome);
+    Ok(())
+}
+
+#[then("the maintenance call succeeds")]
+async fn maintenance_ok(world: &mut RegattaWorld) -> Result<()> {
+    match &world.maintenance {
+        Some(Ok(())) => Ok(()),
+        Some(Err(status)) => bail!(
+            "the maintenance call failed: {:?} {}",
+            status.code(),
+            status.message()
+        ),
+        None => bail!("no maintenance call was made"),
+    }
+}
+
+#[then(regex = r#"^the maintenance call fails with (\w+)(?: "(.*)")?$"#)]
+async fn maintenance_fails(world: &mut RegattaWorld, code: String, message: String) -> Result<()> {
+    let status = match &world.maintenance {
+        Some(Err(status)) => status,
+        Some(Ok(())) => bail!("the maintenance call succeeded, expected {code}"),
+        None => bail!("no maintenance call was made"),
+    };
+    if format!("{:?}", status.code()) != code {
+        bail!(
+            "the maintenance call failed with {:?} {:?}, expected {code}",
+            status.code(),
+            status.message()
+        );
+    }
+    if !message.is_empty() && status.message() != message {
+        bail!(
+            "the maintenance call failed with message {:?}, expected {message:?}",
+            status.message()
+        );
+    }
+    Ok(())
+}
+
+#[when(regex = r#"^I remember the pairs of "([^"]*)" on node (\d+) as "([^"]*)"$"#)]
+async fn remember_pairs(
+    world: &mut RegattaWorld,
+    table: String,
+    n: usize,
+    name: String,
+) -> Result<()> {
+    let pairs = scan(world, n, &table, true).await?;
+    world.pair_sets.insert(name, pairs);
+    Ok(())
+}
+
+#[then(
+    regex = r#"^(every node|every follower node) eventually holds exactly the pairs "([^"]*)" in "([^"]*)"$"#
+)]
+async fn holds_exactly(
+    world: &mut RegattaWorld,
+    which: String,
+    name: String,
+    table: String,
+) -> Result<()> {
+    let expected = world
+        .pair_sets
+        .get(&name)
+        .context("no such pair set")?
+        .clone();
+    let nodes: Vec<usize> = if which == "every node" {
+        world.live_nodes()
+    } else {
+        let size = world.follower.as_ref().map_or(0, |f| f.size());
+        (1..=size).map(|n| FOLLOWER_NODES + n).collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for n in nodes {
+        loop {
+            match scan(world, n, &table, false).await {
+                Ok(got) if got == expected => break,
+                other if tokio::time::Instant::now() > deadline => {
+                    let summary = match other {
+                        Ok(got) => format!("{} pairs, expected {}", got.len(), expected.len()),
+                        Err(err) => err.to_string(),
+                    };
+                    bail!("node {n} does not hold exactly {name:?} in {table}: {summary}");
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[then(
+    regex = r#"^the pairs "([^"]*)" are, for each writer, every key it wrote up to some point$"#
+)]
+async fn prefix_per_writer(world: &mut RegattaWorld, name: String) -> Result<()> {
+    let pairs = world.pair_sets.get(&name).context("no such pair set")?;
+    // Writers put `<prefix><client>-<sequence>` one after the other, so a
+    // copy of one point in time holds, per writer, sequences 0..=k.
+    let mut next: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut seen = 0;
+    for (key, _) in pairs {
+        let key = String::from_utf8_lossy(key);
+        let Some((writer, sequence)) = key.rsplit_once('-') else {
+            continue;
+        };
+        let sequence: u64 = sequence.parse().with_context(|| format!("key {key}"))?;
+        let expected = next.entry(writer.to_string()).or_default();
+        if sequence != *expected {
+            bail!(
+                "writer {writer}: key {key} follows sequence {}, a gap",
+                *expected as i64 - 1
+            );
+        }
+        *expected += 1;
+        seen += 1;
+    }
+    if seen == 0 {
+        bail!("{name} holds no writer's key");
+    }
+    Ok(())
+}

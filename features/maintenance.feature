@@ -1,0 +1,135 @@
+@maintenance
+Feature: Maintenance: backup, restore and reset
+  The maintenance API of a leader cluster streams point-in-time backups of
+  a table and replaces a table's content from one; a follower cluster's
+  resets a table so it is copied again. Backups of Regatta (Go) restore as
+  they are. Every call carries the bearer token when one is set.
+  (behaviour.md §1, §5, §6)
+
+  Scenario: Backup, wipe and restore give the table back key for key
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    When I write 50 keys "k" into "regatta-test"
+    And I remember the pairs of "regatta-test" on node 1 as "before"
+    And I back up "regatta-test" from node 2 as "full"
+    Then the backup "full" holds 50 records in key order with no trailing DUMMY
+    When I delete from "\x00" to "\x00" in "regatta-test" on node 1
+    And I put "stray" = "1" into "regatta-test" on node 3
+    And I restore "full" into "regatta-test" on node 3
+    Then the maintenance call succeeds
+    And every node eventually holds exactly the pairs "before" in "regatta-test"
+    When I put "after" = "restore" into "regatta-test" on node 1
+    Then the request succeeds
+    And every node eventually holds "after" = "restore" in "regatta-test"
+
+  Scenario: An empty table backs up as no bytes, and a restore into a new table creates it
+    Given a leader cluster of 1 node with tables "regatta-test,empty"
+    And table "regatta-test" holds "a=1, b=2"
+    When I back up "empty" from node 1 as "nothing"
+    Then the backup "nothing" holds 0 records in key order with no trailing DUMMY
+    When I back up "regatta-test" from node 1 as "two"
+    And I restore "two" into "copy" on node 1
+    Then the maintenance call succeeds
+    And a linearizable range from "\x00" to "\x00" over "copy" on node 1 returns "a=1, b=2"
+
+  Scenario: A backup taken under concurrent writes is one point in time
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    When 4 clients keep writing keys "w" into "regatta-test" on every node
+    And the writers get 100 more writes acknowledged
+    And I back up "regatta-test" from node 1 as "moving"
+    And the writers get 50 more writes acknowledged
+    And the writers stop
+    Given a fresh leader cluster of 3 nodes with tables "other" replacing it
+    When I restore "moving" into "regatta-test" on node 2
+    Then the maintenance call succeeds
+    When I remember the pairs of "regatta-test" on node 1 as "restored"
+    Then the pairs "restored" are, for each writer, every key it wrote up to some point
+    And every node eventually holds exactly the pairs "restored" in "regatta-test"
+
+  Scenario: Backups written by Regatta (Go) restore as they are
+    Given a leader cluster of 3 nodes with tables "other"
+    When I restore the Go backup file "complete/regatta-test.bak" into "regatta-test" on node 1
+    Then the maintenance call succeeds
+    When I send Range {table: "regatta-test", key: "\x00", range_end: "\x00", count_only: true, linearizable: true} to node 2
+    Then count is 1000
+    When I read "1631262254_0" from "regatta-test" on node 3
+    Then the response has pairs "1631262254_0=value_0"
+    When I restore the Go backup file "complete/applicable-device-secure-policy.bak" into "applicable-device-secure-policy" on node 2
+    Then the maintenance call succeeds
+    When I send Range {table: "applicable-device-secure-policy", key: "\x00", range_end: "\x00", count_only: true, linearizable: true} to node 1
+    Then count is 0
+
+  Scenario: A malformed or truncated restore stream changes nothing and answers InvalidArgument
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    And table "regatta-test" holds "keep=1"
+    When I restore the Go backup file "complete/regatta-test.bak" into "regatta-test" on node 1 cut after 5000 bytes
+    Then the maintenance call fails with InvalidArgument
+    And a linearizable range from "\x00" to "\x00" over "regatta-test" on node 2 returns "keep=1"
+    When I restore the Go backup file "complete/regatta-test.bak" into "fresh" on node 1 cut after 5000 bytes
+    Then the maintenance call fails with InvalidArgument
+    When I send Range {table: "fresh", key: "a"} to node 1
+    Then the error is NotFound "table not found"
+    When I send a Restore to node 2 that starts with a chunk
+    Then the maintenance call fails with InvalidArgument "first message should contain info"
+    When I send a Restore to node 2 that sends info twice
+    Then the maintenance call fails with InvalidArgument "chunk expected"
+    And a linearizable range from "\x00" to "\x00" over "regatta-test" on node 3 returns "keep=1"
+
+  Scenario: Calls a leader does not serve answer Unimplemented, unknown tables NotFound
+    Given a leader cluster of 1 node with tables "regatta-test"
+    When I reset "regatta-test" on node 1
+    Then the maintenance call fails with Unimplemented "method Reset not implemented"
+    When I call Backup of "nope" on node 1 without authorization
+    Then the maintenance call fails with NotFound "table not found"
+
+  Scenario: With a token every maintenance call needs it, with Regatta's messages
+    Given a leader cluster of 1 node with tables "regatta-test" and flags "--maintenance.token=s3cret"
+    When I call Backup of "regatta-test" on node 1 without authorization
+    Then the maintenance call fails with Unauthenticated "Request unauthenticated with bearer"
+    When I call Backup of "regatta-test" on node 1 with authorization "Basic s3cret"
+    Then the maintenance call fails with Unauthenticated "Request unauthenticated with bearer"
+    When I call Backup of "regatta-test" on node 1 with authorization "Bearer"
+    Then the maintenance call fails with Unauthenticated "Bad authorization string"
+    When I call Backup of "regatta-test" on node 1 with authorization "Bearer wrong"
+    Then the maintenance call fails with Unauthenticated "Invalid token"
+    When I call Backup of "regatta-test" on node 1 with authorization "bearer s3cret"
+    Then the maintenance call succeeds
+    When I call Metadata.Get on the maintenance API of node 1 without authorization
+    Then the maintenance call fails with Unauthenticated "Request unauthenticated with bearer"
+    When I call Metadata.Get on the maintenance API of node 1 with authorization "Bearer s3cret"
+    Then the maintenance call succeeds
+
+  @replication
+  Scenario: A restored table reaches the follower clusters
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    And table "regatta-test" holds "old=1, both=old"
+    And a follower cluster of 3 nodes following it
+    Then every follower node eventually holds "old" = "1" in "regatta-test"
+    When I back up "regatta-test" from node 1 as "first"
+    And I put "both" = "new" into "regatta-test" on node 1
+    And I put "later" = "1" into "regatta-test" on node 2
+    And I restore "first" into "regatta-test" on node 2
+    Then the maintenance call succeeds
+    When I remember the pairs of "regatta-test" on node 1 as "restored"
+    Then every follower node eventually holds exactly the pairs "restored" in "regatta-test"
+    And no follower node holds "later" in "regatta-test"
+
+  @replication
+  Scenario: Reset makes a follower copy a table again; its calls answer Regatta's errors
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    And table "regatta-test" holds "a=1, b=2"
+    And a follower cluster of 3 nodes following it
+    Then every follower node eventually holds "b" = "2" in "regatta-test"
+    When I reset "regatta-test" on follower node 1
+    Then the maintenance call succeeds
+    When I put "c" = "3" into "regatta-test" on node 1
+    And I remember the pairs of "regatta-test" on node 1 as "leader"
+    Then every follower node eventually holds exactly the pairs "leader" in "regatta-test"
+    When I reset every table on follower node 2
+    Then the maintenance call succeeds
+    And every follower node eventually holds exactly the pairs "leader" in "regatta-test"
+    When I reset "" on follower node 1
+    Then the maintenance call fails with InvalidArgument "table must be set"
+    When I reset "nope" on follower node 1
+    Then the maintenance call fails with NotFound "table not found"
+    When I call Backup of "regatta-test" on follower node 1 without authorization
+    Then the maintenance call fails with Unimplemented "method Backup not implemented"

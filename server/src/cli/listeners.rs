@@ -1,0 +1,163 @@
+//! The listeners beside the KV API: replication (leader cluster,
+//! behaviour.md §4) and maintenance (§5), each with its own TLS settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::codec::CompressionEncoding;
+
+use super::leader::LeaderArgs;
+use crate::api::maintenance::{MaintenanceRole, MaintenanceService, TokenCheck};
+use crate::cluster::Node;
+use crate::storage::MAX_MESSAGE_BYTES;
+
+/// Serves the replication API (behaviour.md §4) on `--replication.address`.
+pub async fn replication_server(
+    args: &LeaderArgs,
+    node: Arc<Node>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    use crate::api::replication::{LogService, MetadataService, SnapshotService};
+    use regatta_proto::replication::v1::{
+        log_server::LogServer, metadata_server::MetadataServer, snapshot_server::SnapshotServer,
+    };
+    let tls = match (
+        &args.replication_cert_filename,
+        &args.replication_key_filename,
+    ) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::acceptor_with_client_ca(cert, key, args.replication_ca_filename.as_deref())
+                .map_err(|e| format!("replication TLS: {e}"))?,
+        ),
+        (None, None) if args.replication_ca_filename.is_some() => {
+            return Err("--replication.ca-filename needs --replication.cert-filename and --replication.key-filename".into())
+        }
+        (None, None) => None,
+        _ => {
+            return Err(
+                "--replication.cert-filename and --replication.key-filename go together".into(),
+            )
+        }
+    };
+    let max_message = args.replication_max_send_message_size_bytes;
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(MetadataServer::new(MetadataService::new(node.clone())))
+        .add_service(
+            LogServer::new(LogService::new(node.clone(), max_message))
+                .max_encoding_message_size(max_message.max(MAX_MESSAGE_BYTES) * 2)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd),
+        )
+        .add_service(SnapshotServer::new(SnapshotService::new(node)));
+    let listener = tokio::net::TcpListener::bind(&args.replication_address)
+        .await
+        .map_err(|e| {
+            format!(
+                "binding the replication address {}: {e}",
+                args.replication_address
+            )
+        })?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(replication = %bound, tls = tls.is_some(), "serving the replication API");
+    Ok(tokio::spawn(async move {
+        let served = match tls {
+            Some(acceptor) => {
+                router
+                    .serve_with_incoming(crate::tls::incoming(listener, acceptor))
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await
+            }
+        };
+        if let Err(err) = served {
+            tracing::error!(error = %err, "the replication listener stopped");
+        }
+    }))
+}
+
+/// Serves the maintenance API (behaviour.md §1, §5) on
+/// `--maintenance.address`: Backup, Restore and Metadata.Get on a leader,
+/// Reset on a follower, every call behind the bearer token when one is set.
+pub async fn maintenance_server(
+    args: &LeaderArgs,
+    node: Arc<Node>,
+    role: MaintenanceRole,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    use crate::api::replication::MetadataService;
+    use regatta_proto::maintenance::v1::maintenance_server::MaintenanceServer;
+    use regatta_proto::replication::v1::metadata_server::MetadataServer;
+    let tls = match (
+        &args.maintenance_cert_filename,
+        &args.maintenance_key_filename,
+    ) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::acceptor(cert, key).map_err(|e| format!("maintenance TLS: {e}"))?)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(
+                "--maintenance.cert-filename and --maintenance.key-filename go together".into(),
+            )
+        }
+    };
+    let token = TokenCheck::new(args.maintenance_token.as_deref());
+    let maintenance = MaintenanceServer::new(MaintenanceService::new(node.clone(), role))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let metadata = (role == MaintenanceRole::Leader).then(|| {
+        tonic_interceptor(
+            MetadataServer::new(MetadataService::new(node)),
+            token.clone(),
+        )
+    });
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(tonic_interceptor(maintenance, token))
+        .add_optional_service(metadata);
+    let listener = tokio::net::TcpListener::bind(&args.maintenance_address)
+        .await
+        .map_err(|e| {
+            format!(
+                "binding the maintenance address {}: {e}",
+                args.maintenance_address
+            )
+        })?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        maintenance = %bound,
+        tls = tls.is_some(),
+        token = args.maintenance_token.is_some(),
+        "serving the maintenance API"
+    );
+    Ok(tokio::spawn(async move {
+        let served = match tls {
+            Some(acceptor) => {
+                router
+                    .serve_with_incoming(crate::tls::incoming(listener, acceptor))
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await
+            }
+        };
+        if let Err(err) = served {
+            tracing::error!(error = %err, "the maintenance listener stopped");
+        }
+    }))
+}
+
+fn tonic_interceptor<S>(
+    service: S,
+    token: TokenCheck,
+) -> tonic::service::interceptor::InterceptedService<S, TokenCheck> {
+    tonic::service::interceptor::InterceptedService::new(service, token)
+}
