@@ -189,18 +189,38 @@ async fn write_keys(
     prefix: String,
     table: String,
 ) -> Result<()> {
-    write_sized_keys(world, count, prefix, 0, table).await
+    write_keys_of(world, count, &prefix, 0, &table, false).await
 }
 
-#[when(regex = r#"^I write (\d+) keys "([^"]*)" of (\d+) KiB into "([^"]*)"$"#)]
+#[when(
+    regex = r#"^I write (\d+) keys "([^"]*)" of (\d+) KiB into "([^"]*)"( highest key first)?$"#
+)]
 async fn write_sized_keys(
     world: &mut RegattaWorld,
     count: usize,
     prefix: String,
     kib: usize,
     table: String,
+    descending: String,
 ) -> Result<()> {
-    for i in 0..count {
+    write_keys_of(world, count, &prefix, kib, &table, !descending.is_empty()).await
+}
+
+/// Writes `<prefix><i>` for i in 0..count (or from count - 1 down to 0).
+async fn write_keys_of(
+    world: &mut RegattaWorld,
+    count: usize,
+    prefix: &str,
+    kib: usize,
+    table: &str,
+    descending: bool,
+) -> Result<()> {
+    let order: Box<dyn Iterator<Item = usize>> = if descending {
+        Box::new((0..count).rev())
+    } else {
+        Box::new(0..count)
+    };
+    for i in order {
         let key = format!("{prefix}{i:06}").into_bytes();
         let mut value = format!("value-{i}").into_bytes();
         if kib > 0 {
@@ -209,7 +229,7 @@ async fn write_sized_keys(
         must_put(
             world,
             "any node",
-            &table,
+            table,
             key,
             value,
             Duration::from_secs(30),

@@ -17,13 +17,13 @@ use tonic::transport::Channel;
 
 use crate::world::{RegattaWorld, FOLLOWER_NODES};
 
-/// What one background reader saw: a count per read, or why it failed.
-type Counts = Vec<Result<i64, String>>;
+/// What one background reader saw: the keys of each read, or why it failed.
+type Reads = Vec<Result<Vec<Vec<u8>>, String>>;
 
-/// Readers counting a table's pairs on every follower node, and what they saw.
+/// Readers listing a table's keys on every follower node, and what they saw.
 pub struct Counters {
     stop: watch::Sender<bool>,
-    handles: Vec<(usize, JoinHandle<Counts>)>,
+    handles: Vec<(usize, JoinHandle<Reads>)>,
 }
 
 fn follower_nodes(world: &RegattaWorld) -> Vec<usize> {
@@ -53,33 +53,33 @@ async fn cut_or_reconnect(world: &mut RegattaWorld, action: String) -> Result<()
 }
 
 #[when(
-    regex = r#"^in the background I keep counting the pairs of "([^"]*)" on every follower node$"#
+    regex = r#"^in the background I keep reading the keys of "([^"]*)" on every follower node$"#
 )]
-async fn start_counting(world: &mut RegattaWorld, table: String) -> Result<()> {
+async fn start_reading(world: &mut RegattaWorld, table: String) -> Result<()> {
     let (stop, stopped) = watch::channel(false);
     let mut handles = Vec::new();
     for n in follower_nodes(world) {
         let client = world.client(n)?;
         let table = table.clone();
         let stopped = stopped.clone();
-        handles.push((n, tokio::spawn(count_until(client, table, stopped))));
+        handles.push((n, tokio::spawn(read_until(client, table, stopped))));
     }
     world.counters = Some(Counters { stop, handles });
     Ok(())
 }
 
-async fn count_until(
+async fn read_until(
     mut client: KvClient<Channel>,
     table: String,
     stopped: watch::Receiver<bool>,
-) -> Counts {
+) -> Reads {
     let mut seen = Vec::new();
     while !*stopped.borrow() {
         let mut request = tonic::Request::new(RangeRequest {
             table: table.as_bytes().to_vec(),
             key: vec![0],
             range_end: vec![0],
-            count_only: true,
+            keys_only: true,
             ..RangeRequest::default()
         });
         request.set_timeout(Duration::from_secs(5));
@@ -87,7 +87,14 @@ async fn count_until(
             client
                 .range(request)
                 .await
-                .map(|answer| answer.into_inner().count)
+                .map(|answer| {
+                    answer
+                        .into_inner()
+                        .kvs
+                        .into_iter()
+                        .map(|kv| kv.key)
+                        .collect()
+                })
                 .map_err(|status| format!("{:?}: {}", status.code(), status.message())),
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -95,40 +102,78 @@ async fn count_until(
     seen
 }
 
-#[then(regex = r"^every background count was (\d+) or (\d+), and both were seen$")]
-async fn counts_were(world: &mut RegattaWorld, before: i64, after: i64) -> Result<()> {
-    let counters = world.counters.take().context("no background counting")?;
+/// Checks one read: every `old` key there, and of the `new` keys (written
+/// highest key first) a run ending with the highest one: a state the leader
+/// went through. Returns how many new keys it held.
+fn check_read(
+    keys: &[Vec<u8>],
+    old: &str,
+    old_count: usize,
+    new: &str,
+    new_count: usize,
+) -> Result<usize> {
+    let held_old = keys
+        .iter()
+        .filter(|k| k.starts_with(old.as_bytes()))
+        .count();
+    if held_old != old_count {
+        bail!("{held_old} of the {old_count} keys {old:?}");
+    }
+    let mut held_new: Vec<usize> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix(new.as_bytes()))
+        .filter_map(|suffix| std::str::from_utf8(suffix).ok()?.parse().ok())
+        .collect();
+    held_new.sort_unstable();
+    let run_start = new_count - held_new.len();
+    if held_new
+        .iter()
+        .enumerate()
+        .any(|(i, index)| *index != run_start + i)
+    {
+        bail!(
+            "keys {new:?} {held_new:?}: not the first {} written (a copy half installed?)",
+            held_new.len()
+        );
+    }
+    Ok(held_new.len())
+}
+
+#[then(
+    regex = r#"^every background read held the (\d+) keys "([^"]*)" and a first-written run of the (\d+) keys "([^"]*)", the last read all of them$"#
+)]
+async fn reads_were(
+    world: &mut RegattaWorld,
+    old_count: usize,
+    old: String,
+    new_count: usize,
+    new: String,
+) -> Result<()> {
+    let counters = world.counters.take().context("no background reads")?;
     counters.stop.send_replace(true);
-    let (mut saw_before, mut saw_after) = (false, false);
+    let mut overlapped = false;
     for (n, handle) in counters.handles {
         let seen = handle.await?;
         let node = n - FOLLOWER_NODES;
-        if seen.is_empty() {
-            bail!("follower node {node} answered no count");
-        }
-        for (i, count) in seen.iter().enumerate() {
-            match count {
-                Ok(count) if *count == before => saw_before = true,
-                Ok(count) if *count == after => saw_after = true,
-                Ok(count) => bail!(
-                    "follower node {node} counted {count} pairs (read {i} of {}): \
-                     a copy half installed, expected {before} or {after}",
-                    seen.len()
-                ),
-                Err(err) => bail!("follower node {node} did not answer a read: {err}"),
+        let mut previous = 0;
+        for (i, read) in seen.iter().enumerate() {
+            let keys = read.as_ref().map_err(|err| {
+                anyhow::anyhow!("follower node {node} did not answer read {i}: {err}")
+            })?;
+            let held = check_read(keys, &old, old_count, &new, new_count)
+                .with_context(|| format!("follower node {node}, read {i} of {}", seen.len()))?;
+            if held < previous {
+                bail!("follower node {node} went back from {previous} to {held} keys {new:?}");
             }
+            overlapped |= held < new_count;
+            previous = held;
         }
-        // The switch is one way.
-        if let Some(back) = seen
-            .iter()
-            .skip_while(|count| count.as_ref().ok() != Some(&after))
-            .find(|count| count.as_ref().ok() == Some(&before))
-        {
-            bail!("follower node {node} went back to {back:?} pairs after {after}");
+        if previous != new_count {
+            bail!("follower node {node} ended with {previous} of the {new_count} keys {new:?}");
         }
     }
-    if !(saw_before && saw_after) {
-        bail!("the counts did not span the recovery (saw {before}: {saw_before}, saw {after}: {saw_after})");
+    if !overlapped {
+        bail!("every read already held everything: the reads did not overlap the recovery");
     }
     Ok(())
 }
