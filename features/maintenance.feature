@@ -133,3 +133,5 @@ Feature: Maintenance: backup, restore and reset
     Then the maintenance call fails with NotFound "table not found"
     When I call Backup of "regatta-test" on follower node 1 without authorization
     Then the maintenance call fails with Unimplemented "method Backup not implemented"
+    When I call Metadata.Get on the maintenance API of follower node 2 without authorization
+    Then the maintenance call fails with Unimplemented "method Get not implemented"

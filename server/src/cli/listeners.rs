@@ -109,18 +109,18 @@ pub async fn maintenance_server(
     let maintenance = MaintenanceServer::new(MaintenanceService::new(node.clone(), role))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let metadata = (role == MaintenanceRole::Leader).then(|| {
-        tonic_interceptor(
-            MetadataServer::new(MetadataService::new(node)),
-            token.clone(),
-        )
-    });
+    // A follower does not serve Metadata.Get here; it says so like Regatta.
+    let metadata = match role {
+        MaintenanceRole::Leader => MetadataService::new(node),
+        MaintenanceRole::Follower => MetadataService::unserved(),
+    };
+    let metadata = tonic_interceptor(MetadataServer::new(metadata), token.clone());
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(tonic_interceptor(maintenance, token))
-        .add_optional_service(metadata);
+        .add_service(metadata);
     let listener = tokio::net::TcpListener::bind(&args.maintenance_address)
         .await
         .map_err(|e| {

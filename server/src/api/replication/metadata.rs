@@ -6,15 +6,22 @@ use regatta_proto::replication::v1::metadata_server::Metadata;
 use regatta_proto::replication::v1::{table, MetadataRequest, MetadataResponse, Table};
 use tonic::{Request, Response, Status};
 
+use crate::api::status::Error;
 use crate::cluster::Node;
 
 pub struct MetadataService {
-    node: Arc<Node>,
+    /// `None` where the role does not serve the call (a follower's
+    /// maintenance listener): it answers `Unimplemented` (behaviour.md §1).
+    node: Option<Arc<Node>>,
 }
 
 impl MetadataService {
     pub fn new(node: Arc<Node>) -> Self {
-        MetadataService { node }
+        MetadataService { node: Some(node) }
+    }
+
+    pub fn unserved() -> Self {
+        MetadataService { node: None }
     }
 }
 
@@ -24,9 +31,11 @@ impl Metadata for MetadataService {
         &self,
         _request: Request<MetadataRequest>,
     ) -> Result<Response<MetadataResponse>, Status> {
+        let Some(node) = &self.node else {
+            return Err(Error::Unimplemented("method Get not implemented".into()).into());
+        };
         // The catalogue is a BTreeMap keyed by name: already sorted.
-        let tables = self
-            .node
+        let tables = node
             .tables()
             .into_keys()
             .map(|name| Table {
