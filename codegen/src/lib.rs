@@ -47,6 +47,20 @@ pub mod internal {
     }
 }
 
+/// What `cargo xtask bench` speaks besides our API: etcd's KV subset (its
+/// package and field numbers) and a no-op service. Not part of Regatta's API
+/// and not in [`FILE_DESCRIPTOR_SET`].
+pub mod bench {
+    #[allow(clippy::all, clippy::pedantic, missing_docs)]
+    pub mod etcd {
+        include!("generated/etcdserverpb.rs");
+    }
+    #[allow(clippy::all, clippy::pedantic, missing_docs)]
+    pub mod noop {
+        include!("generated/regatta.bench.v1.rs");
+    }
+}
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every public proto file,
 /// with comments; what gRPC reflection serves.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/descriptor.bin");

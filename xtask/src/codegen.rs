@@ -21,6 +21,10 @@ const PROTO_FILES: [&str; 4] = [
 /// of the descriptor set that gRPC reflection serves.
 const INTERNAL_PROTO_FILES: [&str; 1] = ["internal/raft.proto"];
 
+/// What `cargo xtask bench` speaks besides our API (etcd's KV subset, a
+/// no-op service): generated beside the API, kept out of the descriptor set.
+const BENCH_PROTO_FILES: [&str; 2] = ["bench/etcd_kv.proto", "bench/noop.proto"];
+
 /// Where the generated files live, relative to the workspace root.
 const OUT_DIR: &str = "codegen/src/generated";
 
@@ -90,10 +94,12 @@ fn generate(root: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     let descriptor = fds.encode_to_vec();
     let internal = protox::compile(INTERNAL_PROTO_FILES, [&proto_dir])
         .map_err(|err| anyhow::anyhow!("compiling proto/internal: {err:?}"))?;
+    let bench = protox::compile(BENCH_PROTO_FILES, [&proto_dir])
+        .map_err(|err| anyhow::anyhow!("compiling proto/bench: {err:?}"))?;
 
     // tonic-prost-build writes files; give it a scratch directory.
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    for set in [fds, internal] {
+    for set in [fds, internal, bench] {
         tonic_prost_build::configure()
             .build_client(true)
             .build_server(true)

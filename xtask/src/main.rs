@@ -15,6 +15,9 @@ tasks:
   image             build the server image regatta:dev (FROM scratch) with Docker
   image --if-stale  the same, unless regatta:dev was built from these sources
   server-binary     build the release server binary and print its path
+  bench [kv] [--quick] [--duration SECS] [--workload NAME]... [--nodes 1|3|both]
+                    KV workloads against regatta-rs and etcd (etcd-server package)
+                    side by side; writes BENCHMARKS.md (not with --quick)
   bench replication-lag [--rate N] [--duration SECS] [--mode follow|poll|both]
                     follower visibility lag after the leader's acknowledgement
 ";
@@ -49,13 +52,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds the server and the `bench` crate (release) and runs a benchmark.
+/// Builds the server and the `bench` crate (release) and runs a benchmark;
+/// with no benchmark named, the KV comparison (`kv`), written to
+/// BENCHMARKS.md unless `--quick`.
 fn bench(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
     let binary = image::build_binary(root)?;
+    let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    if args.first().is_none_or(|first| first.starts_with("--")) {
+        args.insert(0, "kv".into());
+    }
+    // A full run is the record; a --quick smoke run only prints.
+    let quick = args.iter().any(|arg| arg == "--quick");
+    if args[0] == "kv" && !quick && !args.iter().any(|arg| arg == "--out") {
+        args.push("--out".into());
+        args.push(root.join("BENCHMARKS.md").to_string_lossy().into_owned());
+    }
     let status = std::process::Command::new(image::cargo())
         .current_dir(root)
         .args(["run", "--quiet", "--release", "--package", "bench", "--"])
-        .args(args)
+        .args(&args)
         .arg("--binary")
         .arg(&binary)
         .status()?;

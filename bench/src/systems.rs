@@ -1,0 +1,255 @@
+//! The systems under test, started on loopback with temporary data
+//! directories: Regatta (our release binary) and etcd (Debian's
+//! `etcd-server`), each as one node or a 3-node cluster, and the no-op
+//! server (this binary's `noop-server`) for the transport ceiling. Every
+//! process is killed when its handle drops.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use regatta_proto::bench::etcd::kv_client::KvClient as EtcdKvClient;
+use regatta_proto::bench::noop::noop_client::NoopClient;
+use regatta_proto::regatta::v1::kv_client::KvClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// The table Regatta serves the benchmarks from.
+pub const TABLE: &str = "bench";
+
+pub fn free_address() -> Result<String> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string())
+}
+
+/// A process, killed on drop.
+pub struct Process(Child);
+
+impl Process {
+    pub fn new(child: Child) -> Process {
+        Process(child)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running system: its processes, its client addresses, its data.
+pub struct Running {
+    _processes: Vec<Process>,
+    pub clients: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// Where etcd is, or the line that installs it.
+pub fn etcd_binary() -> Result<PathBuf, String> {
+    let found = std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("etcd"))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_default();
+    found.ok_or_else(|| {
+        "etcd is not installed: `sudo apt-get install etcd-server` (Debian/Ubuntu) puts it on PATH"
+            .to_string()
+    })
+}
+
+/// Starts Regatta with `nodes` nodes.
+pub async fn start_regatta(binary: &Path, nodes: usize) -> Result<Running> {
+    let dir = tempfile::tempdir()?;
+    let raft: Vec<String> = (0..nodes).map(|_| free_address()).collect::<Result<_>>()?;
+    let members: Vec<String> = raft
+        .iter()
+        .enumerate()
+        .map(|(i, address)| format!("{}={address}", i + 1))
+        .collect();
+    let mut processes = Vec::new();
+    let mut clients = Vec::new();
+    for (i, raft_address) in raft.iter().enumerate() {
+        let api = free_address()?;
+        let node_dir = dir.path().join(format!("n{}", i + 1));
+        let child = Command::new(binary)
+            .arg("leader")
+            .args(["--log-level", "warn", "--api.address", &api])
+            .args(["--raft.node-id", &(i + 1).to_string()])
+            .args(["--raft.address", raft_address])
+            .args(["--raft.initial-members", &members.join(",")])
+            .args(["--rest.address", &free_address()?])
+            .args(["--replication.address", &free_address()?])
+            .args(["--maintenance.address", &free_address()?])
+            .args(["--tables.names", TABLE])
+            .arg("--raft.node-host-dir")
+            .arg(node_dir.join("raft"))
+            .arg("--raft.state-machine-dir")
+            .arg(node_dir.join("sm"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        processes.push(Process(child));
+        clients.push(api);
+    }
+    for api in &clients {
+        wait_regatta(api).await?;
+    }
+    Ok(Running {
+        _processes: processes,
+        clients,
+        _dir: dir,
+    })
+}
+
+async fn wait_regatta(api: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(channel) = connect(api).await {
+            let probe = KvClient::new(channel)
+                .range(regatta_proto::regatta::v1::RangeRequest {
+                    table: TABLE.into(),
+                    key: b"probe".to_vec(),
+                    linearizable: true,
+                    ..Default::default()
+                })
+                .await;
+            if probe.is_ok() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("Regatta at {api} did not serve table {TABLE} within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts etcd with `members` members (fsync on, as shipped).
+pub async fn start_etcd(binary: &Path, members: usize) -> Result<Running> {
+    let dir = tempfile::tempdir()?;
+    let peers: Vec<String> = (0..members)
+        .map(|_| free_address())
+        .collect::<Result<_>>()?;
+    let cluster: Vec<String> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, peer)| format!("m{}=http://{peer}", i + 1))
+        .collect();
+    let mut processes = Vec::new();
+    let mut clients = Vec::new();
+    for (i, peer) in peers.iter().enumerate() {
+        let client = free_address()?;
+        let child = Command::new(binary)
+            .args(["--name", &format!("m{}", i + 1)])
+            .arg("--data-dir")
+            .arg(dir.path().join(format!("m{}", i + 1)))
+            .args(["--listen-client-urls", &format!("http://{client}")])
+            .args(["--advertise-client-urls", &format!("http://{client}")])
+            .args(["--listen-peer-urls", &format!("http://{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args(["--initial-cluster-state", "new"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        processes.push(Process(child));
+        clients.push(client);
+    }
+    for client in &clients {
+        wait_etcd(client).await?;
+    }
+    Ok(Running {
+        _processes: processes,
+        clients,
+        _dir: dir,
+    })
+}
+
+async fn wait_etcd(address: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(channel) = connect(address).await {
+            let probe = EtcdKvClient::new(channel)
+                .range(regatta_proto::bench::etcd::RangeRequest {
+                    key: b"probe".to_vec(),
+                    ..Default::default()
+                })
+                .await;
+            if probe.is_ok() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("etcd at {address} did not answer within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts the no-op server (this binary's `noop-server`).
+pub async fn start_noop() -> Result<Running> {
+    let dir = tempfile::tempdir()?;
+    let address = free_address()?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["noop-server", "--address", &address])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the no-op server")?;
+    let running = Running {
+        _processes: vec![Process(child)],
+        clients: vec![address.clone()],
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(channel) = connect(&address).await {
+            let call = NoopClient::new(channel)
+                .call(regatta_proto::bench::noop::Empty {})
+                .await;
+            if call.is_ok() {
+                return Ok(running);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the no-op server did not answer");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One HTTP/2 connection to `address`.
+pub async fn connect(address: &str) -> Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await?)
+}
+
+/// Serves the no-op service until killed (`bench noop-server --address A`).
+pub async fn serve_noop(address: &str) -> Result<()> {
+    use regatta_proto::bench::noop::noop_server::{Noop, NoopServer};
+    use regatta_proto::bench::noop::Empty;
+    struct Nothing;
+    #[tonic::async_trait]
+    impl Noop for Nothing {
+        async fn call(
+            &self,
+            _request: tonic::Request<Empty>,
+        ) -> Result<tonic::Response<Empty>, tonic::Status> {
+            Ok(tonic::Response::new(Empty {}))
+        }
+    }
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(NoopServer::new(Nothing))
+        .serve(address.parse()?)
+        .await?;
+    Ok(())
+}
