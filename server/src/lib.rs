@@ -7,6 +7,7 @@ pub mod api;
 pub mod backup;
 pub mod cli;
 pub mod cluster;
+pub mod net;
 pub mod replication;
 pub mod storage;
 pub mod tls;

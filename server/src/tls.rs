@@ -181,6 +181,10 @@ pub fn incoming(
                     continue;
                 }
             };
+            // See `net.rs`: small TLS records must not wait for delayed ACKs.
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(%peer, error = %err, "setting TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let handshake_sender = sender.clone();
             tokio::spawn(async move {

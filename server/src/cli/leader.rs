@@ -436,7 +436,7 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
                 .await
         }
         None => {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = crate::net::incoming(listener);
             router
                 .serve_with_incoming_shutdown(incoming, shutdown_signal())
                 .await
@@ -471,7 +471,7 @@ async fn rest_server(
                 crate::api::rest::serve(connections, router, read_timeout).await;
             }
             None => {
-                let connections = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let connections = crate::net::incoming(listener);
                 crate::api::rest::serve(connections, router, read_timeout).await;
             }
         }

@@ -70,7 +70,7 @@ pub async fn replication_server(
             }
             None => {
                 router
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .serve_with_incoming(crate::net::incoming(listener))
                     .await
             }
         };
@@ -145,7 +145,7 @@ pub async fn maintenance_server(
             }
             None => {
                 router
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .serve_with_incoming(crate::net::incoming(listener))
                     .await
             }
         };

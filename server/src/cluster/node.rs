@@ -122,7 +122,7 @@ impl Node {
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = crate::net::incoming(listener);
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(service)
