@@ -537,6 +537,9 @@ pub async fn main(options: Options) -> Result<()> {
                     report,
                 };
                 println!("{}", summary(&row));
+                if std::env::var_os("BENCH_SERVER_METRICS").is_some() {
+                    print!("{}", running.raft_metrics().await);
+                }
                 rows.push(row);
             }
         }

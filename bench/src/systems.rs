@@ -43,7 +43,34 @@ impl Drop for Process {
 pub struct Running {
     _processes: Vec<Process>,
     pub clients: Vec<String>,
+    /// Regatta nodes' REST addresses (`/metrics`), for `BENCH_SERVER_METRICS`.
+    pub rest: Vec<String>,
     _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// The Raft log and table lines of each node's `/metrics` (Regatta only).
+    pub async fn raft_metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut out = String::new();
+        for address in &self.rest {
+            let Ok(mut socket) = tokio::net::TcpStream::connect(address).await else {
+                continue;
+            };
+            let _ = socket
+                .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                .await;
+            let mut body = String::new();
+            let _ = socket.read_to_string(&mut body).await;
+            for line in body.lines().filter(|line| {
+                line.starts_with("regatta_raft_log_")
+                    || line.starts_with("regatta_table_applied_index")
+            }) {
+                out.push_str(&format!("  {address} {line}\n"));
+            }
+        }
+        out
+    }
 }
 
 /// Where etcd is, or the line that installs it.
@@ -72,8 +99,10 @@ pub async fn start_regatta(binary: &Path, nodes: usize) -> Result<Running> {
         .collect();
     let mut processes = Vec::new();
     let mut clients = Vec::new();
+    let mut rests = Vec::new();
     for (i, raft_address) in raft.iter().enumerate() {
         let api = free_address()?;
+        let rest = free_address()?;
         let node_dir = dir.path().join(format!("n{}", i + 1));
         let child = Command::new(binary)
             .arg("leader")
@@ -81,7 +110,7 @@ pub async fn start_regatta(binary: &Path, nodes: usize) -> Result<Running> {
             .args(["--raft.node-id", &(i + 1).to_string()])
             .args(["--raft.address", raft_address])
             .args(["--raft.initial-members", &members.join(",")])
-            .args(["--rest.address", &free_address()?])
+            .args(["--rest.address", &rest])
             .args(["--replication.address", &free_address()?])
             .args(["--maintenance.address", &free_address()?])
             .args(["--tables.names", TABLE])
@@ -95,6 +124,7 @@ pub async fn start_regatta(binary: &Path, nodes: usize) -> Result<Running> {
             .with_context(|| format!("starting {}", binary.display()))?;
         processes.push(Process(child));
         clients.push(api);
+        rests.push(rest);
     }
     for api in &clients {
         wait_regatta(api).await?;
@@ -102,6 +132,7 @@ pub async fn start_regatta(binary: &Path, nodes: usize) -> Result<Running> {
     Ok(Running {
         _processes: processes,
         clients,
+        rest: rests,
         _dir: dir,
     })
 }
@@ -167,6 +198,7 @@ pub async fn start_etcd(binary: &Path, members: usize) -> Result<Running> {
     Ok(Running {
         _processes: processes,
         clients,
+        rest: Vec::new(),
         _dir: dir,
     })
 }
@@ -204,6 +236,7 @@ pub async fn start_noop() -> Result<Running> {
     let running = Running {
         _processes: vec![Process(child)],
         clients: vec![address.clone()],
+        rest: Vec::new(),
         _dir: dir,
     };
     let deadline = Instant::now() + Duration::from_secs(30);

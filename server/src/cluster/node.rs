@@ -237,6 +237,8 @@ impl Node {
             raft,
             table,
             applied,
+            reads: Arc::default(),
+            leader_reads: Arc::default(),
         });
         self.groups.insert(group.clone());
         tracing::info!(group = id, table = %String::from_utf8_lossy(name), "raft group started");
@@ -511,29 +513,17 @@ impl Node {
                     "could not confirm a read index in time: {last_failure}"
                 )));
             }
-            let local = tokio::time::timeout(remaining, group.read_index_local())
+            // Concurrent reads share rounds (`raft/read_rounds.rs`).
+            let round = {
+                let (group, peers, me) = (group.clone(), self.peers.clone(), self.id());
+                move || read_index_round(group.clone(), peers.clone(), me)
+            };
+            let answer = tokio::time::timeout(remaining, group.reads.next_round(round))
                 .await
                 .unwrap_or_else(|_| Err(GroupError::NoQuorum("read index round timed out".into())));
-            let answer = match local {
-                Err(GroupError::NotLeader(Some(leader))) if leader != self.id() => {
-                    let reply: std::result::Result<
-                        std::result::Result<u64, GroupError>,
-                        CallError,
-                    > = self
-                        .peers
-                        .call(leader, group.id, Method::ReadIndex, &(), remaining)
-                        .await;
-                    match reply {
-                        Ok(answer) => answer,
-                        Err(CallError::Unreachable(reason)) => {
-                            last_failure = reason;
-                            Err(GroupError::NotLeader(None))
-                        }
-                        Err(err) => return Err(Error::Unavailable(err.to_string())),
-                    }
-                }
-                answer => answer,
-            };
+            if let Err(GroupError::NoQuorum(reason)) = &answer {
+                last_failure = reason.clone();
+            }
             match answer {
                 Ok(index) => {
                     group
@@ -543,8 +533,7 @@ impl Node {
                     return Ok(group);
                 }
                 Err(GroupError::Unavailable(reason)) => return Err(Error::Unavailable(reason)),
-                Err(GroupError::NoQuorum(reason)) => last_failure = reason,
-                Err(GroupError::NotLeader(_)) => {}
+                Err(GroupError::NoQuorum(_) | GroupError::NotLeader(_)) => {}
             }
             self.pause_for_leader(&group, deadline).await;
         }
@@ -573,5 +562,32 @@ impl Node {
         if let Err(err) = self.storage.make_durable() {
             tracing::error!(error = %err, "flushing table data at shutdown");
         }
+    }
+}
+
+/// One read-index round for `group`: confirmed here when this node leads,
+/// otherwise asked of the leader (which serves it from its own rounds).
+async fn read_index_round(
+    group: Arc<Group>,
+    peers: Arc<Peers>,
+    me: NodeId,
+) -> std::result::Result<u64, GroupError> {
+    /// A round that takes longer failed; its readers try the next one.
+    const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
+    let local = tokio::time::timeout(ROUND_TIMEOUT, group.read_index_local())
+        .await
+        .unwrap_or_else(|_| Err(GroupError::NoQuorum("read index round timed out".into())));
+    match local {
+        Err(GroupError::NotLeader(Some(leader))) if leader != me => {
+            let reply: std::result::Result<std::result::Result<u64, GroupError>, CallError> = peers
+                .call(leader, group.id, Method::ReadIndex, &(), ROUND_TIMEOUT)
+                .await;
+            match reply {
+                Ok(answer) => answer,
+                Err(CallError::Unreachable(reason)) => Err(GroupError::NoQuorum(reason)),
+                Err(err) => Err(GroupError::Unavailable(err.to_string())),
+            }
+        }
+        answer => answer,
     }
 }

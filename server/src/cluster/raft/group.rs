@@ -9,6 +9,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::read_rounds::ReadRounds;
 use super::types::{GroupId, NodeId, Raft, Request, Response};
 use crate::storage::Table;
 
@@ -34,6 +35,11 @@ pub struct Group {
     pub table: Table,
     /// The applied index, published by the state machine.
     pub applied: watch::Receiver<u64>,
+    /// Read-index rounds of this node's linearizable reads (local or asked
+    /// of the leader).
+    pub reads: Arc<ReadRounds>,
+    /// Read-index rounds for reads other nodes forward here as leader.
+    pub leader_reads: Arc<ReadRounds>,
 }
 
 impl Group {
@@ -64,6 +70,18 @@ impl Group {
             }
             Err(RaftError::Fatal(fatal)) => Err(GroupError::Unavailable(fatal.to_string())),
         }
+    }
+
+    /// A read index for a read another node forwarded: shares a round with
+    /// the other forwarded reads waiting here (never forwarded again).
+    pub async fn read_index_for_peer(self: &Arc<Self>) -> Result<u64, GroupError> {
+        let group = self.clone();
+        self.leader_reads
+            .next_round(move || {
+                let group = group.clone();
+                async move { group.read_index_local().await }
+            })
+            .await
     }
 
     /// The read index, confirmed with a quorum; only the leader can give one.

@@ -8,6 +8,7 @@
 pub mod group;
 pub mod log_store;
 pub mod network;
+pub mod read_rounds;
 pub mod service;
 pub mod state_machine;
 pub mod types;

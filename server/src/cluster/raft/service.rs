@@ -97,6 +97,6 @@ impl RaftService for InternalService {
     ) -> Result<Response<RaftMessage>, Status> {
         let message = request.into_inner();
         let (group, ()): (_, ()) = self.route(&message)?;
-        self.reply(&message, &group.read_index_local().await)
+        self.reply(&message, &group.read_index_for_peer().await)
     }
 }
