@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod command_stream;
+pub mod jepsen;
 pub mod setup;
 pub mod steps;
 pub mod values;

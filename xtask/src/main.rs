@@ -20,6 +20,9 @@ tasks:
                     side by side; writes BENCHMARKS.md (not with --quick)
   bench replication-lag [--rate N] [--duration SECS] [--mode follow|poll|both]
                     follower visibility lag after the leader's acknowledgement
+  jepsen [--runs N] [--nemesis NAME|all] [--time SECS] [--clients N] [--keys N]
+                    linearizability under faults: recorded histories, verdicts,
+                    timelines in target/jepsen (backend as for the conformance suite)
 ";
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         ["image"] => image::build(&workspace_root(), false),
         ["image", "--if-stale"] => image::build(&workspace_root(), true),
         ["bench", rest @ ..] => bench(&workspace_root(), rest),
+        ["jepsen", rest @ ..] => jepsen(&workspace_root(), rest),
         ["server-binary"] => image::build_binary(&workspace_root()).map(|path| {
             println!("{}", path.display());
         }),
@@ -76,6 +80,36 @@ fn bench(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
         .status()?;
     if !status.success() {
         anyhow::bail!("the benchmark failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs the recorded runs under faults (`conformance`'s `jepsen` binary).
+fn jepsen(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let out = target.join("jepsen");
+    let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    if !args.iter().any(|arg| arg == "--out") {
+        args.push("--out".into());
+        args.push(out.to_string_lossy().into_owned());
+    }
+    let status = std::process::Command::new(image::cargo())
+        .current_dir(root)
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "conformance",
+            "--bin",
+            "jepsen",
+            "--",
+        ])
+        .args(&args)
+        .status()?;
+    if !status.success() {
+        anyhow::bail!("jepsen found anomalies or failed ({status})");
     }
     Ok(())
 }

@@ -1,0 +1,380 @@
+//! A run's history: operations and faults with their times (microseconds
+//! since the run started), written as JSON lines, and the checks run on it
+//! besides linearizability: no acknowledged write lost, revisions increasing
+//! in the real-time order of acknowledged writes, every node ending in the
+//! same state, and the recovery time after each heal.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use super::checker::{self, Op, Operation, Outcome};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Kill,
+    Pause,
+    Isolate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub fault: Fault,
+    pub nodes: Vec<usize>,
+    pub at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Op {
+        client: usize,
+        key: u64,
+        op: Op,
+        invoked: u64,
+        completed: u64,
+        /// The revision an acknowledged write returned.
+        revision: Option<i64>,
+    },
+    Fault(Event),
+    Heal(Event),
+}
+
+/// Everything a run recorded.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub records: Vec<Record>,
+    /// Each node's final value of every key (after the last heal).
+    pub final_values: Vec<Vec<Option<u64>>>,
+    pub clients: usize,
+    pub nemesis: String,
+}
+
+/// What the checks found.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    pub operations: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    pub linearizable: bool,
+    pub anomalies: Vec<String>,
+    /// Microseconds from each heal to the next acknowledged write.
+    pub recoveries: Vec<u64>,
+}
+
+fn outcome_name<T>(outcome: &Outcome<T>) -> &'static str {
+    match outcome {
+        Outcome::Ok(_) => "ok",
+        Outcome::Failed => "failed",
+        Outcome::Unknown => "unknown",
+    }
+}
+
+pub fn op_outcome(op: &Op) -> &'static str {
+    match op {
+        Op::Read(outcome) => outcome_name(outcome),
+        Op::Write(_, outcome) => outcome_name(outcome),
+        Op::Cas { outcome, .. } => outcome_name(outcome),
+    }
+}
+
+fn fault_name(fault: Fault) -> &'static str {
+    match fault {
+        Fault::Kill => "kill",
+        Fault::Pause => "pause",
+        Fault::Isolate => "isolate",
+    }
+}
+
+impl History {
+    /// One JSON object per line, in recording order.
+    pub fn write_jsonl(&self, out: &mut impl Write) -> std::io::Result<()> {
+        for record in &self.records {
+            let line = match record {
+                Record::Op {
+                    client,
+                    key,
+                    op,
+                    invoked,
+                    completed,
+                    revision,
+                } => {
+                    let (kind, detail) = match op {
+                        Op::Read(Outcome::Ok(value)) => ("read", json!({"value": value})),
+                        Op::Read(_) => ("read", json!({})),
+                        Op::Write(value, _) => ("write", json!({"value": value})),
+                        Op::Cas {
+                            expected,
+                            new,
+                            outcome,
+                        } => (
+                            "cas",
+                            json!({"expected": expected, "new": new,
+                                   "swapped": match outcome { Outcome::Ok(s) => Some(*s), _ => None }}),
+                        ),
+                    };
+                    json!({"type": "op", "client": client, "key": key, "f": kind,
+                           "outcome": op_outcome(op), "invoked_us": invoked,
+                           "completed_us": completed, "revision": revision, "detail": detail})
+                }
+                Record::Fault(event) | Record::Heal(event) => json!({
+                    "type": if matches!(record, Record::Fault(_)) { "fault" } else { "heal" },
+                    "fault": fault_name(event.fault), "nodes": event.nodes, "at_us": event.at,
+                }),
+            };
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    }
+
+    pub fn operations(&self) -> Vec<Operation> {
+        self.records
+            .iter()
+            .filter_map(|record| match record {
+                Record::Op {
+                    key,
+                    op,
+                    invoked,
+                    completed,
+                    ..
+                } => Some(Operation {
+                    key: *key,
+                    op: op.clone(),
+                    invoked: *invoked,
+                    completed: *completed,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs every check.
+    pub fn analyse(&self, budget: u64) -> Analysis {
+        let mut analysis = Analysis::default();
+        for record in &self.records {
+            if let Record::Op { op, .. } = record {
+                analysis.operations += 1;
+                match op_outcome(op) {
+                    "ok" => analysis.ok += 1,
+                    "failed" => analysis.failed += 1,
+                    _ => analysis.unknown += 1,
+                }
+            }
+        }
+        let verdict = checker::check(&self.operations(), budget);
+        analysis.linearizable = verdict.linearizable();
+        for key in &verdict.bad_keys {
+            analysis
+                .anomalies
+                .push(format!("key {key}: the history is not linearizable"));
+        }
+        for key in &verdict.undecided_keys {
+            analysis.anomalies.push(format!(
+                "key {key}: the checker ran out of budget (undecided)"
+            ));
+        }
+        analysis.anomalies.extend(self.lost_writes());
+        analysis.anomalies.extend(self.revision_order());
+        if let Some(first) = self.final_values.first() {
+            for (n, values) in self.final_values.iter().enumerate().skip(1) {
+                if values != first {
+                    analysis.anomalies.push(format!(
+                        "node {} ended with {values:?}, node 1 with {first:?}",
+                        n + 1
+                    ));
+                }
+            }
+        }
+        analysis.recoveries = self.recoveries();
+        analysis
+    }
+
+    /// An acknowledged write is lost when the final value of its key is not
+    /// it and no write or CAS of the key was invoked after it completed.
+    fn lost_writes(&self) -> Vec<String> {
+        let Some(finals) = self.final_values.first() else {
+            return Vec::new();
+        };
+        let mut anomalies = Vec::new();
+        for record in &self.records {
+            let Record::Op {
+                key,
+                op: Op::Write(value, Outcome::Ok(())),
+                completed,
+                ..
+            } = record
+            else {
+                continue;
+            };
+            let overwritten = self.records.iter().any(|other| {
+                matches!(other, Record::Op { key: k, op: Op::Write(..) | Op::Cas { .. }, completed: c, .. }
+                    if k == key && c > completed && !matches!(other, Record::Op { op: Op::Write(_, Outcome::Failed), .. }))
+            });
+            if !overwritten && finals.get(*key as usize).copied().flatten() != Some(*value) {
+                anomalies.push(format!(
+                    "key {key}: the acknowledged write of {value} (the last write) is lost: the final value is {:?}",
+                    finals.get(*key as usize)
+                ));
+            }
+        }
+        anomalies
+    }
+
+    /// Acknowledged writes that did not overlap in time must have increasing revisions.
+    fn revision_order(&self) -> Vec<String> {
+        let mut writes: Vec<(u64, u64, i64)> = self
+            .records
+            .iter()
+            .filter_map(|record| match record {
+                Record::Op {
+                    invoked,
+                    completed,
+                    revision: Some(revision),
+                    ..
+                } => Some((*invoked, *completed, *revision)),
+                _ => None,
+            })
+            .collect();
+        writes.sort_unstable_by_key(|w| w.1);
+        let mut anomalies = Vec::new();
+        // The highest revision among writes completed before each invocation.
+        let mut by_invocation = writes.clone();
+        by_invocation.sort_unstable_by_key(|w| w.0);
+        let mut done = 0;
+        let mut highest = i64::MIN;
+        for (invoked, completed, revision) in by_invocation {
+            while done < writes.len() && writes[done].1 < invoked {
+                highest = highest.max(writes[done].2);
+                done += 1;
+            }
+            if revision <= highest {
+                anomalies.push(format!(
+                    "a write acknowledged with revision {revision} (at {completed} µs) was invoked after one acknowledged with revision {highest}"
+                ));
+            }
+        }
+        anomalies
+    }
+
+    /// From each heal to the first acknowledged write completed after it.
+    fn recoveries(&self) -> Vec<u64> {
+        let heals: Vec<u64> = self
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Heal(event) => Some(event.at),
+                _ => None,
+            })
+            .collect();
+        heals
+            .iter()
+            .filter_map(|&healed| {
+                self.records
+                    .iter()
+                    .filter_map(|r| match r {
+                        Record::Op {
+                            op: Op::Write(_, Outcome::Ok(())),
+                            completed,
+                            ..
+                        } if *completed >= healed => Some(*completed - healed),
+                        _ => None,
+                    })
+                    .min()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(key: u64, value: u64, invoked: u64, completed: u64, revision: i64) -> Record {
+        Record::Op {
+            client: 0,
+            key,
+            op: Op::Write(value, Outcome::Ok(())),
+            invoked,
+            completed,
+            revision: Some(revision),
+        }
+    }
+
+    fn history(records: Vec<Record>, finals: Vec<Vec<Option<u64>>>) -> History {
+        History {
+            records,
+            final_values: finals,
+            clients: 1,
+            nemesis: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_lost_last_write_and_diverging_nodes_are_reported() {
+        let h = history(
+            vec![write(0, 1, 0, 10, 5), write(0, 2, 20, 30, 6)],
+            vec![vec![Some(1)], vec![Some(2)]],
+        );
+        let analysis = h.analyse(100_000);
+        assert!(
+            analysis.anomalies.iter().any(|a| a.contains("is lost")),
+            "{:?}",
+            analysis.anomalies
+        );
+        assert!(
+            analysis.anomalies.iter().any(|a| a.contains("ended with")),
+            "{:?}",
+            analysis.anomalies
+        );
+    }
+
+    #[test]
+    fn revisions_must_grow_with_real_time() {
+        let h = history(
+            vec![write(0, 1, 0, 10, 7), write(1, 2, 20, 30, 6)],
+            vec![vec![Some(1), Some(2)]],
+        );
+        let analysis = h.analyse(100_000);
+        assert!(
+            analysis.anomalies.iter().any(|a| a.contains("revision 6")),
+            "{:?}",
+            analysis.anomalies
+        );
+        let good = history(
+            vec![
+                write(0, 1, 0, 10, 6),
+                write(1, 2, 5, 30, 5),
+                write(0, 3, 40, 50, 9),
+            ],
+            vec![vec![Some(3), Some(2)]],
+        );
+        assert!(good.analyse(100_000).anomalies.is_empty());
+    }
+
+    #[test]
+    fn recovery_is_the_time_from_heal_to_the_next_acknowledged_write() {
+        let h = history(
+            vec![
+                Record::Heal(Event {
+                    fault: Fault::Kill,
+                    nodes: vec![1],
+                    at: 100,
+                }),
+                write(0, 1, 90, 350, 3),
+                write(0, 2, 360, 400, 4),
+            ],
+            vec![vec![Some(2)]],
+        );
+        assert_eq!(h.analyse(1000).recoveries, vec![250]);
+        let mut out = Vec::new();
+        h.write_jsonl(&mut out).expect("jsonl");
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["type"], "heal");
+        assert_eq!(lines[1]["outcome"], "ok");
+    }
+}

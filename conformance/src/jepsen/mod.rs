@@ -1,0 +1,9 @@
+//! Linearizability under faults (driven by `cargo xtask jepsen`): recorded
+//! histories of concurrent clients on a cluster that a nemesis keeps
+//! breaking and healing, a checker for per-key registers with
+//! compare-and-set, invariants, recovery times and a timeline picture.
+
+pub mod checker;
+pub mod history;
+pub mod runner;
+pub mod svg;
