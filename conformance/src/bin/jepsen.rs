@@ -100,11 +100,11 @@ async fn main() -> Result<()> {
                 nemesis,
                 fault_for: Duration::from_secs(5),
                 quiet_for: Duration::from_secs(5),
-                op_timeout: Duration::from_secs(1),
+                op_timeout: Duration::from_secs(3),
             };
             println!("run {number}: {} for {:?} ...", nemesis.name(), args.time);
             let history = runner::run(backend.clone(), &name, &options).await?;
-            let analysis = history.analyse(20_000_000);
+            let analysis = history.analyse(5_000_000);
             let dir = args.out.join(format!("run-{number:03}-{}", nemesis.name()));
             std::fs::create_dir_all(&dir)?;
             let mut jsonl = std::fs::File::create(dir.join("history.jsonl"))?;

@@ -368,7 +368,9 @@ async fn client_loop(
             if let Some(fresh) = client_of(client, current) {
                 kv = fresh;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Back off: every retry during a failover is one more operation
+            // of unknown outcome for the checker to place.
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
 }
