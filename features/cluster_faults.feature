@@ -76,3 +76,13 @@ Feature: Durability and consistency under faults
     Then the response is "new" or an error
     When the network is healed
     Then every node eventually holds "k" = "new" in "regatta-test"
+
+  @regression
+  Scenario: After every node is killed at once, no node's first linearizable read is older than the last acknowledged write
+    Given a leader cluster of 3 nodes with tables "regatta-test"
+    When I write 300 keys "k" into "regatta-test"
+    And I put "k000299" = "last" into "regatta-test" on the leader
+    Then the request succeeds
+    When every node is killed
+    And every node is restarted
+    Then the first linearizable read of "k000299" from "regatta-test" to succeed on every node returns "last"

@@ -242,6 +242,8 @@ fn write_outcome<T>(status: &tonic::Status) -> Outcome<T> {
         tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::Unimplemented => {
             Outcome::Failed
         }
+        // The connection never opened: the request never left.
+        tonic::Code::Unavailable if never_sent(status) => Outcome::Failed,
         // Anything else may have been applied (a lost reply, a timeout).
         _ => Outcome::Unknown,
     }
@@ -254,6 +256,17 @@ fn client_of(client: usize, current: &Endpoints) -> Option<KvClient<Channel>> {
     let endpoints = current.read().unwrap_or_else(|p| p.into_inner());
     let endpoint = endpoints.get(client % endpoints.len().max(1))?;
     channel(endpoint).ok().map(KvClient::new)
+}
+
+/// Whether the transport failed before the request could reach a server.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut text = status.message().to_ascii_lowercase();
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string().to_ascii_lowercase());
+        source = cause.source();
+    }
+    text.contains("connection refused") || text.contains("tcp connect error")
 }
 
 async fn client_loop(

@@ -627,3 +627,41 @@ async fn follower_node_fault(world: &mut RegattaWorld, n: usize, action: String)
     world.forget_client(crate::world::FOLLOWER_NODES + n);
     Ok(())
 }
+
+#[then(
+    regex = r#"^the first linearizable read of "(.*)" from "([^"]*)" to succeed on every node returns "(.*)"$"#
+)]
+async fn first_read_returns(
+    world: &mut RegattaWorld,
+    key: String,
+    table: String,
+    value: String,
+) -> Result<()> {
+    let (key, value) = (values::parse(&key)?, values::parse(&value)?);
+    for n in world.live_nodes() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let got = loop {
+            let request = RangeRequest {
+                table: table.clone().into_bytes(),
+                key: key.clone(),
+                linearizable: true,
+                ..Default::default()
+            };
+            match world.range(n, request).await {
+                Ok(answer) => break answer.kvs.into_iter().next().map(|kv| kv.value),
+                Err(status) if tokio::time::Instant::now() > deadline => {
+                    bail!("node {n} never answered a linearizable read: {status}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        if got.as_deref() != Some(value.as_slice()) {
+            bail!(
+                "node {n}'s first linearizable read returned {:?}, not the last acknowledged {:?}",
+                got.map(|v| values::show(&v)),
+                values::show(&value)
+            );
+        }
+    }
+    Ok(())
+}
