@@ -518,12 +518,7 @@ async fn stop_writers(world: &mut RegattaWorld) -> Result<()> {
 async fn holds_acknowledged(world: &mut RegattaWorld, which: String, table: String) -> Result<()> {
     let nodes = match which.as_str() {
         "every node" => world.live_nodes(),
-        "every follower node" => {
-            let size = world.follower.as_ref().map_or(0, |f| f.size());
-            (1..=size)
-                .map(|n| crate::world::FOLLOWER_NODES + n)
-                .collect()
-        }
+        "every follower node" => super::follower::follower_nodes(world),
         _ => vec![node(world, &which, &table).await?],
     };
     let expected = world.acknowledged.get(&table).cloned().unwrap_or_default();

@@ -45,7 +45,8 @@ async fn start(world: &mut RegattaWorld, nodes: usize) -> Result<()> {
     Ok(())
 }
 
-fn follower_nodes(world: &RegattaWorld) -> Vec<usize> {
+/// The step node numbers of the follower cluster's nodes.
+pub(crate) fn follower_nodes(world: &RegattaWorld) -> Vec<usize> {
     let size = world.follower.as_ref().map_or(0, |f| f.size());
     (1..=size).map(|n| FOLLOWER_NODES + n).collect()
 }

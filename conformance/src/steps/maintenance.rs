@@ -336,8 +336,7 @@ async fn holds_exactly(
     let nodes: Vec<usize> = if which == "every node" {
         world.live_nodes()
     } else {
-        let size = world.follower.as_ref().map_or(0, |f| f.size());
-        (1..=size).map(|n| FOLLOWER_NODES + n).collect()
+        super::follower::follower_nodes(world)
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for n in nodes {

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+use super::follower::follower_nodes;
 use crate::world::{RegattaWorld, FOLLOWER_NODES};
 
 /// What one background reader saw: the keys of each read, or why it failed.
@@ -24,11 +25,6 @@ type Reads = Vec<Result<Vec<Vec<u8>>, String>>;
 pub struct Counters {
     stop: watch::Sender<bool>,
     handles: Vec<(usize, JoinHandle<Reads>)>,
-}
-
-fn follower_nodes(world: &RegattaWorld) -> Vec<usize> {
-    let size = world.follower.as_ref().map_or(0, |f| f.size());
-    (1..=size).map(|n| FOLLOWER_NODES + n).collect()
 }
 
 fn forget_follower_clients(world: &mut RegattaWorld) {

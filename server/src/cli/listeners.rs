@@ -61,23 +61,7 @@ pub async fn replication_server(
         })?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(replication = %bound, tls = tls.is_some(), "serving the replication API");
-    Ok(tokio::spawn(async move {
-        let served = match tls {
-            Some(acceptor) => {
-                router
-                    .serve_with_incoming(crate::tls::incoming(listener, acceptor))
-                    .await
-            }
-            None => {
-                router
-                    .serve_with_incoming(crate::net::incoming(listener))
-                    .await
-            }
-        };
-        if let Err(err) = served {
-            tracing::error!(error = %err, "the replication listener stopped");
-        }
-    }))
+    Ok(spawn_router(router, listener, tls, "replication"))
 }
 
 /// Serves the maintenance API (behaviour.md §1, §5) on
@@ -136,7 +120,25 @@ pub async fn maintenance_server(
         token = args.maintenance_token.is_some(),
         "serving the maintenance API"
     );
-    Ok(tokio::spawn(async move {
+    Ok(spawn_router(router, listener, tls, "maintenance"))
+}
+
+fn tonic_interceptor<S>(
+    service: S,
+    token: TokenCheck,
+) -> tonic::service::interceptor::InterceptedService<S, TokenCheck> {
+    tonic::service::interceptor::InterceptedService::new(service, token)
+}
+
+/// Serves `router` on `listener` (TLS when an acceptor is given) until the
+/// task is aborted; logs why it stopped otherwise.
+fn spawn_router(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    name: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let served = match tls {
             Some(acceptor) => {
                 router
@@ -150,14 +152,7 @@ pub async fn maintenance_server(
             }
         };
         if let Err(err) = served {
-            tracing::error!(error = %err, "the maintenance listener stopped");
+            tracing::error!(error = %err, listener = name, "the listener stopped");
         }
-    }))
-}
-
-fn tonic_interceptor<S>(
-    service: S,
-    token: TokenCheck,
-) -> tonic::service::interceptor::InterceptedService<S, TokenCheck> {
-    tonic::service::interceptor::InterceptedService::new(service, token)
+    })
 }
