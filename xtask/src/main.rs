@@ -20,9 +20,11 @@ tasks:
                     side by side; writes BENCHMARKS.md (not with --quick)
   bench replication-lag [--rate N] [--duration SECS] [--mode follow|poll|both]
                     follower visibility lag after the leader's acknowledgement
-  jepsen [--runs N] [--nemesis NAME|all] [--time SECS] [--clients N] [--keys N]
+  jepsen [--runs N] [--nemesis NAME|all] [--time SECS] [--nodes 3|5] [--follower N]
+         [--clients N] [--keys N]
                     linearizability under faults: recorded histories, verdicts,
-                    timelines in target/jepsen (backend as for the conformance suite)
+                    timelines in target/jepsen (backend as for the conformance suite);
+                    --follower N adds a follower cluster checked against the leader's log
 ";
 
 fn main() -> ExitCode {

@@ -5,8 +5,9 @@
 //! test process reaches them on their bridge IP and container port (native
 //! Linux routes to every bridge network). Data lives in a host directory
 //! bind-mounted at `/data`, so a node restarted as a new container (with new
-//! flags, say) keeps it. A node is cut off by moving it to an "island"
-//! network of its own, where the test process still reaches it.
+//! flags, say) keeps it. Nodes are cut off by moving them to the cluster's
+//! "island" network, where they reach each other and the test process only
+//! (so two isolated nodes form one minority: a 3|2 split, not 3|1|1).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -364,6 +365,15 @@ impl Cluster for ContainerCluster {
             return Ok(());
         }
         self.move_node(n, true).await
+    }
+
+    async fn partition(&mut self, minority: &[usize]) -> Result<()> {
+        // Together on the island network the minority still reach each
+        // other by name, and nothing else.
+        for &n in minority {
+            self.isolate(n).await?;
+        }
+        Ok(())
     }
 
     async fn cut_off_cluster(&mut self) -> Result<()> {

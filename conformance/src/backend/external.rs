@@ -139,6 +139,10 @@ impl Cluster for ExternalCluster {
         bail!(NO_FAULTS)
     }
 
+    async fn partition(&mut self, _minority: &[usize]) -> Result<()> {
+        bail!(NO_FAULTS)
+    }
+
     fn maintenance_endpoint(&self, n: usize) -> Option<String> {
         self.maintenance.get(n.wrapping_sub(1)).cloned()
     }

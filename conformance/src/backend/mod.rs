@@ -130,10 +130,15 @@ pub trait Cluster: Send + Sync {
     /// Cuts node `n` off from every other node (the test process still
     /// reaches its API).
     async fn isolate(&mut self, n: usize) -> Result<()>;
+    /// Splits the cluster in two: the nodes of `minority` keep their links
+    /// among themselves and lose every link to the other nodes (a 2|1 or
+    /// 3|2 split). The test process still reaches every node.
+    async fn partition(&mut self, minority: &[usize]) -> Result<()>;
     /// Cuts the whole cluster off from every other cluster (a follower
     /// cluster from its leader cluster), keeping the links among its nodes.
     async fn cut_off_cluster(&mut self) -> Result<()>;
-    /// Undoes every [`Cluster::isolate`] and [`Cluster::cut_off_cluster`].
+    /// Undoes every [`Cluster::isolate`], [`Cluster::partition`] and
+    /// [`Cluster::cut_off_cluster`].
     async fn heal(&mut self) -> Result<()>;
     /// Whatever node `n` wrote to stdout and stderr, for failure reports.
     async fn logs(&self, n: usize) -> String;

@@ -183,13 +183,14 @@ impl ProcessCluster {
         Ok(())
     }
 
-    fn set_links(&self, n: usize, cut: bool) {
-        let index = n - 1;
+    /// Cuts every link between a node of `side` and a node outside it
+    /// (nodes numbered from 1).
+    fn cut_across(&self, side: &[usize]) {
         for (from, row) in self.links.iter().enumerate() {
             for (to, proxy) in row.iter().enumerate() {
                 if let Some(proxy) = proxy {
-                    if from == index || to == index {
-                        proxy.set_cut(cut);
+                    if side.contains(&(from + 1)) != side.contains(&(to + 1)) {
+                        proxy.set_cut(true);
                     }
                 }
             }
@@ -283,8 +284,14 @@ impl Cluster for ProcessCluster {
     }
 
     async fn isolate(&mut self, n: usize) -> Result<()> {
-        self.node(n)?;
-        self.set_links(n, true);
+        self.partition(&[n]).await
+    }
+
+    async fn partition(&mut self, minority: &[usize]) -> Result<()> {
+        for &n in minority {
+            self.node(n)?;
+        }
+        self.cut_across(minority);
         Ok(())
     }
 

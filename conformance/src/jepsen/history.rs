@@ -9,12 +9,16 @@ use std::io::Write;
 use serde_json::json;
 
 use super::checker::{self, Op, Operation, Outcome};
+use super::follower::{self, LeaderLog};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     Kill,
     Pause,
+    /// The nodes named are cut off from the others, together (2|1, 3|2).
     Isolate,
+    /// The follower cluster is cut off from the leader cluster.
+    CutOff,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +39,16 @@ pub enum Record {
         /// The revision an acknowledged write returned.
         revision: Option<i64>,
     },
+    /// A read of every key at once on a follower node (`values` is `None`
+    /// when it failed).
+    FollowerRead {
+        client: usize,
+        node: usize,
+        linearizable: bool,
+        values: Option<Vec<Option<u64>>>,
+        invoked: u64,
+        completed: u64,
+    },
     Fault(Event),
     Heal(Event),
 }
@@ -45,8 +59,13 @@ pub struct History {
     pub records: Vec<Record>,
     /// Each node's final value of every key (after the last heal).
     pub final_values: Vec<Vec<Option<u64>>>,
+    /// Each follower node's final value of every key (follower variant).
+    pub follower_finals: Vec<Vec<Option<u64>>>,
     pub clients: usize,
     pub nemesis: String,
+    /// The leader's replication log as followed during the run (follower
+    /// variant).
+    pub leader_log: Option<LeaderLog>,
 }
 
 /// What the checks found.
@@ -58,8 +77,14 @@ pub struct Analysis {
     pub unknown: usize,
     pub linearizable: bool,
     pub anomalies: Vec<String>,
-    /// Microseconds from each heal to the next acknowledged write.
+    /// Microseconds from each heal on the leader side to the next
+    /// acknowledged write.
     pub recoveries: Vec<u64>,
+    /// Follower variant: reads on follower nodes, and those that answered.
+    pub follower_reads: usize,
+    pub follower_reads_ok: usize,
+    /// Why the run could not be checked in full, if so.
+    pub unchecked: Option<String>,
 }
 
 fn outcome_name<T>(outcome: &Outcome<T>) -> &'static str {
@@ -83,6 +108,7 @@ fn fault_name(fault: Fault) -> &'static str {
         Fault::Kill => "kill",
         Fault::Pause => "pause",
         Fault::Isolate => "isolate",
+        Fault::CutOff => "cut-off",
     }
 }
 
@@ -117,11 +143,34 @@ impl History {
                            "outcome": op_outcome(op), "invoked_us": invoked,
                            "completed_us": completed, "revision": revision, "detail": detail})
                 }
+                Record::FollowerRead {
+                    client,
+                    node,
+                    linearizable,
+                    values,
+                    invoked,
+                    completed,
+                } => json!({"type": "follower-read", "client": client, "node": node,
+                            "linearizable": linearizable,
+                            "outcome": if values.is_some() { "ok" } else { "failed" },
+                            "values": values, "invoked_us": invoked, "completed_us": completed}),
                 Record::Fault(event) | Record::Heal(event) => json!({
                     "type": if matches!(record, Record::Fault(_)) { "fault" } else { "heal" },
                     "fault": fault_name(event.fault), "nodes": event.nodes, "at_us": event.at,
                 }),
             };
+            writeln!(out, "{line}")?;
+        }
+        if let Some(log) = &self.leader_log {
+            for entry in &log.entries {
+                let (key, value) = entry.change.unzip();
+                let line = json!({"type": "leader-log", "index": entry.index,
+                                  "key": key, "value": value});
+                writeln!(out, "{line}")?;
+            }
+        }
+        for (n, values) in self.follower_finals.iter().enumerate() {
+            let line = json!({"type": "follower-final", "node": n + 1, "values": values});
             writeln!(out, "{line}")?;
         }
         Ok(())
@@ -152,13 +201,20 @@ impl History {
     pub fn analyse(&self, budget: u64) -> Analysis {
         let mut analysis = Analysis::default();
         for record in &self.records {
-            if let Record::Op { op, .. } = record {
-                analysis.operations += 1;
-                match op_outcome(op) {
-                    "ok" => analysis.ok += 1,
-                    "failed" => analysis.failed += 1,
-                    _ => analysis.unknown += 1,
+            match record {
+                Record::Op { op, .. } => {
+                    analysis.operations += 1;
+                    match op_outcome(op) {
+                        "ok" => analysis.ok += 1,
+                        "failed" => analysis.failed += 1,
+                        _ => analysis.unknown += 1,
+                    }
                 }
+                Record::FollowerRead { values, .. } => {
+                    analysis.follower_reads += 1;
+                    analysis.follower_reads_ok += usize::from(values.is_some());
+                }
+                _ => {}
             }
         }
         let verdict = checker::check(&self.operations(), budget);
@@ -183,6 +239,12 @@ impl History {
                         n + 1
                     ));
                 }
+            }
+        }
+        if let Some(log) = &self.leader_log {
+            match &log.lost {
+                Some(lost) => analysis.unchecked = Some(lost.clone()),
+                None => analysis.anomalies.extend(follower::check(self, log)),
             }
         }
         analysis.recoveries = self.recoveries();
@@ -284,7 +346,7 @@ impl History {
             .records
             .iter()
             .filter_map(|r| match r {
-                Record::Heal(event) => Some(event.at),
+                Record::Heal(event) if event.fault != Fault::CutOff => Some(event.at),
                 _ => None,
             })
             .collect();
@@ -326,8 +388,10 @@ mod tests {
         History {
             records,
             final_values: finals,
+            follower_finals: Vec::new(),
             clients: 1,
             nemesis: "test".into(),
+            leader_log: None,
         }
     }
 

@@ -1,10 +1,12 @@
-//! One recorded run: a 3-node leader cluster of any backend that injects
-//! faults, `clients` concurrent clients doing linearizable reads, writes and
-//! compare-and-set on a few keys of one table, and a nemesis that injects a
-//! fault and heals it in turns. Every operation and every fault goes into the
-//! history with its times.
+//! One recorded run: a leader cluster (3 or 5 nodes) of any backend that
+//! injects faults, `clients` concurrent clients doing linearizable reads,
+//! writes and compare-and-set on a few keys of one table, and a nemesis that
+//! injects a fault and heals it in turns; optionally a follower cluster with
+//! readers of its own (see [`super::follower`]). Every operation and every
+//! fault goes into the history with its times.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +19,7 @@ use regatta_proto::regatta::v1::{PutRequest, RangeRequest, TxnRequest};
 use tonic::transport::{Channel, Endpoint};
 
 use super::checker::{Op, Outcome};
+use super::follower::{self, LeaderLog};
 use super::history::{Event, Fault, History, Record};
 use crate::backend::{Backend, Cluster, ClusterSpec};
 
@@ -30,8 +33,11 @@ pub enum Nemesis {
     KillLeader,
     /// SIGSTOP the leader past the election timeout, resume it.
     PauseLeader,
-    /// Cut the leader off from the others (a 2|1 split), heal.
+    /// Cut the leader off from the others (2|1, 4|1), heal.
     IsolateLeader,
+    /// Split the cluster into a majority and a minority (2|1, 3|2), the
+    /// leader on either side, heal.
+    Split,
     /// Kill every node at once, restart them all.
     RestartAll,
     /// Each turn one of the above.
@@ -39,11 +45,12 @@ pub enum Nemesis {
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 6] = [
+    pub const ALL: [Nemesis; 7] = [
         Nemesis::KillRandom,
         Nemesis::KillLeader,
         Nemesis::PauseLeader,
         Nemesis::IsolateLeader,
+        Nemesis::Split,
         Nemesis::RestartAll,
         Nemesis::Mixed,
     ];
@@ -54,6 +61,7 @@ impl Nemesis {
             Nemesis::KillLeader => "kill-leader",
             Nemesis::PauseLeader => "pause-leader",
             Nemesis::IsolateLeader => "isolate-leader",
+            Nemesis::Split => "split",
             Nemesis::RestartAll => "restart-all",
             Nemesis::Mixed => "mixed",
         }
@@ -66,6 +74,10 @@ impl Nemesis {
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// Nodes of the leader cluster (3 or 5).
+    pub nodes: usize,
+    /// Nodes of the follower cluster; 0 runs without one.
+    pub follower_nodes: usize,
     pub clients: usize,
     pub keys: u64,
     pub time: Duration,
@@ -78,17 +90,17 @@ pub struct RunOptions {
 }
 
 /// Shared clock and record of a run.
-struct Recorder {
+pub(crate) struct Recorder {
     started: Instant,
     history: Mutex<Vec<Record>>,
 }
 
 impl Recorder {
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
     }
 
-    fn push(&self, record: Record) {
+    pub(crate) fn push(&self, record: Record) {
         self.history
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -96,7 +108,7 @@ impl Recorder {
     }
 }
 
-fn channel(endpoint: &str) -> Result<Channel> {
+pub(crate) fn channel(endpoint: &str) -> Result<Channel> {
     Ok(Endpoint::from_shared(endpoint.to_string())?
         .connect_timeout(Duration::from_millis(500))
         .connect_lazy())
@@ -104,13 +116,21 @@ fn channel(endpoint: &str) -> Result<Channel> {
 
 /// Runs one recorded run on a fresh cluster of `backend`.
 pub async fn run(backend: Arc<dyn Backend>, name: &str, options: &RunOptions) -> Result<History> {
+    // Frequent snapshots, so restarts and catch-ups install them; with a
+    // follower cluster the run follows the leader's log from its start and
+    // must not lose it to compaction while a node restarts.
+    let (snapshot_entries, overhead) = if options.follower_nodes > 0 {
+        (1000, 500)
+    } else {
+        (200, 50)
+    };
     let spec = ClusterSpec {
         name: name.to_string(),
-        nodes: 3,
+        nodes: options.nodes,
         tables: vec![TABLE.to_string()],
         extra_args: vec![
-            "--raft.snapshot-entries=200".into(),
-            "--raft.compaction-overhead=50".into(),
+            format!("--raft.snapshot-entries={snapshot_entries}"),
+            format!("--raft.compaction-overhead={overhead}"),
         ],
         follow: None,
     };
@@ -119,39 +139,142 @@ pub async fn run(backend: Arc<dyn Backend>, name: &str, options: &RunOptions) ->
         cluster.destroy().await;
         bail!("this backend cannot inject faults: {reason}");
     }
-    let outcome = run_on(&mut cluster, options).await;
+    let mut follower = None;
+    if options.follower_nodes > 0 {
+        let target = cluster.replication_target(1);
+        let started = match target {
+            Some(target) => {
+                backend
+                    .start_cluster(&ClusterSpec {
+                        name: format!("{name}f"),
+                        nodes: options.follower_nodes,
+                        tables: spec.tables.clone(),
+                        extra_args: Vec::new(),
+                        follow: Some(target),
+                    })
+                    .await
+            }
+            None => Err(anyhow::anyhow!(
+                "this backend cannot start a follower cluster"
+            )),
+        };
+        match started {
+            Ok(started) => follower = Some(started),
+            Err(err) => {
+                cluster.destroy().await;
+                return Err(err);
+            }
+        }
+    }
+    let outcome = run_on(&mut cluster, follower.as_mut(), options).await;
+    if let Some(mut follower) = follower {
+        follower.destroy().await;
+    }
     cluster.destroy().await;
     outcome
 }
 
-async fn run_on(cluster: &mut Box<dyn Cluster>, options: &RunOptions) -> Result<History> {
-    let endpoints: Vec<String> = (1..=3).map(|n| cluster.api_endpoint(n)).collect();
+fn api_endpoints(cluster: &dyn Cluster) -> Vec<String> {
+    (1..=cluster.size())
+        .map(|n| cluster.api_endpoint(n))
+        .collect()
+}
+
+fn replication_endpoints(cluster: &dyn Cluster) -> Vec<String> {
+    (1..=cluster.size())
+        .filter_map(|n| cluster.replication_endpoint(n))
+        .collect()
+}
+
+/// Where the nodes answer now (a restarted container may move).
+struct Current {
+    api: Arc<Endpoints>,
+    replication: Arc<Endpoints>,
+}
+
+impl Current {
+    fn refresh(&self, cluster: &dyn Cluster) {
+        *self.api.write().unwrap_or_else(|p| p.into_inner()) = api_endpoints(cluster);
+        *self.replication.write().unwrap_or_else(|p| p.into_inner()) =
+            replication_endpoints(cluster);
+    }
+}
+
+async fn run_on(
+    cluster: &mut Box<dyn Cluster>,
+    mut follower: Option<&mut Box<dyn Cluster>>,
+    options: &RunOptions,
+) -> Result<History> {
+    let endpoints = api_endpoints(cluster.as_ref());
     wait_ready(&endpoints).await?;
+    let follower_endpoints = Arc::new(RwLock::new(
+        follower
+            .as_deref()
+            .map(|f| api_endpoints(f.as_ref()))
+            .unwrap_or_default(),
+    ));
+    let followers = follower_endpoints
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for endpoint in &followers {
+        wait_follower_ready(endpoint, options.keys).await?;
+    }
     let recorder = Arc::new(Recorder {
         started: Instant::now(),
         history: Mutex::new(Vec::new()),
     });
     let deadline = Instant::now() + options.time;
     let next_value = Arc::new(std::sync::atomic::AtomicU64::new(1));
-    // Where each node answers now (a restarted container may move).
-    let current = Arc::new(std::sync::RwLock::new(endpoints.clone()));
+    let current = Current {
+        api: Arc::new(RwLock::new(endpoints.clone())),
+        replication: Arc::new(RwLock::new(replication_endpoints(cluster.as_ref()))),
+    };
+    let leader_log = Arc::new(Mutex::new(LeaderLog::new(options.keys)));
+    let stop_observer = Arc::new(AtomicBool::new(false));
+    let observer = follower.is_some().then(|| {
+        tokio::spawn(follower::observe(
+            current.replication.clone(),
+            leader_log.clone(),
+            stop_observer.clone(),
+        ))
+    });
     let mut clients = Vec::new();
+    let follower_count = follower.as_deref().map_or(0, |f| f.size());
+    for node in 0..follower_count {
+        let (recorder, endpoints, keys) =
+            (recorder.clone(), follower_endpoints.clone(), options.keys);
+        clients.push(tokio::spawn(async move {
+            follower::reader_loop(100 + node, node, &endpoints, &recorder, keys, deadline).await;
+        }));
+    }
     for client in 0..options.clients {
         let (recorder, next_value, options) =
             (recorder.clone(), next_value.clone(), options.clone());
-        let current = current.clone();
+        let current = current.api.clone();
         clients.push(tokio::spawn(async move {
             client_loop(client, &current, &recorder, &next_value, &options, deadline).await;
         }));
     }
-    nemesis_loop(cluster, &current, &recorder, options, deadline).await?;
+    nemesis_loop(
+        cluster,
+        follower.as_deref_mut(),
+        &current,
+        &recorder,
+        options,
+        deadline,
+    )
+    .await?;
     for client in clients {
         let _ = client.await;
     }
     // Heal everything, then read every key on every node: the final state
     // joins the history, and every node must agree.
     cluster.heal().await.ok();
-    let endpoints: Vec<String> = (1..=3).map(|n| cluster.api_endpoint(n)).collect();
+    if let Some(follower) = follower {
+        follower.heal().await.ok();
+    }
+    let endpoints = api_endpoints(cluster.as_ref());
     wait_ready(&endpoints).await?;
     let mut finals = Vec::new();
     for (n, endpoint) in endpoints.iter().enumerate() {
@@ -176,6 +299,34 @@ async fn run_on(cluster: &mut Box<dyn Cluster>, options: &RunOptions) -> Result<
         }
         finals.push(values);
     }
+    let mut follower_finals = Vec::new();
+    let mut leader_log_copy = None;
+    if let Some(observer) = observer {
+        let leader = finals.first().cloned().unwrap_or_default();
+        // The model catches up with the leader nodes' final state, then
+        // every follower node must reach it.
+        let caught_up = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < caught_up {
+            let done = {
+                let log = leader_log.lock().unwrap_or_else(|p| p.into_inner());
+                log.state == leader || log.lost.is_some()
+            };
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop_observer.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = observer.await;
+        let endpoints = follower_endpoints
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for endpoint in endpoints {
+            follower_finals.push(follower_converged(&endpoint, &leader, options.keys).await);
+        }
+        leader_log_copy = Some(leader_log.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    }
     let history = recorder
         .history
         .lock()
@@ -184,9 +335,43 @@ async fn run_on(cluster: &mut Box<dyn Cluster>, options: &RunOptions) -> Result<
     Ok(History {
         records: history,
         final_values: finals,
+        follower_finals,
         clients: options.clients,
         nemesis: options.nemesis.name().to_string(),
+        leader_log: leader_log_copy,
     })
+}
+
+/// A follower node's state once it equals `leader`, or its last state
+/// after 30 s.
+async fn follower_converged(endpoint: &str, leader: &[Option<u64>], keys: u64) -> Vec<Option<u64>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(values) = follower::read_all(endpoint, keys, false, Duration::from_secs(2)).await
+        {
+            if values == leader {
+                return values;
+            }
+            last = values;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
+async fn wait_follower_ready(endpoint: &str, keys: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while follower::read_all(endpoint, keys, false, Duration::from_secs(2))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("follower {endpoint} did not serve {TABLE}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }
 
 async fn wait_ready(endpoints: &[String]) -> Result<()> {
@@ -249,9 +434,9 @@ fn write_outcome<T>(status: &tonic::Status) -> Outcome<T> {
     }
 }
 
-type Endpoints = std::sync::RwLock<Vec<String>>;
+type Endpoints = RwLock<Vec<String>>;
 
-/// A client of node `client % 3` at its current address.
+/// A client of node `client % nodes` at its current address.
 fn client_of(client: usize, current: &Endpoints) -> Option<KvClient<Channel>> {
     let endpoints = current.read().unwrap_or_else(|p| p.into_inner());
     let endpoint = endpoints.get(client % endpoints.len().max(1))?;
@@ -412,7 +597,8 @@ async fn leader_of(cluster: &dyn Cluster) -> Option<usize> {
 
 async fn nemesis_loop(
     cluster: &mut Box<dyn Cluster>,
-    current: &Endpoints,
+    mut follower: Option<&mut Box<dyn Cluster>>,
+    current: &Current,
     recorder: &Recorder,
     options: &RunOptions,
     deadline: Instant,
@@ -421,53 +607,141 @@ async fn nemesis_loop(
     tokio::time::sleep(options.quiet_for.min(options.time / 4)).await;
     while Instant::now() + options.fault_for < deadline {
         let kind = match options.nemesis {
-            Nemesis::Mixed => Nemesis::ALL[turn % 5],
+            // Every other nemesis in turn.
+            Nemesis::Mixed => Nemesis::ALL[turn % (Nemesis::ALL.len() - 1)],
             other => other,
         };
         turn += 1;
+        let size = cluster.size();
         let leader = leader_of(cluster.as_ref()).await.unwrap_or(1);
-        let random = rand::rng().random_range(1..=cluster.size());
-        let (fault, nodes) = match kind {
-            Nemesis::KillRandom => (Fault::Kill, vec![random]),
-            Nemesis::KillLeader => (Fault::Kill, vec![leader]),
-            Nemesis::PauseLeader => (Fault::Pause, vec![leader]),
-            Nemesis::IsolateLeader => (Fault::Isolate, vec![leader]),
-            Nemesis::RestartAll | Nemesis::Mixed => (Fault::Kill, (1..=cluster.size()).collect()),
+        let (fault, nodes) = {
+            let mut rng = rand::rng();
+            let random = rng.random_range(1..=size);
+            match kind {
+                Nemesis::KillRandom => (Fault::Kill, vec![random]),
+                Nemesis::KillLeader => (Fault::Kill, vec![leader]),
+                Nemesis::PauseLeader => (Fault::Pause, vec![leader]),
+                Nemesis::IsolateLeader => (Fault::Isolate, vec![leader]),
+                Nemesis::Split => (Fault::Isolate, minority(&mut rng, size, leader)),
+                Nemesis::RestartAll | Nemesis::Mixed => (Fault::Kill, (1..=size).collect()),
+            }
         };
         let started = recorder.now();
-        for &n in &nodes {
-            match fault {
-                Fault::Kill => cluster.kill(n).await,
-                Fault::Pause => cluster.pause(n).await,
-                Fault::Isolate => cluster.isolate(n).await,
+        match fault {
+            Fault::Isolate => cluster.partition(&nodes).await,
+            _ => {
+                let mut result = Ok(());
+                for &n in &nodes {
+                    result = match fault {
+                        Fault::Pause => cluster.pause(n).await,
+                        _ => cluster.kill(n).await,
+                    };
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
             }
-            .with_context(|| format!("{fault:?} node {n}"))?;
         }
+        .with_context(|| format!("{fault:?} nodes {nodes:?}"))?;
         recorder.push(Record::Fault(Event {
             fault,
             nodes: nodes.clone(),
             at: started,
         }));
-        tokio::time::sleep(options.fault_for).await;
-        for &n in &nodes {
-            match fault {
-                Fault::Kill => cluster.start(n, &[]).await,
-                Fault::Pause => cluster.resume(n).await,
-                Fault::Isolate => cluster.heal().await,
+        // With a follower cluster, every other fault also cuts it off.
+        let cut = match follower.as_deref_mut() {
+            Some(follower) if turn % 2 == 1 => {
+                follower
+                    .cut_off_cluster()
+                    .await
+                    .context("cutting off the follower cluster")?;
+                recorder.push(Record::Fault(Event {
+                    fault: Fault::CutOff,
+                    nodes: Vec::new(),
+                    at: recorder.now(),
+                }));
+                true
             }
-            .with_context(|| format!("healing {fault:?} of node {n}"))?;
+            _ => false,
+        };
+        tokio::time::sleep(options.fault_for).await;
+        match fault {
+            Fault::Isolate => cluster.heal().await,
+            _ => {
+                let mut result = Ok(());
+                for &n in &nodes {
+                    result = match fault {
+                        Fault::Pause => cluster.resume(n).await,
+                        _ => cluster.start(n, &[]).await,
+                    };
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
+            }
         }
+        .with_context(|| format!("healing {fault:?} of nodes {nodes:?}"))?;
         recorder.push(Record::Heal(Event {
             fault,
             nodes,
             at: recorder.now(),
         }));
-        *current.write().unwrap_or_else(|p| p.into_inner()) = (1..=cluster.size())
-            .map(|n| cluster.api_endpoint(n))
-            .collect();
+        if let (true, Some(follower)) = (cut, follower.as_deref_mut()) {
+            follower
+                .heal()
+                .await
+                .context("reconnecting the follower cluster")?;
+            recorder.push(Record::Heal(Event {
+                fault: Fault::CutOff,
+                nodes: Vec::new(),
+                at: recorder.now(),
+            }));
+        }
+        current.refresh(cluster.as_ref());
         tokio::time::sleep(options.quiet_for).await;
     }
     let rest = deadline.saturating_duration_since(Instant::now());
     tokio::time::sleep(rest).await;
     Ok(())
+}
+
+/// The smaller side of a split: ⌊(size − 1) / 2⌋ nodes, with the leader
+/// among them half of the time.
+fn minority(rng: &mut impl Rng, size: usize, leader: usize) -> Vec<usize> {
+    let want = (size - 1) / 2;
+    let mut others: Vec<usize> = (1..=size).filter(|&n| n != leader).collect();
+    let mut side = Vec::new();
+    if rng.random_bool(0.5) {
+        side.push(leader);
+    }
+    while side.len() < want && !others.is_empty() {
+        side.push(others.swap_remove(rng.random_range(0..others.len())));
+    }
+    side.sort_unstable();
+    side
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_leaves_a_majority_on_the_other_side() {
+        let mut rng = rand::rng();
+        let mut with_leader = 0;
+        for _ in 0..200 {
+            for (size, want) in [(3, 1), (5, 2)] {
+                let side = minority(&mut rng, size, 2);
+                assert_eq!(side.len(), want, "{side:?}");
+                assert!(side.iter().all(|&n| (1..=size).contains(&n)));
+                let mut unique = side.clone();
+                unique.dedup();
+                assert_eq!(unique, side);
+                with_leader += usize::from(side.contains(&2));
+            }
+        }
+        assert!(with_leader > 100 && with_leader < 300, "{with_leader}");
+    }
 }

@@ -1,6 +1,7 @@
 //! A run's timeline as SVG: one lane per client, each operation a bar from
 //! invocation to completion coloured by outcome (green ok, grey failed,
-//! orange unknown), faults as shaded bands from fault to heal.
+//! orange unknown), follower reads in blue, faults as shaded bands from
+//! fault to heal.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -17,7 +18,7 @@ pub fn timeline(history: &History, title: &str) -> String {
         .records
         .iter()
         .map(|r| match r {
-            Record::Op { completed, .. } => *completed,
+            Record::Op { completed, .. } | Record::FollowerRead { completed, .. } => *completed,
             Record::Fault(e) | Record::Heal(e) => e.at,
         })
         .max()
@@ -26,7 +27,7 @@ pub fn timeline(history: &History, title: &str) -> String {
     let x = |t: u64| LEFT + (t as f64 / end) * (WIDTH - LEFT - 10.0);
     let mut lanes: BTreeMap<usize, usize> = BTreeMap::new();
     for record in &history.records {
-        if let Record::Op { client, .. } = record {
+        if let Record::Op { client, .. } | Record::FollowerRead { client, .. } = record {
             let next = lanes.len();
             lanes.entry(*client).or_insert(next);
         }
@@ -57,7 +58,7 @@ pub fn timeline(history: &History, title: &str) -> String {
                     band(&mut svg, x(at), x(event.at), height, fault, &nodes);
                 }
             }
-            Record::Op { .. } => {}
+            Record::Op { .. } | Record::FollowerRead { .. } => {}
         }
     }
     for (fault, nodes, at) in open {
@@ -67,28 +68,46 @@ pub fn timeline(history: &History, title: &str) -> String {
         let y = TOP + LANE * *lane as f64;
         let label = if *client >= 1000 {
             format!("final n{}", client - 999)
+        } else if *client >= 100 {
+            format!("follower n{}", client - 99)
         } else {
             format!("client {client}")
         };
         let _ = writeln!(svg, r#"<text x="4" y="{}">{label}</text>"#, y + 10.0);
     }
     for record in &history.records {
-        let Record::Op {
-            client,
-            op,
-            invoked,
-            completed,
-            ..
-        } = record
-        else {
-            continue;
+        let (client, colour, invoked, completed) = match record {
+            Record::Op {
+                client,
+                op,
+                invoked,
+                completed,
+                ..
+            } => {
+                let colour = match op_outcome(op) {
+                    "ok" => "#2e9e44",
+                    "failed" => "#9a9a9a",
+                    _ => "#f08c00",
+                };
+                (client, colour, invoked, completed)
+            }
+            Record::FollowerRead {
+                client,
+                values,
+                invoked,
+                completed,
+                ..
+            } => {
+                let colour = if values.is_some() {
+                    "#3a6fd8"
+                } else {
+                    "#9a9a9a"
+                };
+                (client, colour, invoked, completed)
+            }
+            _ => continue,
         };
         let y = TOP + LANE * lanes[client] as f64;
-        let colour = match op_outcome(op) {
-            "ok" => "#2e9e44",
-            "failed" => "#9a9a9a",
-            _ => "#f08c00",
-        };
         let (x0, x1) = (x(*invoked), x(*completed));
         let _ = writeln!(
             svg,
@@ -110,7 +129,7 @@ pub fn timeline(history: &History, title: &str) -> String {
     }
     let _ = writeln!(
         svg,
-        "<text x=\"{LEFT}\" y=\"{}\">green ok · grey failed (not applied) · orange unknown · shaded: fault until heal</text>",
+        "<text x=\"{LEFT}\" y=\"{}\">green ok · grey failed (not applied) · orange unknown · blue follower read · shaded: fault until heal</text>",
         axis + 16.0
     );
     svg.push_str("</svg>\n");
@@ -122,6 +141,7 @@ fn band(svg: &mut String, x0: f64, x1: f64, height: f64, fault: Fault, nodes: &[
         Fault::Kill => "#ffd6d6",
         Fault::Pause => "#d6e4ff",
         Fault::Isolate => "#fff1c2",
+        Fault::CutOff => "#e6d6ff",
     };
     let _ = writeln!(
         svg,
