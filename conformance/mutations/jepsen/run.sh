@@ -12,10 +12,11 @@ cd "$(dirname "$0")/../../.."
 source ci/env.sh
 regatta_use_prebuilt_rocksdb
 
-# name, patch, nemesis
+# name, patch, nemesis, further jepsen flags
 mutations=(
     "local-linearizable-reads conformance/mutations/local-linearizable-reads.patch isolate-leader"
     "ack-before-sync conformance/mutations/jepsen/ack-before-sync.patch restart-all"
+    "follower-skips-entries conformance/mutations/jepsen/follower-skips-entries.patch kill-random --follower 3"
 )
 runs="${RUNS:-2}"
 time="${TIME:-30}"
@@ -28,7 +29,7 @@ logs="$CARGO_TARGET_DIR/jepsen/mutations"
 mkdir -p "$logs"
 missed=0
 for entry in "${mutations[@]}"; do
-    read -r name patch nemesis <<<"$entry"
+    read -r name patch nemesis flags <<<"$entry"
     if [[ $# -gt 0 && ! " $* " =~ " $name " ]]; then
         continue
     fi
@@ -46,7 +47,7 @@ for entry in "${mutations[@]}"; do
     rm -rf "${logs:?}/$name"
     if REGATTA_CONFORMANCE_BACKEND=processes REGATTA_BINARY="$binary" \
         cargo run --quiet --package xtask -- jepsen --runs "$runs" --nemesis "$nemesis" \
-        --time "$time" --out "$logs/$name" >"$logs/$name.log" 2>&1; then
+        --time "$time" --out "$logs/$name" ${flags:-} >"$logs/$name.log" 2>&1; then
         echo "$name: NOT CAUGHT by $runs $nemesis runs of $time s"
         missed=1
     else
