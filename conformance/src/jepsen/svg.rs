@@ -11,7 +11,7 @@ use super::history::{op_outcome, Fault, History, Record};
 const WIDTH: f64 = 1600.0;
 const LEFT: f64 = 90.0;
 const LANE: f64 = 14.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 52.0;
 
 pub fn timeline(history: &History, title: &str) -> String {
     let end = history
@@ -143,9 +143,15 @@ fn band(svg: &mut String, x0: f64, x1: f64, height: f64, fault: Fault, nodes: &[
         Fault::Isolate => "#fff1c2",
         Fault::CutOff => "#e6d6ff",
     };
+    // Bands may overlap (a cut-off of the follower cluster during a leader
+    // fault): both stay visible, and their labels do not collide.
+    let (label, label_y) = match fault {
+        Fault::CutOff => ("follower cluster cut off".to_string(), 47.0),
+        _ => (format!("{fault:?} {nodes:?}"), 34.0),
+    };
     let _ = writeln!(
         svg,
-        r#"<rect x="{x0:.1}" y="24" width="{:.1}" height="{:.1}" fill="{colour}"/><text x="{:.1}" y="34">{fault:?} {nodes:?}</text>"#,
+        r#"<rect x="{x0:.1}" y="24" width="{:.1}" height="{:.1}" fill="{colour}" fill-opacity="0.6"/><text x="{:.1}" y="{label_y}">{label}</text>"#,
         (x1 - x0).max(1.0),
         height - 44.0,
         x0 + 2.0
