@@ -67,6 +67,18 @@ Feature: Durability and consistency under faults
     Then every node eventually holds "kept" = "y" in "regatta-test"
     And no node holds "lost" in "regatta-test"
 
+  Scenario: In a 3|2 split the minority holding the leader acknowledges nothing while the majority goes on
+    Given a leader cluster of 5 nodes with tables "regatta-test"
+    And table "regatta-test" holds "k=old"
+    When the leader of "regatta-test" and one other node are cut off from the others
+    Then a put of "lost" = "x" into "regatta-test" on the cut-off node is not acknowledged
+    When within 30 seconds a put of "k" = "new" into "regatta-test" on another node succeeds
+    And I read "k" from "regatta-test" on the second cut-off node
+    Then the response is "new" or an error
+    When the network is healed
+    Then every node eventually holds "k" = "new" in "regatta-test"
+    And no node holds "lost" in "regatta-test"
+
   Scenario: A follower cut off from the others serves no stale linearizable read
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "k=old"

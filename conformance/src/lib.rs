@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod command_stream;
 pub mod jepsen;
+pub mod metrics;
 pub mod setup;
 pub mod steps;
 pub mod values;

@@ -75,6 +75,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 fn row(run: &str, nemesis: &str, cluster: &str, analysis: &Analysis) -> String {
     let mut recoveries = analysis.recoveries.clone();
     recoveries.sort_unstable();
+    let mut failovers = analysis.failovers.clone();
+    failovers.sort_unstable();
     let ms = |us: u64| format!("{:.0}", us as f64 / 1000.0);
     let verdict = match (&analysis.unchecked, analysis.linearizable) {
         (Some(_), _) => "UNCHECKED",
@@ -82,12 +84,18 @@ fn row(run: &str, nemesis: &str, cluster: &str, analysis: &Analysis) -> String {
         (None, false) => "NO",
     };
     let follower = if analysis.follower_reads > 0 {
-        format!("{}/{}", analysis.follower_reads_ok, analysis.follower_reads)
+        let recoveries = analysis
+            .follower_snapshot_recoveries
+            .map_or("?".to_string(), |n| n.to_string());
+        format!(
+            "{}/{}, {recoveries}",
+            analysis.follower_reads_ok, analysis.follower_reads
+        )
     } else {
         "-".to_string()
     };
     format!(
-        "| {run} | {nemesis} | {cluster} | {} | {} | {} | {} | {follower} | {verdict} | {} | {} | {} | {} |",
+        "| {run} | {nemesis} | {cluster} | {} | {} | {} | {} | {follower} | {verdict} | {} | {} | {} | {} | {} | {} |",
         analysis.operations,
         analysis.ok,
         analysis.failed,
@@ -96,6 +104,8 @@ fn row(run: &str, nemesis: &str, cluster: &str, analysis: &Analysis) -> String {
         ms(percentile(&recoveries, 50.0)),
         ms(percentile(&recoveries, 99.0)),
         ms(recoveries.last().copied().unwrap_or(0)),
+        ms(percentile(&failovers, 50.0)),
+        ms(failovers.last().copied().unwrap_or(0)),
     )
 }
 
@@ -105,8 +115,8 @@ async fn main() -> Result<()> {
     let backend = conformance::setup::choose_backend().await?;
     std::fs::create_dir_all(&args.out)?;
     let mut table = vec![
-        "| run | nemesis | cluster | ops | ok | failed | unknown | follower reads ok/all | linearizable | anomalies | recovery p50 ms | p99 ms | max ms |".to_string(),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|".to_string(),
+        "| run | nemesis | cluster | ops | ok | failed | unknown | follower reads ok/all, snapshot copies | linearizable | anomalies | recovery p50 ms | p99 ms | max ms | write stall p50 ms | max ms |".to_string(),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".to_string(),
     ];
     let cluster = if args.follower_nodes > 0 {
         format!("{} + follower {}", args.nodes, args.follower_nodes)

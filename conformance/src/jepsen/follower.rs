@@ -451,6 +451,7 @@ mod tests {
             records,
             final_values: vec![finals.clone()],
             follower_finals: vec![finals],
+            follower_snapshot_recoveries: None,
             clients: 1,
             nemesis: "test".into(),
             leader_log: None,

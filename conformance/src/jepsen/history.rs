@@ -61,6 +61,9 @@ pub struct History {
     pub final_values: Vec<Vec<Option<u64>>>,
     /// Each follower node's final value of every key (follower variant).
     pub follower_finals: Vec<Vec<Option<u64>>>,
+    /// Times the follower cluster copied the table by snapshot (its nodes'
+    /// `regatta_replication_snapshot_recoveries_total`), when known.
+    pub follower_snapshot_recoveries: Option<u64>,
     pub clients: usize,
     pub nemesis: String,
     /// The leader's replication log as followed during the run (follower
@@ -80,9 +83,13 @@ pub struct Analysis {
     /// Microseconds from each heal on the leader side to the next
     /// acknowledged write.
     pub recoveries: Vec<u64>,
+    /// Microseconds from each fault on the leader side to the first
+    /// acknowledged write invoked after it (how long writes stalled).
+    pub failovers: Vec<u64>,
     /// Follower variant: reads on follower nodes, and those that answered.
     pub follower_reads: usize,
     pub follower_reads_ok: usize,
+    pub follower_snapshot_recoveries: Option<u64>,
     /// Why the run could not be checked in full, if so.
     pub unchecked: Option<String>,
 }
@@ -248,6 +255,8 @@ impl History {
             }
         }
         analysis.recoveries = self.recoveries();
+        analysis.failovers = self.failovers();
+        analysis.follower_snapshot_recoveries = self.follower_snapshot_recoveries;
         analysis
     }
 
@@ -340,6 +349,31 @@ impl History {
         anomalies
     }
 
+    /// From each fault to the first acknowledged write invoked after it.
+    fn failovers(&self) -> Vec<u64> {
+        self.records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Fault(event) if event.fault != Fault::CutOff => Some(event.at),
+                _ => None,
+            })
+            .filter_map(|fault| {
+                self.records
+                    .iter()
+                    .filter_map(|r| match r {
+                        Record::Op {
+                            op: Op::Write(_, Outcome::Ok(())),
+                            invoked,
+                            completed,
+                            ..
+                        } if *invoked >= fault => Some(*completed - fault),
+                        _ => None,
+                    })
+                    .min()
+            })
+            .collect()
+    }
+
     /// From each heal to the first acknowledged write completed after it.
     fn recoveries(&self) -> Vec<u64> {
         let heals: Vec<u64> = self
@@ -389,6 +423,7 @@ mod tests {
             records,
             final_values: finals,
             follower_finals: Vec::new(),
+            follower_snapshot_recoveries: None,
             clients: 1,
             nemesis: "test".into(),
             leader_log: None,

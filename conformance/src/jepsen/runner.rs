@@ -271,7 +271,7 @@ async fn run_on(
     // Heal everything, then read every key on every node: the final state
     // joins the history, and every node must agree.
     cluster.heal().await.ok();
-    if let Some(follower) = follower {
+    if let Some(follower) = follower.as_deref_mut() {
         follower.heal().await.ok();
     }
     let endpoints = api_endpoints(cluster.as_ref());
@@ -301,6 +301,7 @@ async fn run_on(
     }
     let mut follower_finals = Vec::new();
     let mut leader_log_copy = None;
+    let mut follower_snapshot_recoveries = None;
     if let Some(observer) = observer {
         let leader = finals.first().cloned().unwrap_or_default();
         // The model catches up with the leader nodes' final state, then
@@ -326,6 +327,9 @@ async fn run_on(
             follower_finals.push(follower_converged(&endpoint, &leader, options.keys).await);
         }
         leader_log_copy = Some(leader_log.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        if let Some(follower) = follower {
+            follower_snapshot_recoveries = snapshot_recoveries(follower.as_ref()).await;
+        }
     }
     let history = recorder
         .history
@@ -336,10 +340,23 @@ async fn run_on(
         records: history,
         final_values: finals,
         follower_finals,
+        follower_snapshot_recoveries,
         clients: options.clients,
         nemesis: options.nemesis.name().to_string(),
         leader_log: leader_log_copy,
     })
+}
+
+/// How often the follower cluster's nodes copied the table by snapshot;
+/// `None` when a node's `/metrics` cannot be read.
+async fn snapshot_recoveries(follower: &dyn Cluster) -> Option<u64> {
+    let name = format!("regatta_replication_snapshot_recoveries_total{{table=\"{TABLE}\"}}");
+    let mut total = 0;
+    for n in 1..=follower.size() {
+        let metrics = crate::metrics::get(&follower.rest_address(n)?).await.ok()?;
+        total += crate::metrics::sum(&metrics, &name);
+    }
+    Some(total)
 }
 
 /// A follower node's state once it equals `leader`, or its last state

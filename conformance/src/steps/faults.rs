@@ -117,11 +117,38 @@ async fn resume(world: &mut RegattaWorld, which: String) -> Result<()> {
     world.cluster_mut()?.resume(n).await
 }
 
+/// A minority of two (a 3|2 split of five nodes): the leader and another
+/// node keep their link and lose every other.
+#[when(regex = r#"^the leader of "([^"]*)" and one other node are cut off from the others$"#)]
+async fn split_leader_and_one(world: &mut RegattaWorld, table: String) -> Result<()> {
+    split(world, &table).await.map_err(super::flatten)
+}
+
+async fn split(world: &mut RegattaWorld, table: &str) -> Result<()> {
+    if let Some(reason) = world.cluster()?.fault_support() {
+        bail!("cannot inject faults: {reason}");
+    }
+    let leader = world.leader_of(table).await?;
+    let other = world
+        .live_nodes()
+        .into_iter()
+        .find(|n| *n != leader)
+        .context("no other running node")?;
+    world.cluster_mut()?.partition(&[leader, other]).await?;
+    for (role, n) in [("the cut-off node", leader), ("the second cut-off node", other)] {
+        world.forget_client(n);
+        world.marked.insert(role.to_string(), n);
+    }
+    Ok(())
+}
+
 #[when("the network is healed")]
 async fn heal(world: &mut RegattaWorld) -> Result<()> {
     world.cluster_mut()?.heal().await?;
-    if let Some(n) = world.marked.get("the cut-off node").copied() {
-        world.forget_client(n);
+    for role in ["the cut-off node", "the second cut-off node"] {
+        if let Some(n) = world.marked.get(role).copied() {
+            world.forget_client(n);
+        }
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use super::follower::follower_nodes;
+use crate::metrics;
 use crate::world::{RegattaWorld, FOLLOWER_NODES};
 
 /// What one background reader saw: the keys of each read, or why it failed.
@@ -267,7 +268,7 @@ async fn stored_index(world: &RegattaWorld, table: &str) -> Result<Option<u64>> 
         let Some(address) = follower.rest_address(n) else {
             bail!("this backend does not expose the nodes' /metrics");
         };
-        let Ok(metrics) = get_metrics(&address).await else {
+        let Ok(metrics) = metrics::get(&address).await else {
             continue;
         };
         let series = |name: &str| {
@@ -283,21 +284,6 @@ async fn stored_index(world: &RegattaWorld, table: &str) -> Result<Option<u64>> 
         }
     }
     Ok(None)
-}
-
-async fn get_metrics(address: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(address),
-    )
-    .await??;
-    socket
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: regatta\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(5), socket.read_to_string(&mut body)).await??;
-    Ok(body)
 }
 
 #[then(
@@ -333,11 +319,7 @@ async fn no_recovery(world: &mut RegattaWorld, table: String) -> Result<()> {
         let address = follower
             .rest_address(n)
             .context("this backend does not expose the nodes' /metrics")?;
-        let metrics = get_metrics(&address).await?;
-        let recoveries: u64 = metrics
-            .lines()
-            .filter_map(|line| line.strip_prefix(name.as_str())?.trim().parse::<u64>().ok())
-            .sum();
+        let recoveries = metrics::sum(&metrics::get(&address).await?, &name);
         if recoveries > 0 {
             bail!("follower node {n} recovered {table} by snapshot {recoveries} times");
         }
