@@ -135,7 +135,10 @@ async fn split(world: &mut RegattaWorld, table: &str) -> Result<()> {
         .find(|n| *n != leader)
         .context("no other running node")?;
     world.cluster_mut()?.partition(&[leader, other]).await?;
-    for (role, n) in [("the cut-off node", leader), ("the second cut-off node", other)] {
+    for (role, n) in [
+        ("the cut-off node", leader),
+        ("the second cut-off node", other),
+    ] {
         world.forget_client(n);
         world.marked.insert(role.to_string(), n);
     }
