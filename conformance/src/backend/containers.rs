@@ -324,6 +324,31 @@ impl Cluster for ContainerCluster {
         self.halt(n, 0).await
     }
 
+    async fn kill_all(&mut self, nodes: &[usize]) -> Result<()> {
+        // SIGKILL every container first; logs and removal take a while
+        // each, and "at once" must mean within milliseconds.
+        let mut killed = Vec::new();
+        for &n in nodes {
+            let node = self.node_mut(n)?;
+            let container = node
+                .container
+                .take()
+                .with_context(|| format!("node {n} is not running"))?;
+            node.ip = None;
+            killed.push((n, container));
+        }
+        let kills = killed.iter().map(|(_, c)| c.stop_with_timeout(Some(0)));
+        for result in futures::future::join_all(kills).await {
+            result?;
+        }
+        for (n, container) in killed {
+            let logs = Self::container_logs(&container).await;
+            container.rm().await?;
+            self.node_mut(n)?.earlier_logs.push_str(&logs);
+        }
+        Ok(())
+    }
+
     async fn stop(&mut self, n: usize) -> Result<()> {
         self.halt(n, 20).await
     }

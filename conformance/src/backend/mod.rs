@@ -119,6 +119,14 @@ pub trait Cluster: Send + Sync {
     fn fault_support(&self) -> Option<String>;
     /// Kills node `n` at once (SIGKILL): no shutdown, unsynced data lost.
     async fn kill(&mut self, n: usize) -> Result<()>;
+    /// Kills several nodes at once; by default one after another, which a
+    /// backend whose kill is slow (a container's) should do better.
+    async fn kill_all(&mut self, nodes: &[usize]) -> Result<()> {
+        for &n in nodes {
+            self.kill(n).await?;
+        }
+        Ok(())
+    }
     /// Stops node `n` gracefully (SIGTERM).
     async fn stop(&mut self, n: usize) -> Result<()>;
     /// Starts a stopped or killed node `n` again on its old data, with

@@ -46,8 +46,11 @@ pub struct LeaderLog {
     pub state: Vec<Option<u64>>,
     /// What the stream itself did wrong (gaps, commands nobody sent).
     pub anomalies: Vec<String>,
-    /// Why following stopped early, if it did (the run is then not checked).
+    /// Why the log could not be followed to its end, if so (the run is
+    /// then not checked).
     pub lost: Option<String>,
+    /// Streams a node refused because it had compacted past the model.
+    pub refusals: Vec<String>,
 }
 
 impl LeaderLog {
@@ -125,35 +128,43 @@ fn pair(key: &[u8], value: &[u8]) -> Option<(u64, u64)> {
 }
 
 /// Follows the leader cluster's log of [`TABLE`] from index 1 into `log`
-/// until `stop`, moving to the next node whenever one fails, stalls or is
-/// behind. Follow mode keeps each stream open.
+/// until `stop`, from every node at once (follow mode keeps each stream
+/// open): the model advances with the most advanced live node, so a node
+/// that dies, stalls or sits in a minority never holds it back long enough
+/// for the others to compact what it still needs.
 pub async fn observe(
     endpoints: Arc<RwLock<Vec<String>>>,
     log: Arc<Mutex<LeaderLog>>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut node = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        let endpoint = {
-            let endpoints = endpoints.read().unwrap_or_else(|p| p.into_inner());
-            endpoints.get(node % endpoints.len().max(1)).cloned()
-        };
-        node += 1;
-        let Some(endpoint) = endpoint else { return };
-        if let Err(lost) = follow_one(&endpoint, &log, &stop).await {
-            lock(&log).lost = Some(lost);
-            return;
+    let nodes = endpoints.read().unwrap_or_else(|p| p.into_inner()).len();
+    let streams = (0..nodes).map(|node| {
+        let (endpoints, log, stop) = (endpoints.clone(), log.clone(), stop.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let endpoint = endpoints
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(node)
+                    .cloned()
+                    .unwrap_or_default();
+                if let Err(refused) = follow_one(&endpoint, &log, &stop).await {
+                    lock(&log).refusals.push(refused);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    });
+    futures::future::join_all(streams).await;
 }
 
 fn lock(log: &Mutex<LeaderLog>) -> std::sync::MutexGuard<'_, LeaderLog> {
     log.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One stream from one node; `Err` only when the log cannot be followed
-/// any more (compacted past what the model has).
+/// One stream from one node; `Err` when that node compacted its log past
+/// what the model has.
 async fn follow_one(
     endpoint: &str,
     log: &Mutex<LeaderLog>,
@@ -216,9 +227,7 @@ async fn follow_one(
             Some(Response::ErrorResponse(error))
                 if error.error == ReplicateError::UseSnapshot as i32 =>
             {
-                return Err(format!(
-                    "{endpoint} compacted its log past entry {from}: the run cannot be checked (raise --raft.snapshot-entries)"
-                ));
+                return Err(format!("{endpoint} compacted its log past entry {from}"));
             }
             // LEADER_BEHIND: that node has not applied what the model has.
             Some(Response::ErrorResponse(_)) => return Ok(()),
