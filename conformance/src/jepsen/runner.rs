@@ -187,10 +187,12 @@ fn replication_endpoints(cluster: &dyn Cluster) -> Vec<String> {
         .collect()
 }
 
-/// Where the nodes answer now (a restarted container may move).
+/// Where the nodes answer now (a restarted or moved container may have a
+/// new address).
 struct Current {
     api: Arc<Endpoints>,
     replication: Arc<Endpoints>,
+    follower_api: Arc<Endpoints>,
 }
 
 impl Current {
@@ -198,6 +200,10 @@ impl Current {
         *self.api.write().unwrap_or_else(|p| p.into_inner()) = api_endpoints(cluster);
         *self.replication.write().unwrap_or_else(|p| p.into_inner()) =
             replication_endpoints(cluster);
+    }
+
+    fn refresh_follower(&self, follower: &dyn Cluster) {
+        *self.follower_api.write().unwrap_or_else(|p| p.into_inner()) = api_endpoints(follower);
     }
 }
 
@@ -230,6 +236,7 @@ async fn run_on(
     let current = Current {
         api: Arc::new(RwLock::new(endpoints.clone())),
         replication: Arc::new(RwLock::new(replication_endpoints(cluster.as_ref()))),
+        follower_api: follower_endpoints.clone(),
     };
     let leader_log = Arc::new(Mutex::new(LeaderLog::new(options.keys)));
     let stop_observer = Arc::new(AtomicBool::new(false));
@@ -661,6 +668,9 @@ async fn nemesis_loop(
         inject(cluster.as_mut(), fault, &nodes)
             .await
             .with_context(|| format!("{fault:?} nodes {nodes:?}"))?;
+        // A container moved to the island network has a new address, and
+        // its old one may go to another container: never keep it.
+        current.refresh(cluster.as_ref());
         recorder.push(Record::Fault(Event {
             fault,
             nodes: nodes.clone(),
@@ -672,6 +682,7 @@ async fn nemesis_loop(
                 inject(follower.as_mut(), Fault::CutOff, &[])
                     .await
                     .context("cutting off the follower cluster")?;
+                current.refresh_follower(follower.as_ref());
                 recorder.push(Record::Fault(Event {
                     fault: Fault::CutOff,
                     nodes: Vec::new(),
@@ -694,6 +705,7 @@ async fn nemesis_loop(
             heal(follower.as_mut(), Fault::CutOff, &[])
                 .await
                 .context("reconnecting the follower cluster")?;
+            current.refresh_follower(follower.as_ref());
             recorder.push(Record::Heal(Event {
                 fault: Fault::CutOff,
                 nodes: Vec::new(),
