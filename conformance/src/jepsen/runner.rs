@@ -664,17 +664,18 @@ async fn nemesis_loop(
                 Nemesis::RestartAll | Nemesis::Mixed => (Fault::Kill, (1..=size).collect()),
             }
         };
-        let started = recorder.now();
         inject(cluster.as_mut(), fault, &nodes)
             .await
             .with_context(|| format!("{fault:?} nodes {nodes:?}"))?;
         // A container moved to the island network has a new address, and
         // its old one may go to another container: never keep it.
         current.refresh(cluster.as_ref());
+        // Recorded once in place (a container's kill or move takes a while),
+        // so the write stall counts from a fault that is really there.
         recorder.push(Record::Fault(Event {
             fault,
             nodes: nodes.clone(),
-            at: started,
+            at: recorder.now(),
         }));
         // With a follower cluster, every other fault also cuts it off.
         let cut = match follower.as_deref_mut() {
