@@ -166,7 +166,24 @@ pub async fn run(backend: Arc<dyn Backend>, name: &str, options: &RunOptions) ->
             }
         }
     }
-    let outcome = run_on(&mut cluster, follower.as_mut(), options).await;
+    let mut outcome = run_on(&mut cluster, follower.as_mut(), options).await;
+    if outcome.is_err() {
+        // The nodes' output is the evidence of a run that broke; keep it.
+        let mut clusters = vec![("leader", &cluster)];
+        if let Some(follower) = &follower {
+            clusters.push(("follower", follower));
+        }
+        let mut kept = Vec::new();
+        for (role, each) in clusters {
+            for n in 1..=each.size() {
+                let path = std::env::temp_dir().join(format!("jepsen-{name}-{role}-{n}.log"));
+                if std::fs::write(&path, each.logs(n).await).is_ok() {
+                    kept.push(path.display().to_string());
+                }
+            }
+        }
+        outcome = outcome.with_context(|| format!("node logs: {}", kept.join(" ")));
+    }
     if let Some(mut follower) = follower {
         follower.destroy().await;
     }
