@@ -226,15 +226,21 @@ impl ContainerCluster {
         Ok(ip.parse()?)
     }
 
-    /// Stops node `n` (SIGTERM, then SIGKILL after `grace_seconds`) and
-    /// removes its container, keeping its logs and its data directory.
-    async fn halt(&mut self, n: usize, grace_seconds: i32) -> Result<()> {
+    /// Node `n`'s running container, which it no longer has (nor an address).
+    fn take_container(&mut self, n: usize) -> Result<ContainerAsync<GenericImage>> {
         let node = self.node_mut(n)?;
         let container = node
             .container
             .take()
             .with_context(|| format!("node {n} is not running"))?;
         node.ip = None;
+        Ok(container)
+    }
+
+    /// Stops node `n` (SIGTERM, then SIGKILL after `grace_seconds`) and
+    /// removes its container, keeping its logs and its data directory.
+    async fn halt(&mut self, n: usize, grace_seconds: i32) -> Result<()> {
+        let container = self.take_container(n)?;
         container.stop_with_timeout(Some(grace_seconds)).await?;
         let logs = Self::container_logs(&container).await;
         container.rm().await?;
@@ -329,13 +335,7 @@ impl Cluster for ContainerCluster {
         // each, and "at once" must mean within milliseconds.
         let mut killed = Vec::new();
         for &n in nodes {
-            let node = self.node_mut(n)?;
-            let container = node
-                .container
-                .take()
-                .with_context(|| format!("node {n} is not running"))?;
-            node.ip = None;
-            killed.push((n, container));
+            killed.push((n, self.take_container(n)?));
         }
         let kills = killed.iter().map(|(_, c)| c.stop_with_timeout(Some(0)));
         for result in futures::future::join_all(kills).await {
