@@ -4,7 +4,7 @@
 # outside the clone, and after the first build we keep librocksdb.a and
 # libsnappy.a (built by librocksdb-sys itself, from the exact version in
 # Cargo.lock) in a cache so that later builds in any profile link them instead
-# of compiling RocksDB again (see shared/notes/build.md).
+# of compiling RocksDB again.
 
 REGATTA_CACHE="${REGATTA_CACHE:-$HOME/.cache/regatta-rs}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REGATTA_CACHE/target}"

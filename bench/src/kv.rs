@@ -561,11 +561,11 @@ pub async fn main(options: Options) -> Result<()> {
     println!("{}", summary(&row));
     rows.push(row);
 
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = recorded_arguments(std::env::args().skip(1));
     let mut document = String::from("# Benchmarks\n\n");
     let _ = write!(
         document,
-        "Produced by `cargo xtask bench kv{}` ({}), regatta-rs vs etcd {} on the same machine, \
+        "Produced by `cargo xtask bench kv{}` (arguments: `{}`), regatta-rs vs etcd {} on the same machine, \
          back to back in one run, client and servers on loopback, fsync on for both. \
          Each workload runs on a fresh system; reads run over a pre-written key space of {} keys; \
          keys of {} bytes, values of {} bytes; {} per workload.\n\nMachine:\n{}\n",
@@ -607,4 +607,21 @@ fn etcd_version(binary: Option<&PathBuf>) -> String {
         .and_then(|out| String::from_utf8(out.stdout).ok())
         .and_then(|text| text.lines().next().map(|line| line.trim().to_string()))
         .unwrap_or_else(|| "(not installed)".into())
+}
+
+/// The benchmark's arguments as the record shows them: without the paths of
+/// this machine (`--out`, `--binary`), which say nothing about the run.
+fn recorded_arguments(args: impl Iterator<Item = String>) -> String {
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if skip_value {
+            skip_value = false;
+        } else if arg == "--out" || arg == "--binary" {
+            skip_value = true;
+        } else if !(arg.starts_with("--out=") || arg.starts_with("--binary=")) {
+            kept.push(arg);
+        }
+    }
+    kept.join(" ")
 }

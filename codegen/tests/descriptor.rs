@@ -1,6 +1,6 @@
 //! The encoded descriptor set (what gRPC reflection serves) describes exactly
 //! the services of the spec, and the field numbers, oneofs and labels that
-//! `shared/spec/wire-numbers.md` fixes.
+//! `docs/spec/wire-numbers.md` fixes.
 
 use prost::Message;
 use prost_types::field_descriptor_proto::Label;

@@ -194,7 +194,7 @@ mod tests {
 
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/regatta-go/backups")
+            .join("../features/fixtures/regatta-go/backups")
             .join(name)
     }
 

@@ -125,7 +125,7 @@ fn stderr(output: &Output) -> String {
 
 fn go_backup(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/regatta-go/backups")
+        .join("../features/fixtures/regatta-go/backups")
         .join(name)
 }
 

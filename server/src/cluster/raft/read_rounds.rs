@@ -1,8 +1,8 @@
 //! Read-index rounds shared by concurrent linearizable reads.
 //!
-//! openraft confirms one read index per call with a quorum round; nothing
-//! coalesces calls (`shared/notes/openraft.md`). A read may share a round
-//! that *starts after it arrived*: the index that round confirms is at least
+//! openraft (0.9.25, `Raft::ensure_linearizable`) confirms one read index
+//! per call with a quorum round; nothing coalesces calls. A read may share a
+//! round that *starts after it arrived*: the index that round confirms is at least
 //! the commit index at the read's arrival, which is all linearizability asks.
 //! So reads queue up while a round runs and the next round serves all of
 //! them: one round trip per batch instead of one per read.

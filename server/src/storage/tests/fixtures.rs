@@ -1,5 +1,5 @@
 //! Files written by Regatta (Go) read exactly as documented in
-//! `shared/fixtures/regatta-go/README.md`.
+//! `features/fixtures/regatta-go/README.md`.
 
 use std::path::PathBuf;
 
@@ -11,7 +11,7 @@ use crate::storage::{Install, Trailer};
 
 pub(crate) fn fixture_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/regatta-go")
+        .join("../features/fixtures/regatta-go")
         .join(relative)
 }
 
