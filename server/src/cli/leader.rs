@@ -307,6 +307,11 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         (None, None) => None,
         _ => return Err("--api.cert-filename and --api.key-filename go together".into()),
     };
+    // Refused before the node starts, so a bad name writes nothing.
+    for table in args.tables_names.iter().chain(&args.tables_delete) {
+        crate::cluster::table_name::check_user_table(table.as_bytes())
+            .map_err(|e| format!("--tables.names/--tables.delete {table:?}: {e}"))?;
+    }
     let settings = args.raft_settings()?;
     let storage = StorageOptions {
         block_cache_size: args.storage_block_cache_size,

@@ -7,6 +7,10 @@ pub enum Error {
     /// No such table in the catalogue (or not yet running on this node).
     #[error("table not found")]
     TableNotFound,
+    /// A client or peer named a table the server keeps for itself
+    /// (`table_name::check_user_table`).
+    #[error("table name is reserved for the server's own metadata")]
+    ReservedTableName,
     /// A retryable condition: no leader yet, leader changed, no quorum,
     /// timeout inside the cluster, shutting down.
     #[error("unavailable: {0}")]

@@ -10,6 +10,7 @@ pub mod node;
 pub mod raft;
 mod restore;
 mod table_log;
+pub mod table_name;
 
 pub use config::{parse_members, RaftSettings};
 pub use error::{Error, Result};

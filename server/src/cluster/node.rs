@@ -25,6 +25,7 @@ use super::raft::state_machine::GroupStateMachine;
 use super::raft::types::{
     GroupId, MetaCommand, NodeId, Raft, Request, Response, RestoreStep, METADATA_GROUP,
 };
+use super::table_name;
 use crate::storage::{Storage, StorageOptions, Table};
 
 /// What the response header needs about a group (behaviour.md §2.7).
@@ -270,7 +271,18 @@ impl Node {
     /// Starts and stops table groups to match the applied catalogue.
     async fn reconcile(&self) -> Result<()> {
         let _running = self.reconcile_lock.lock().await;
-        let wanted = catalogue::tables(&self.catalogue_table()?)?;
+        let mut wanted = catalogue::tables(&self.catalogue_table()?)?;
+        // A catalogue written before reserved names were refused may name
+        // one; starting a group over the server's own table would stop this
+        // node from ever starting again, so such an entry is left alone.
+        wanted.retain(|name, id| {
+            let reserved = table_name::is_reserved(name);
+            if reserved {
+                tracing::error!(table = ?String::from_utf8_lossy(name), group = *id,
+                    "the catalogue names a table the server reserves for itself; not starting it");
+            }
+            !reserved
+        });
         let running: Vec<Arc<Group>> = self.groups.all();
         for group in running.iter().filter(|g| g.id != METADATA_GROUP) {
             if wanted.get(group.table.name()) != Some(&group.id) {
@@ -334,6 +346,7 @@ impl Node {
     /// Creates a table through the metadata group (a no-op if it exists) and
     /// waits until its group runs here; returns its shard id.
     pub async fn create_table(&self, name: &[u8], timeout: Duration) -> Result<GroupId> {
+        table_name::check_user_table(name)?;
         let metadata = self
             .groups
             .get(METADATA_GROUP)
@@ -356,6 +369,7 @@ impl Node {
 
     /// Deletes a table through the metadata group (a no-op if it is absent).
     pub async fn delete_table(&self, name: &[u8], timeout: Duration) -> Result<()> {
+        table_name::check_user_table(name)?;
         let metadata = self
             .groups
             .get(METADATA_GROUP)
@@ -417,6 +431,7 @@ impl Node {
         step: RestoreStep,
         timeout: Duration,
     ) -> Result<bool> {
+        table_name::check_user_table(table)?;
         let group = self.table_group(table)?;
         let response = self
             .propose(&group, Request::Restore(step), timeout)

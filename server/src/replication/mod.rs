@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use crate::cluster::Node;
+use crate::cluster::{table_name, Node};
 use metrics::ReplicationMetrics;
 use recovery::Recoveries;
 use worker::TableWorker;
@@ -184,6 +184,16 @@ impl Follower {
             .tables
             .into_iter()
             .map(|table| table.name.into_bytes())
+            .filter(|name| {
+                // A leader cluster must never list one; if it does, copying
+                // it would clash with this node's own state.
+                let reserved = table_name::is_reserved(name);
+                if reserved {
+                    tracing::warn!(table = ?String::from_utf8_lossy(name),
+                        "the leader cluster lists a table name reserved for the server's own metadata; not copying it");
+                }
+                !reserved
+            })
             .collect();
         let have: BTreeSet<Vec<u8>> = self.node.tables().into_keys().collect();
         let timeout = Duration::from_secs(30);
