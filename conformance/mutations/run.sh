@@ -27,7 +27,7 @@ for name in "${names[@]}"; do
     patch="conformance/mutations/$name.patch"
     git apply "$patch" || exit 2
     trap 'git apply -R "$patch"' EXIT
-    if ! binary="$(cargo run --quiet --package xtask -- server-binary)"; then
+    if ! binary="$(cargo run --quiet --package xtask -- server-binary --release)"; then
         echo "$name: the mutated server does not build" >&2
         exit 2
     fi

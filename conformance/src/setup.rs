@@ -106,8 +106,11 @@ async fn containers_backend() -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(ContainersBackend { image, run_id }))
 }
 
-/// Builds `regatta:dev` when it is missing or older than the sources.
+/// Builds `regatta:dev` when it is missing or older than the sources, from
+/// the workspace's own debug build (xtask says what it builds and how long
+/// that takes from scratch).
 fn ensure_image() -> Result<()> {
+    println!("conformance: checking image regatta:dev against the sources (`cargo xtask image --if-stale`)");
     let status = Command::new(cargo())
         .current_dir(workspace_root())
         .args([
@@ -127,8 +130,10 @@ fn ensure_image() -> Result<()> {
     Ok(())
 }
 
-/// Builds the release server binary and returns its path.
+/// Builds the server binary (the workspace's debug build, shared with
+/// `cargo test --workspace`) and returns its path.
 fn server_binary() -> Result<PathBuf> {
+    println!("conformance: building the server binary (`cargo xtask server-binary`; from scratch, RocksDB included, about 25 minutes on 2 cores)");
     let output = Command::new(cargo())
         .current_dir(workspace_root())
         .args([

@@ -3,6 +3,8 @@
 mod codegen;
 mod image;
 
+use image::Profile;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,9 +14,14 @@ usage: cargo xtask <task>
 tasks:
   codegen           regenerate codegen/src/generated from proto/
   codegen --check   fail (naming the files) when the checked-in code is stale
-  image             build the server image regatta:dev (FROM scratch) with Docker
-  image --if-stale  the same, unless regatta:dev was built from these sources
-  server-binary     build the release server binary and print its path
+  image [--release] build the server image regatta:dev (FROM scratch) with Docker;
+                    the binary of `cargo test --workspace` (dev profile, shares
+                    the tests' build), or with --release the release binary
+  image --if-stale [--release]
+                    the same, unless regatta:dev was built from these sources
+                    (in release, for --release)
+  server-binary [--release]
+                    build the server binary and print its path
   bench [kv] [--quick] [--duration SECS] [--workload NAME]... [--nodes 1|3|both]
                     KV workloads against regatta-rs and etcd (etcd-server package)
                     side by side; writes BENCHMARKS.md (not with --quick)
@@ -33,13 +40,16 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["codegen"] => codegen::write(&workspace_root()),
         ["codegen", "--check"] => codegen::check(&workspace_root()),
-        ["image"] => image::build(&workspace_root(), false),
-        ["image", "--if-stale"] => image::build(&workspace_root(), true),
+        ["image", rest @ ..] => image_task(rest),
         ["bench", rest @ ..] => bench(&workspace_root(), rest),
         ["jepsen", rest @ ..] => jepsen(&workspace_root(), rest),
-        ["server-binary"] => image::build_binary(&workspace_root()).map(|path| {
+        ["server-binary"] => image::build_binary(&workspace_root(), Profile::Dev).map(|path| {
             println!("{}", path.display());
         }),
+        ["server-binary", "--release"] => image::build_binary(&workspace_root(), Profile::Release)
+            .map(|path| {
+                println!("{}", path.display());
+            }),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -58,11 +68,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// `cargo xtask image [--if-stale] [--release]`, flags in any order.
+fn image_task(args: &[&str]) -> anyhow::Result<()> {
+    let mut if_stale = false;
+    let mut profile = Profile::Dev;
+    for arg in args {
+        match *arg {
+            "--if-stale" => if_stale = true,
+            "--release" => profile = Profile::Release,
+            other => anyhow::bail!("image: unknown flag {other}\n{USAGE}"),
+        }
+    }
+    image::build(&workspace_root(), if_stale, profile)
+}
+
 /// Builds the server and the `bench` crate (release) and runs a benchmark;
 /// with no benchmark named, the KV comparison (`kv`), written to
 /// BENCHMARKS.md unless `--quick`.
 fn bench(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
-    let binary = image::build_binary(root)?;
+    let binary = image::build_binary(root, Profile::Release)?;
     let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
     if args.first().is_none_or(|first| first.starts_with("--")) {
         args.insert(0, "kv".into());

@@ -35,7 +35,7 @@ for entry in "${mutations[@]}"; do
     fi
     git apply "$patch" || exit 2
     trap 'git apply -R "$patch"' EXIT
-    if ! built="$(cargo run --quiet --package xtask -- server-binary)"; then
+    if ! built="$(cargo run --quiet --package xtask -- server-binary --release)"; then
         echo "$name: the mutated server does not build" >&2
         exit 2
     fi
