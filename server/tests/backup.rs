@@ -14,12 +14,8 @@ use regatta_proto::regatta::v1::kv_client::KvClient;
 use regatta_proto::regatta::v1::{PutRequest, RangeRequest};
 use tonic::transport::Channel;
 
-fn free_address() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.to_string())
-        .expect("free port")
-}
+mod support;
+use support::free_address;
 
 struct Leader {
     child: Child,

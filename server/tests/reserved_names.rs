@@ -27,14 +27,10 @@ use regatta_proto::replication::v1::SnapshotChunk;
 use tonic::transport::Channel;
 use tonic::Code;
 
-const RESERVED_MESSAGE: &str = "table name is reserved for the server's own metadata";
+mod support;
+use support::free_address;
 
-fn free_address() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.to_string())
-        .expect("free port")
-}
+const RESERVED_MESSAGE: &str = "table name is reserved for the server's own metadata";
 
 /// The addresses of one node; kept across restarts like its data directory.
 struct NodeConfig {

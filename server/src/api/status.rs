@@ -37,7 +37,7 @@ pub enum Error {
 pub const TABLE_NOT_FOUND: &str = "table not found";
 /// A table name the server keeps for itself (behaviour.md is silent; chosen
 /// so an operator sees at once why the name was refused).
-pub const RESERVED_TABLE_NAME: &str = "table name is reserved for the server's own metadata";
+pub const RESERVED_TABLE_NAME: &str = cluster::table_name::RESERVED_MESSAGE;
 
 impl From<cluster::Error> for Error {
     fn from(err: cluster::Error) -> Self {

@@ -9,7 +9,7 @@ pub enum Error {
     TableNotFound,
     /// A client or peer named a table the server keeps for itself
     /// (`table_name::check_user_table`).
-    #[error("table name is reserved for the server's own metadata")]
+    #[error("{}", super::table_name::RESERVED_MESSAGE)]
     ReservedTableName,
     /// A retryable condition: no leader yet, leader changed, no quorum,
     /// timeout inside the cluster, shutting down.

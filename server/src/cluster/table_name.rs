@@ -4,14 +4,18 @@
 //! byte (the catalogue: `catalogue::CATALOGUE_TABLE`). A user table of such
 //! a name would start a second Raft group over that state: a `Restore` into
 //! `"\0catalogue"` once left a node that could never start again. So every
-//! path that names a table for a client or a peer (Restore, `--tables.names`,
-//! follower reconcile, the replication API) asks here first, before anything
-//! is written.
+//! path that would create, delete or restore a table (Restore,
+//! `--tables.names`, follower reconcile) asks here first, before anything is
+//! written. Reads of such a name find no table, as for any unknown name.
 //!
 //! Moving internal state out of the user namespace altogether is the Tables
 //! API's work; this guard holds until then and after.
 
 use super::error::{Error, Result};
+
+/// Why such a name is refused: the cluster error's text and the gRPC
+/// message (`api/status.rs`) both.
+pub const RESERVED_MESSAGE: &str = "table name is reserved for the server's own metadata";
 
 /// The first byte of every name the server uses for itself.
 const RESERVED_FIRST_BYTE: u8 = 0;
