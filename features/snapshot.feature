@@ -25,8 +25,8 @@ Feature: Follower recovery by snapshot
     And I write 200 keys "during-" of 8 KiB into "regatta-test" highest key first
     And I read "before-000000" from "regatta-test" on node 1
     Then the request succeeds
-    When the follower cluster is reconnected to the leader cluster
-    And in the background I keep reading the keys of "regatta-test" on every follower node
+    When in the background I keep reading the keys of "regatta-test" on every follower node
+    And the follower cluster is reconnected to the leader cluster
     Then every follower node eventually holds every acknowledged write to "regatta-test"
     And every background read held the 40 keys "before-" and a first-written run of the 200 keys "during-", the last read all of them
     And every follower node eventually holds the same pairs in "regatta-test" as node 1

@@ -6,10 +6,12 @@
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use conformance::backend::external::NO_FAULTS;
 use conformance::{setup, world, RegattaWorld};
 use cucumber::event::ScenarioFinished;
+use cucumber::writer::Stats as _;
 use cucumber::{writer, World as _, WriterExt as _};
 
 /// Tags of scenarios that need the suite to control the nodes.
@@ -51,8 +53,11 @@ async fn main() {
     };
     println!("conformance: JUnit report at {}", junit_path.display());
     let features = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../features");
+    // Named again after the summary: a CI log often keeps only its tail.
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let failures_in_hook = Arc::clone(&failures);
 
-    RegattaWorld::cucumber()
+    let writer = RegattaWorld::cucumber()
         .max_concurrent_scenarios(1)
         // A step no definition matches is a failure, never a silent skip.
         .fail_on_skipped()
@@ -62,10 +67,15 @@ async fn main() {
                 .tee::<RegattaWorld, _>(writer::JUnit::for_tee(junit, 0))
                 .normalized(),
         )
-        .after(move |_feature, _rule, scenario, finished, world| {
+        .after(move |feature, _rule, scenario, finished, world| {
             let logs_dir = logs_dir.clone();
             let name = scenario.name.clone();
             let failed = !matches!(finished, ScenarioFinished::StepPassed);
+            if failed {
+                if let Ok(mut failures) = failures_in_hook.lock() {
+                    failures.push(describe_failure(feature, scenario, finished));
+                }
+            }
             Box::pin(async move {
                 let Some(world) = world else { return };
                 // The follower cluster first: it may use the leader's network.
@@ -83,7 +93,7 @@ async fn main() {
                 }
             })
         })
-        .filter_run_and_exit(features, move |feature, _rule, scenario| {
+        .filter_run(features, move |feature, _rule, scenario| {
             let needs_control = feature
                 .tags
                 .iter()
@@ -96,6 +106,47 @@ async fn main() {
             true
         })
         .await;
+
+    if writer.execution_has_failed() {
+        let failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
+        println!("conformance: {} scenario(s) failed:", failures.len());
+        for failure in &failures {
+            println!("  {failure}");
+        }
+        println!(
+            "conformance: {} failed step(s), {} parsing error(s), {} hook error(s)",
+            writer.failed_steps(),
+            writer.parsing_errors(),
+            writer.hook_errors()
+        );
+        std::process::exit(1);
+    }
+}
+
+/// `features/x.feature:12 "name": why`, one line per failed scenario.
+fn describe_failure(
+    feature: &cucumber::gherkin::Feature,
+    scenario: &cucumber::gherkin::Scenario,
+    finished: &ScenarioFinished,
+) -> String {
+    let file = feature
+        .path
+        .as_ref()
+        .and_then(|path| path.file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| feature.name.clone());
+    let why = match finished {
+        ScenarioFinished::StepFailed(_, _, err) => err.to_string(),
+        ScenarioFinished::BeforeHookFailed(_) => "before hook failed".to_owned(),
+        ScenarioFinished::StepSkipped => "a step was skipped".to_owned(),
+        ScenarioFinished::StepPassed => "passed".to_owned(),
+    };
+    // The first line says enough; the full text is above in the log.
+    let why = why.lines().next().unwrap_or_default().to_owned();
+    format!(
+        "{file}:{} \"{}\": {why}",
+        scenario.position.line, scenario.name
+    )
 }
 
 /// Keeps every node's output of a failed scenario for the post-mortem.

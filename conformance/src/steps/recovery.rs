@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use anyhow::{bail, Context, Result};
 use cucumber::{then, when};
 use regatta_proto::regatta::v1::kv_client::KvClient;
@@ -19,13 +21,28 @@ use super::follower::follower_nodes;
 use crate::metrics;
 use crate::world::{RegattaWorld, FOLLOWER_NODES};
 
-/// What one background reader saw: the keys of each read, or why it failed.
-type Reads = Vec<Result<Vec<Vec<u8>>, String>>;
+/// One background read: when it ran, and the keys it got or why not.
+struct Read {
+    started: Instant,
+    finished: Instant,
+    keys: Result<Vec<Vec<u8>>, String>,
+}
 
-/// Readers listing a table's keys on every follower node, and what they saw.
+/// One reader per follower node, listing a table's keys until stopped. A
+/// reader keeps running while the suite moves its node between networks
+/// (the node's address changes): reads started during a move may fail
+/// through no fault of the node and are not counted.
 pub struct Counters {
     stop: watch::Sender<bool>,
-    handles: Vec<(usize, JoinHandle<Reads>)>,
+    readers: Vec<Reader>,
+    /// When the suite moved the follower nodes, `(start, end)`.
+    moves: Vec<(Instant, Instant)>,
+}
+
+struct Reader {
+    node: usize,
+    client: watch::Sender<KvClient<Channel>>,
+    handle: JoinHandle<Vec<Read>>,
 }
 
 fn forget_follower_clients(world: &mut RegattaWorld) {
@@ -40,12 +57,21 @@ async fn cut_or_reconnect(world: &mut RegattaWorld, action: String) -> Result<()
         .follower
         .as_mut()
         .context("the scenario has no follower cluster")?;
+    let started = Instant::now();
     if action == "cut off from" {
         follower.cut_off_cluster().await.map_err(super::flatten)?;
     } else {
         follower.heal().await.map_err(super::flatten)?;
     }
     forget_follower_clients(world);
+    // Running readers go on at the nodes' new addresses.
+    if let Some(mut counters) = world.counters.take() {
+        for reader in &counters.readers {
+            reader.client.send_replace(world.client(reader.node)?);
+        }
+        counters.moves.push((started, Instant::now()));
+        world.counters = Some(counters);
+    }
     Ok(())
 }
 
@@ -54,24 +80,35 @@ async fn cut_or_reconnect(world: &mut RegattaWorld, action: String) -> Result<()
 )]
 async fn start_reading(world: &mut RegattaWorld, table: String) -> Result<()> {
     let (stop, stopped) = watch::channel(false);
-    let mut handles = Vec::new();
-    for n in follower_nodes(world) {
-        let client = world.client(n)?;
+    let mut readers = Vec::new();
+    for node in follower_nodes(world) {
+        let (client, client_updates) = watch::channel(world.client(node)?);
         let table = table.clone();
         let stopped = stopped.clone();
-        handles.push((n, tokio::spawn(read_until(client, table, stopped))));
+        readers.push(Reader {
+            node,
+            client,
+            handle: tokio::spawn(read_until(client_updates, table, stopped)),
+        });
     }
-    world.counters = Some(Counters { stop, handles });
+    world.counters = Some(Counters {
+        stop,
+        readers,
+        moves: Vec::new(),
+    });
     Ok(())
 }
 
+/// Reads until stopped, and once more after the stop: the last read comes
+/// after everything the scenario waited for.
 async fn read_until(
-    mut client: KvClient<Channel>,
+    mut client: watch::Receiver<KvClient<Channel>>,
     table: String,
     stopped: watch::Receiver<bool>,
-) -> Reads {
+) -> Vec<Read> {
     let mut seen = Vec::new();
-    while !*stopped.borrow() {
+    loop {
+        let last = *stopped.borrow();
         let mut request = tonic::Request::new(RangeRequest {
             table: table.as_bytes().to_vec(),
             key: vec![0],
@@ -80,23 +117,25 @@ async fn read_until(
             ..RangeRequest::default()
         });
         request.set_timeout(Duration::from_secs(5));
-        seen.push(
-            client
-                .range(request)
-                .await
-                .map(|answer| {
-                    answer
-                        .into_inner()
-                        .kvs
-                        .into_iter()
-                        .map(|kv| kv.key)
-                        .collect()
-                })
+        let started = Instant::now();
+        let mut current = client.borrow_and_update().clone();
+        let keys = tokio::select! {
+            answer = current.range(request) => answer
+                .map(|answer| answer.into_inner().kvs.into_iter().map(|kv| kv.key).collect())
                 .map_err(|status| format!("{:?}: {}", status.code(), status.message())),
-        );
+            // The node moved: the old address no longer answers.
+            _ = client.changed() => Err("interrupted: the node moved".to_string()),
+        };
+        seen.push(Read {
+            started,
+            finished: Instant::now(),
+            keys,
+        });
+        if last {
+            return seen;
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    seen
 }
 
 /// Checks one read: every `old` key there, and of the `new` keys (written
@@ -148,15 +187,23 @@ async fn reads_were(
 ) -> Result<()> {
     let counters = world.counters.take().context("no background reads")?;
     counters.stop.send_replace(true);
+    let during_move = |read: &Read| {
+        counters
+            .moves
+            .iter()
+            .any(|(start, end)| read.started <= *end && read.finished >= *start)
+    };
     let mut overlapped = false;
-    for (n, handle) in counters.handles {
-        let seen = handle.await?;
-        let node = n - FOLLOWER_NODES;
+    for reader in counters.readers {
+        let seen = reader.handle.await?;
+        let node = reader.node - FOLLOWER_NODES;
         let mut previous = 0;
         for (i, read) in seen.iter().enumerate() {
-            let keys = read.as_ref().map_err(|err| {
-                anyhow::anyhow!("follower node {node} did not answer read {i}: {err}")
-            })?;
+            let keys = match &read.keys {
+                Ok(keys) => keys,
+                Err(_) if during_move(read) => continue,
+                Err(err) => bail!("follower node {node} did not answer read {i}: {err}"),
+            };
             let held = check_read(keys, &old, old_count, &new, new_count)
                 .with_context(|| format!("follower node {node}, read {i} of {}", seen.len()))?;
             if held < previous {
