@@ -21,8 +21,33 @@ fn workspace_root() -> PathBuf {
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+/// A cargo of the same toolchain, without the variables cargo sets for the
+/// program it runs (`cargo run`, a test binary). Build scripts that watch
+/// them (ring's `rerun-if-env-changed=CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`,
+/// ...) would otherwise see other values than in the user's own command and
+/// run again, recompiling ring, rustls, tonic and the server each time.
+fn cargo() -> Command {
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let set_by_cargo = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if set_by_cargo {
+            cargo.env_remove(name);
+        }
+    }
+    cargo
 }
 
 /// Picks the backend from `REGATTA_ENDPOINTS`, `REGATTA_CONFORMANCE_BACKEND`
@@ -111,7 +136,7 @@ async fn containers_backend() -> Result<Arc<dyn Backend>> {
 /// that takes from scratch).
 fn ensure_image() -> Result<()> {
     println!("conformance: checking image regatta:dev against the sources (`cargo xtask image --if-stale`)");
-    let status = Command::new(cargo())
+    let status = cargo()
         .current_dir(workspace_root())
         .args([
             "run",
@@ -134,7 +159,7 @@ fn ensure_image() -> Result<()> {
 /// `cargo test --workspace`) and returns its path.
 fn server_binary() -> Result<PathBuf> {
     println!("conformance: building the server binary (`cargo xtask server-binary`; from scratch, RocksDB included, about 25 minutes on 2 cores)");
-    let output = Command::new(cargo())
+    let output = cargo()
         .current_dir(workspace_root())
         .args([
             "run",

@@ -124,9 +124,33 @@ pub fn build(root: &Path, if_stale: bool, profile: Profile) -> Result<()> {
     Ok(())
 }
 
-/// The cargo that runs xtask (so nested builds use the same toolchain).
-pub fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+/// A cargo of the same toolchain, without the variables cargo sets for the
+/// program it runs (`cargo run`, a test binary). Build scripts that watch
+/// them (ring's `rerun-if-env-changed=CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`,
+/// ...) would otherwise see other values than in the user's own command and
+/// run again, recompiling ring, rustls, tonic and the server each time.
+pub fn cargo() -> Command {
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let set_by_cargo = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if set_by_cargo {
+            cargo.env_remove(name);
+        }
+    }
+    cargo
 }
 
 /// Builds the server binary in `profile` and returns its path.
@@ -135,7 +159,7 @@ pub fn cargo() -> String {
 /// (`cargo test --workspace`, here with `--no-run`): any other command shape
 /// resolves other features for some dependencies and compiles them again.
 pub fn build_binary(root: &Path, profile: Profile) -> Result<PathBuf> {
-    let mut cargo = Command::new(cargo());
+    let mut cargo = cargo();
     cargo.current_dir(root);
     match profile {
         Profile::Dev => cargo.args(["test", "--workspace", "--no-run"]),

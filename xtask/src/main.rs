@@ -97,7 +97,7 @@ fn bench(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
         args.push("--out".into());
         args.push(root.join("BENCHMARKS.md").to_string_lossy().into_owned());
     }
-    let status = std::process::Command::new(image::cargo())
+    let status = image::cargo()
         .current_dir(root)
         .args(["run", "--quiet", "--release", "--package", "bench", "--"])
         .args(&args)
@@ -121,7 +121,7 @@ fn jepsen(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
         args.push("--out".into());
         args.push(out.to_string_lossy().into_owned());
     }
-    let status = std::process::Command::new(image::cargo())
+    let status = image::cargo()
         .current_dir(root)
         .args([
             "run",

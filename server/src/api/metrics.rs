@@ -156,11 +156,7 @@ fn render_tables(out: &mut String, node: &Node) {
             continue;
         };
         let state = group.table.state();
-        let last_log = {
-            let metrics = group.raft.metrics();
-            let last = metrics.borrow().last_log_index.unwrap_or_default();
-            last
-        };
+        let last_log = group.last_log_index();
         rows.push([
             state.revision.to_string(),
             state.applied_index.to_string(),

@@ -47,6 +47,16 @@ impl Cluster {
     /// Starts `size` nodes with fast timings; `snapshot_entries` small values
     /// exercise snapshots.
     pub async fn start(size: u64, snapshot_entries: u64) -> Cluster {
+        Self::start_with_routes(size, snapshot_entries, |_, _, address| address.to_string()).await
+    }
+
+    /// Like `start`, but node `from` dials node `to` at
+    /// `route(from, to, to's address)` (a proxy of the test, say).
+    pub async fn start_with_routes(
+        size: u64,
+        snapshot_entries: u64,
+        mut route: impl FnMut(u64, u64, &str) -> String,
+    ) -> Cluster {
         let mut listeners: Vec<std::net::TcpListener> =
             (0..size).map(|_| bind("127.0.0.1:0")).collect();
         let members: BTreeMap<u64, String> = (1..=size)
@@ -67,7 +77,17 @@ impl Cluster {
             let mut settings =
                 RaftSettings::single_node(dir.path().to_path_buf(), members[&id].clone());
             settings.node_id = id;
-            settings.initial_members = members.clone();
+            settings.initial_members = members
+                .iter()
+                .map(|(to, address)| {
+                    let dialed = if *to == id {
+                        address.clone()
+                    } else {
+                        route(id, *to, address)
+                    };
+                    (*to, dialed)
+                })
+                .collect();
             settings.rtt = Duration::from_millis(20);
             settings.heartbeat_rtt = 2;
             settings.election_rtt = 20;

@@ -58,6 +58,13 @@ impl Group {
         term
     }
 
+    /// Index of the last entry in this node's log of the group.
+    pub fn last_log_index(&self) -> u64 {
+        let metrics = self.raft.metrics();
+        let last = metrics.borrow().last_log_index.unwrap_or_default();
+        last
+    }
+
     /// Proposes `request` on this node; fails with `NotLeader` elsewhere.
     pub async fn write_local(&self, request: Request) -> Result<Response, GroupError> {
         match self.raft.client_write(request).await {

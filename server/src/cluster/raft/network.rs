@@ -133,13 +133,7 @@ impl Peers {
             Method::Forward => client.forward(message).await,
             Method::ReadIndex => client.read_index(message).await,
         };
-        let reply = reply.map_err(|status| match status.code() {
-            tonic::Code::Unavailable | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
-                CallError::Unreachable(status.message().to_string())
-            }
-            tonic::Code::DeadlineExceeded => CallError::Timeout,
-            _ => CallError::Network(format!("{}: {}", status.code(), status.message())),
-        })?;
+        let reply = reply.map_err(|status| CallError::from_status(&status))?;
         bincode::deserialize(&reply.into_inner().payload)
             .map_err(|err| CallError::Network(err.to_string()))
     }
@@ -155,18 +149,60 @@ pub enum Method {
     ReadIndex,
 }
 
-/// Why a call to a peer failed.
+/// Why a call to a peer failed. Only `Unreachable` proves that the peer
+/// did nothing with the request; after any other the outcome is unknown.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
-    /// The peer cannot be reached (down, unknown group, refused).
+    /// Never reached the peer's handler: the connection could not be made,
+    /// or the peer answered that it does not run the group or is another
+    /// node (both checked before anything is done).
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// Sent, and the connection failed before an answer (a reset, a
+    /// keep-alive timeout): the peer may have acted on it.
+    #[error("connection lost: {0}")]
+    Lost(String),
     /// The call did not complete in time; its outcome is unknown.
     #[error("timed out")]
     Timeout,
     /// Anything else on the way.
     #[error("network: {0}")]
     Network(String),
+}
+
+impl CallError {
+    /// Tells "never sent" from "sent, no answer". tonic answers both with
+    /// `Unavailable`; a failed connection attempt carries a
+    /// `tonic::ConnectError` among its sources. A status the peer itself
+    /// sent has no source at all.
+    fn from_status(status: &tonic::Status) -> CallError {
+        let message = status.message().to_string();
+        let from_peer = std::error::Error::source(status).is_none();
+        match status.code() {
+            _ if never_connected(status) => CallError::Unreachable(message),
+            tonic::Code::NotFound | tonic::Code::FailedPrecondition if from_peer => {
+                CallError::Unreachable(message)
+            }
+            tonic::Code::DeadlineExceeded => CallError::Timeout,
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+                if !from_peer =>
+            {
+                CallError::Lost(message)
+            }
+            code => CallError::Network(format!("{code}: {message}")),
+        }
+    }
+}
+
+fn never_connected(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Creates the network clients of one group.
@@ -211,7 +247,8 @@ impl GroupNetwork {
             .call(self.target, self.group, method, request, option.hard_ttl())
             .await
             .map_err(|err| match err {
-                CallError::Unreachable(reason) => {
+                // Raft messages are safe to resend: openraft backs off and retries.
+                CallError::Unreachable(reason) | CallError::Lost(reason) => {
                     RPCError::Unreachable(Unreachable::new(&std::io::Error::other(reason)))
                 }
                 other => RPCError::Network(NetworkError::new(&other)),
@@ -251,5 +288,25 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.send(Method::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer nobody listens on: the request provably never left, so a
+    /// forwarded write may be sent to the next leader.
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable_not_lost() {
+        let address = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("bound").to_string()
+        };
+        let peers = Peers::new(1, HashMap::from([(2, address)]));
+        let reply: Result<(), CallError> = peers
+            .call(2, 1, Method::Forward, &(), Duration::from_secs(2))
+            .await;
+        assert!(matches!(reply, Err(CallError::Unreachable(_))), "{reply:?}");
     }
 }

@@ -1,0 +1,233 @@
+//! The node's Raft groups: the metadata group and one per table of the
+//! catalogue, started and stopped to match it; creating and deleting tables.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+
+use super::{GroupInfo, Node};
+use crate::cluster::catalogue::{self, CATALOGUE_TABLE};
+use crate::cluster::error::{Error, Result};
+use crate::cluster::raft::group::Group;
+use crate::cluster::raft::network::GroupNetworkFactory;
+use crate::cluster::raft::state_machine::GroupStateMachine;
+use crate::cluster::raft::types::{GroupId, MetaCommand, NodeId, Raft, Request, METADATA_GROUP};
+use crate::cluster::table_name;
+use crate::storage::Table;
+
+impl Node {
+    /// Creates and starts the Raft group `id` over storage table `name`.
+    pub(super) async fn start_group(&self, id: GroupId, name: &[u8]) -> Result<Arc<Group>> {
+        if let Some(group) = self.groups.get(id) {
+            return Ok(group);
+        }
+        let (state_machine, applied) = GroupStateMachine::open(self.storage.clone(), name, id)
+            .map_err(|err| Error::Startup(format!("group {id}: {err}")))?;
+        let table = self.storage.table(name).ok_or(Error::TableNotFound)?;
+        // Groups created together would tick in lockstep; spread them.
+        let jitter = rand::random::<u64>() % (self.config.heartbeat_interval.max(1));
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
+        let network = GroupNetworkFactory {
+            group: id,
+            peers: self.peers.clone(),
+        };
+        let raft = Raft::new(
+            self.id(),
+            self.config.clone(),
+            network,
+            self.log.group(id),
+            state_machine,
+        )
+        .await
+        .map_err(|err| Error::Startup(format!("group {id}: {err}")))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|err| Error::Startup(format!("group {id}: {err}")))?;
+        if !initialized {
+            // Every node initializes with the same static membership.
+            let members: BTreeMap<NodeId, BasicNode> = self
+                .settings
+                .initial_members
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            if let Err(err) = raft.initialize(members).await {
+                tracing::debug!(group = id, error = %err, "initialize");
+            }
+        }
+        let group = Arc::new(Group {
+            id,
+            raft,
+            table,
+            applied,
+            reads: Arc::default(),
+            leader_reads: Arc::default(),
+        });
+        self.groups.insert(group.clone());
+        tracing::info!(group = id, table = %String::from_utf8_lossy(name), "raft group started");
+        Ok(group)
+    }
+
+    /// Stops a table's group and removes its data from this node.
+    pub(super) async fn stop_group(&self, id: GroupId) -> Result<()> {
+        let Some(group) = self.groups.remove(id) else {
+            return Ok(());
+        };
+        if let Err(err) = group.raft.shutdown().await {
+            tracing::warn!(group = id, error = %err, "raft shutdown");
+        }
+        self.storage.drop_table(group.table.name())?;
+        self.log
+            .remove_group(id)
+            .map_err(|err| Error::Unavailable(format!("removing the log of group {id}: {err}")))?;
+        tracing::info!(group = id, "raft group removed");
+        Ok(())
+    }
+
+    pub(super) fn catalogue_table(&self) -> Result<Table> {
+        self.storage
+            .table(CATALOGUE_TABLE)
+            .ok_or(Error::TableNotFound)
+    }
+
+    /// Starts and stops table groups to match the applied catalogue.
+    pub(super) async fn reconcile(&self) -> Result<()> {
+        let _running = self.reconcile_lock.lock().await;
+        let mut wanted = catalogue::tables(&self.catalogue_table()?)?;
+        // A catalogue written before reserved names were refused may name
+        // one; starting a group over the server's own table would stop this
+        // node from ever starting again, so such an entry is left alone.
+        wanted.retain(|name, id| {
+            let reserved = table_name::is_reserved(name);
+            if reserved {
+                tracing::error!(table = ?String::from_utf8_lossy(name), group = *id,
+                    "the catalogue names a table the server reserves for itself; not starting it");
+            }
+            !reserved
+        });
+        let running: Vec<Arc<Group>> = self.groups.all();
+        for group in running.iter().filter(|g| g.id != METADATA_GROUP) {
+            if wanted.get(group.table.name()) != Some(&group.id) {
+                self.stop_group(group.id).await?;
+            }
+        }
+        for (name, id) in &wanted {
+            self.start_group(*id, name).await?;
+        }
+        // Tables with data here that the catalogue no longer names (deleted
+        // while this node was down).
+        for name in self.storage.table_names() {
+            if name.as_slice() != CATALOGUE_TABLE && !wanted.contains_key(&name) {
+                self.storage.drop_table(&name)?;
+            }
+        }
+        self.tables.send_replace(wanted);
+        Ok(())
+    }
+
+    /// Tables and their shard ids, as this node knows them.
+    pub fn tables(&self) -> BTreeMap<Vec<u8>, GroupId> {
+        self.tables.borrow().clone()
+    }
+
+    /// The running group of `table`.
+    pub fn table_group(&self, table: &[u8]) -> Result<Arc<Group>> {
+        let id = self
+            .tables
+            .borrow()
+            .get(table)
+            .copied()
+            .ok_or(Error::TableNotFound)?;
+        self.groups.get(id).ok_or(Error::TableNotFound)
+    }
+
+    /// Whether this node leads the metadata group (one node of the cluster
+    /// does at a time: it reconciles the catalogue with a leader cluster's).
+    pub fn leads_metadata(&self) -> bool {
+        self.groups
+            .get(METADATA_GROUP)
+            .is_some_and(|group| group.leader() == Some(self.id()))
+    }
+
+    /// Whether this node leads `table`'s group.
+    pub fn leads_table(&self, table: &[u8]) -> bool {
+        self.table_group(table)
+            .is_ok_and(|group| group.leader() == Some(self.id()))
+    }
+
+    /// Header information of a group.
+    pub fn group_info(&self, group: &Group) -> GroupInfo {
+        GroupInfo {
+            shard_id: group.id,
+            replica_id: self.id(),
+            raft_term: group.term(),
+            raft_leader_id: group.leader().unwrap_or_default(),
+        }
+    }
+
+    /// Creates a table through the metadata group (a no-op if it exists) and
+    /// waits until its group runs here; returns its shard id.
+    pub async fn create_table(&self, name: &[u8], timeout: Duration) -> Result<GroupId> {
+        table_name::check_user_table(name)?;
+        let metadata = self
+            .groups
+            .get(METADATA_GROUP)
+            .ok_or(Error::TableNotFound)?;
+        let response = self
+            .propose(
+                &metadata,
+                Request::Meta(MetaCommand::CreateTable {
+                    name: name.to_vec(),
+                }),
+                timeout,
+            )
+            .await?;
+        let id = response
+            .shard_id
+            .ok_or_else(|| Error::Unavailable("catalogue did not assign a shard".into()))?;
+        self.wait_table(name, Some(id), timeout).await?;
+        Ok(id)
+    }
+
+    /// Deletes a table through the metadata group (a no-op if it is absent).
+    pub async fn delete_table(&self, name: &[u8], timeout: Duration) -> Result<()> {
+        table_name::check_user_table(name)?;
+        let metadata = self
+            .groups
+            .get(METADATA_GROUP)
+            .ok_or(Error::TableNotFound)?;
+        self.propose(
+            &metadata,
+            Request::Meta(MetaCommand::DeleteTable {
+                name: name.to_vec(),
+            }),
+            timeout,
+        )
+        .await?;
+        self.wait_table(name, None, timeout).await
+    }
+
+    /// Waits until this node runs `name` as shard `id` (or not at all for `None`).
+    pub(super) async fn wait_table(
+        &self,
+        name: &[u8],
+        id: Option<GroupId>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut tables = self.tables.subscribe();
+        let done = tokio::time::timeout(
+            timeout,
+            tables.wait_for(|tables| tables.get(name).copied() == id),
+        )
+        .await;
+        match done {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::Unavailable(
+                "table change not applied in time".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! A node of a cluster: its data, the internal transport, start and
+//! shutdown. What it does with them lives beside: `groups` (the metadata
+//! group and one group per table, kept in step with the catalogue),
+//! `writes` (proposing on the leader, forwarding to it) and `reads` (read
+//! index on any node).
+
+mod groups;
+mod reads;
+mod writes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use regatta_proto::internal::raft::v1::raft_server::RaftServer;
+use regatta_proto::mvcc::v1::CommandResult;
+use tokio::sync::{oneshot, watch, Mutex};
+use tokio::task::JoinHandle;
+
+use super::catalogue::CATALOGUE_TABLE;
+use super::config::RaftSettings;
+use super::error::{Error, Result};
+use super::raft::group::Groups;
+use super::raft::log_store::LogDb;
+use super::raft::network::{Peers, MAX_MESSAGE_BYTES};
+use super::raft::service::InternalService;
+use super::raft::types::{GroupId, NodeId, METADATA_GROUP};
+use crate::storage::{Storage, StorageOptions};
+
+/// What the response header needs about a group (behaviour.md §2.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub shard_id: GroupId,
+    pub replica_id: NodeId,
+    pub raft_term: u64,
+    pub raft_leader_id: NodeId,
+}
+
+/// The outcome of a write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub result: CommandResult,
+    pub txn_succeeded: Option<bool>,
+}
+
+/// A running node.
+pub struct Node {
+    settings: RaftSettings,
+    config: Arc<openraft::Config>,
+    storage: Arc<Storage>,
+    log: Arc<LogDb>,
+    peers: Arc<Peers>,
+    groups: Arc<Groups>,
+    /// Table name -> shard id, as last applied from the catalogue.
+    tables: watch::Sender<BTreeMap<Vec<u8>, GroupId>>,
+    /// Serialises group starts and stops.
+    reconcile_lock: Mutex<()>,
+    server: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    reconciler: std::sync::Mutex<Option<JoinHandle<()>>>,
+    bound_raft_address: SocketAddr,
+}
+
+impl Node {
+    /// Opens the node's data, serves the internal transport and starts the
+    /// metadata group and every table group of the catalogue.
+    pub async fn start(
+        settings: RaftSettings,
+        storage_options: StorageOptions,
+    ) -> Result<Arc<Node>> {
+        let listen = settings
+            .listen_address
+            .clone()
+            .unwrap_or_else(|| settings.address.clone());
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|err| Error::Startup(format!("binding the raft address {listen}: {err}")))?;
+        Self::start_with_listener(settings, storage_options, listener).await
+    }
+
+    /// [`Node::start`] on an already bound raft listener (tests bind port 0
+    /// first, so no other socket can take the port in between).
+    pub async fn start_with_listener(
+        settings: RaftSettings,
+        storage_options: StorageOptions,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Arc<Node>> {
+        let config = Arc::new(settings.openraft_config()?);
+        if !settings.initial_members.contains_key(&settings.node_id) {
+            return Err(Error::Startup(format!(
+                "--raft.initial-members does not list this node ({})",
+                settings.node_id
+            )));
+        }
+        let storage = Arc::new(
+            Storage::open(&settings.state_machine_dir, &storage_options)
+                .map_err(|err| Error::Startup(format!("state machine dir: {err}")))?,
+        );
+        let log_dir = settings
+            .wal_dir
+            .clone()
+            .unwrap_or_else(|| settings.node_host_dir.join("log"));
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|err| Error::Startup(format!("{}: {err}", log_dir.display())))?;
+        let log =
+            LogDb::open(&log_dir).map_err(|err| Error::Startup(format!("raft log: {err}")))?;
+        let addresses: HashMap<NodeId, String> = settings
+            .initial_members
+            .iter()
+            .map(|(id, addr)| (*id, addr.clone()))
+            .collect();
+        let peers = Peers::new(settings.node_id, addresses);
+        let groups = Arc::new(Groups::default());
+
+        let bound_raft_address = listener
+            .local_addr()
+            .map_err(|err| Error::Startup(err.to_string()))?;
+        let service = RaftServer::new(InternalService {
+            self_id: settings.node_id,
+            groups: groups.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let incoming = crate::net::incoming(listener);
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(err) = result {
+                tracing::error!(error = %err, "internal raft server stopped");
+            }
+        });
+
+        let (tables, _) = watch::channel(BTreeMap::new());
+        let node = Arc::new(Node {
+            settings,
+            config,
+            storage,
+            log,
+            peers,
+            groups,
+            tables,
+            reconcile_lock: Mutex::new(()),
+            server: std::sync::Mutex::new(Some((stop_tx, server))),
+            reconciler: std::sync::Mutex::new(None),
+            bound_raft_address,
+        });
+        let metadata = node.start_group(METADATA_GROUP, CATALOGUE_TABLE).await?;
+        node.reconcile().await?;
+        let weak = Arc::downgrade(&node);
+        let mut applied = metadata.applied.clone();
+        let reconciler = tokio::spawn(async move {
+            while applied.changed().await.is_ok() {
+                let Some(node) = weak.upgrade() else { break };
+                if let Err(err) = node.reconcile().await {
+                    tracing::warn!(error = %err, "could not bring table groups in line with the catalogue");
+                }
+            }
+        });
+        *node.reconciler.lock().unwrap_or_else(|p| p.into_inner()) = Some(reconciler);
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.settings.node_id
+    }
+
+    /// The address the internal transport is bound to.
+    pub fn raft_address(&self) -> SocketAddr {
+        self.bound_raft_address
+    }
+
+    /// (appends made durable, WAL syncs) of this node's Raft log so far.
+    pub fn log_sync_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.log.stats();
+        (stats.appends.load(Relaxed), stats.syncs.load(Relaxed))
+    }
+
+    /// The storage layer (for reads).
+    /// The Raft log database shared by every group of this node.
+    pub(crate) fn log_db(&self) -> &Arc<LogDb> {
+        &self.log
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// Stops every group and the transport, then makes the data durable.
+    pub async fn shutdown(&self) {
+        if let Some(reconciler) = self
+            .reconciler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            reconciler.abort();
+        }
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((stop, server)) = server {
+            let _ = stop.send(());
+            let _ = server.await;
+        }
+        let groups = self.groups.all();
+        futures::future::join_all(groups.iter().map(|group| group.raft.shutdown())).await;
+        for group in groups {
+            self.groups.remove(group.id);
+        }
+        if let Err(err) = self.storage.make_durable() {
+            tracing::error!(error = %err, "flushing table data at shutdown");
+        }
+    }
+}

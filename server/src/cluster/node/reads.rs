@@ -1,0 +1,88 @@
+//! Linearizable reads on any node: a read index confirmed by the leader's
+//! quorum, then applied here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Node;
+use crate::cluster::error::{Error, Result};
+use crate::cluster::raft::group::{Group, GroupError};
+use crate::cluster::raft::network::{CallError, Method, Peers};
+use crate::cluster::raft::types::NodeId;
+
+impl Node {
+    /// Makes the next local read of `table` linearizable: confirms a read
+    /// index with the leader's quorum (asking the leader when this node is
+    /// not it) and waits until this replica has applied it. Rounds that fail
+    /// for want of a leader or of a quorum are retried until `timeout`.
+    pub async fn linearizable_barrier(
+        &self,
+        table: &[u8],
+        timeout: Duration,
+    ) -> Result<Arc<Group>> {
+        let group = self.table_group(table)?;
+        let deadline = Instant::now() + timeout;
+        let mut last_failure = String::from("no leader");
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Error::Unavailable(format!(
+                    "could not confirm a read index in time: {last_failure}"
+                )));
+            }
+            // Concurrent reads share rounds (`raft/read_rounds.rs`).
+            let round = {
+                let (group, peers, me) = (group.clone(), self.peers.clone(), self.id());
+                move || read_index_round(group.clone(), peers.clone(), me)
+            };
+            let answer = tokio::time::timeout(remaining, group.reads.next_round(round))
+                .await
+                .unwrap_or_else(|_| Err(GroupError::NoQuorum("read index round timed out".into())));
+            if let Err(GroupError::NoQuorum(reason)) = &answer {
+                last_failure = reason.clone();
+            }
+            match answer {
+                Ok(index) => {
+                    group
+                        .wait_applied(index, deadline.saturating_duration_since(Instant::now()))
+                        .await
+                        .map_err(|err| Error::Unavailable(err.to_string()))?;
+                    return Ok(group);
+                }
+                Err(GroupError::Unavailable(reason)) => return Err(Error::Unavailable(reason)),
+                Err(GroupError::NoQuorum(_) | GroupError::NotLeader(_)) => {}
+            }
+            self.pause_for_leader(&group, deadline).await;
+        }
+    }
+}
+
+/// One read-index round for `group`: confirmed here when this node leads,
+/// otherwise asked of the leader (which serves it from its own rounds).
+async fn read_index_round(
+    group: Arc<Group>,
+    peers: Arc<Peers>,
+    me: NodeId,
+) -> std::result::Result<u64, GroupError> {
+    /// A round that takes longer failed; its readers try the next one.
+    const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
+    let local = tokio::time::timeout(ROUND_TIMEOUT, group.read_index_local())
+        .await
+        .unwrap_or_else(|_| Err(GroupError::NoQuorum("read index round timed out".into())));
+    match local {
+        Err(GroupError::NotLeader(Some(leader))) if leader != me => {
+            let reply: std::result::Result<std::result::Result<u64, GroupError>, CallError> = peers
+                .call(leader, group.id, Method::ReadIndex, &(), ROUND_TIMEOUT)
+                .await;
+            match reply {
+                Ok(answer) => answer,
+                // A read index changes nothing: ask again in the next round.
+                Err(CallError::Unreachable(reason) | CallError::Lost(reason)) => {
+                    Err(GroupError::NoQuorum(reason))
+                }
+                Err(err) => Err(GroupError::Unavailable(err.to_string())),
+            }
+        }
+        answer => answer,
+    }
+}

@@ -1,0 +1,126 @@
+//! Writes a node forwards to its leader: applied once, or reported as of
+//! unknown outcome, never applied twice.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use regatta::cluster::Error;
+use regatta::storage::RangeQuery;
+
+use crate::harness::{Cluster, TIMEOUT};
+use crate::reply_proxy::ReplyProxy;
+
+/// How the answer to a forwarded write goes missing.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// The connection is closed once the leader applied the write.
+    Reset,
+    /// Nothing more comes back, PING acknowledgements included, until the
+    /// forwarding node's HTTP/2 keep-alive gives up (5 s interval, 5 s
+    /// timeout): tonic answers that with `Unavailable`, as for a refused
+    /// connection, and the old code sent the write again.
+    KeepAliveTimeout,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forwarded_write_whose_connection_resets_is_applied_once_and_reported_unknown() {
+    forwarded_write_loses_its_answer(Loss::Reset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forwarded_write_whose_keep_alive_times_out_is_applied_once_and_reported_unknown() {
+    forwarded_write_loses_its_answer(Loss::KeepAliveTimeout).await;
+}
+
+/// The leader takes a forwarded Put and applies it; its answer never comes
+/// back. The forwarding node must not send it again: the Put is applied
+/// once and the caller hears "write outcome unknown" (Unavailable), which
+/// leaves the retry to it.
+async fn forwarded_write_loses_its_answer(loss: Loss) {
+    let mut proxies: BTreeMap<(u64, u64), ReplyProxy> = BTreeMap::new();
+    let cluster = Cluster::start_with_routes(3, 10_000, |from, to, target| {
+        let proxy = ReplyProxy::start(target);
+        let address = proxy.address.clone();
+        proxies.insert((from, to), proxy);
+        address
+    })
+    .await;
+    cluster.must_create_table(1, "t").await;
+    let leader = cluster.wait_leader("t").await;
+    let via = (1..=3).find(|id| *id != leader).expect("a follower");
+    // Opens `via`'s connection to the leader, through the proxy.
+    cluster.must_put(via, "t", "warm", "up").await;
+
+    let link = &proxies[&(via, leader)];
+    link.swallow_replies(true);
+    let put = {
+        let node = cluster.node(via).clone();
+        tokio::spawn(async move {
+            let command = put_command("once");
+            // Longer than the keep-alive needs to give up, so that a retry
+            // would have time to apply the write again.
+            node.write(b"t", &command, Duration::from_secs(30)).await
+        })
+    };
+    // The leader took the request: the key is there.
+    let deadline = Instant::now() + TIMEOUT;
+    while local_pair(&cluster, leader, "once").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never applied the put"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Loss::Reset = loss {
+        link.drop_connections();
+    }
+    let outcome = put.await.expect("join");
+    link.swallow_replies(false);
+    match &outcome {
+        Err(Error::Unavailable(reason)) => assert!(
+            reason.starts_with("write outcome unknown"),
+            "{loss:?}: the caller is told the outcome is unknown: {reason}"
+        ),
+        other => panic!("{loss:?}: expected Unavailable \"write outcome unknown\", got {other:?}"),
+    }
+    // Applied once: a second apply would move mod_revision past create_revision.
+    cluster.must_read_all(leader, "t").await;
+    let (create, modified) = local_pair(&cluster, leader, "once").expect("the key");
+    assert_eq!(
+        create, modified,
+        "{loss:?}: the put was applied once (create_revision {create}, mod_revision {modified})"
+    );
+    // And the link works again for the next write.
+    cluster.must_put(via, "t", "after", "v").await;
+}
+
+/// `(create_revision, mod_revision)` of `key` in node `id`'s copy of "t".
+fn local_pair(cluster: &Cluster, id: u64, key: &str) -> Option<(i64, i64)> {
+    let group = cluster.node(id).table_group(b"t").ok()?;
+    let answer = group
+        .table
+        .range(&RangeQuery {
+            key: key.as_bytes().to_vec(),
+            ..RangeQuery::default()
+        })
+        .ok()?;
+    answer
+        .value
+        .kvs
+        .first()
+        .map(|kv| (kv.create_revision, kv.mod_revision))
+}
+
+fn put_command(key: &str) -> regatta_proto::mvcc::v1::Command {
+    use regatta_proto::mvcc::v1::command::CommandType;
+    regatta_proto::mvcc::v1::Command {
+        table: b"t".to_vec(),
+        r#type: CommandType::Put as i32,
+        kv: Some(regatta_proto::mvcc::v1::KeyValue {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
