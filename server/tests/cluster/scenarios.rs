@@ -134,9 +134,11 @@ async fn a_node_that_missed_compacted_entries_catches_up_by_snapshot() {
         .running()
         .iter()
         .map(|id| {
-            let group = cluster.node(*id).table_group(b"t").expect("group");
-            let purged = group.raft.metrics().borrow().purged.map(|id| id.index);
-            purged
+            cluster
+                .node(*id)
+                .table_group(b"t")
+                .expect("group")
+                .last_purged_index()
         })
         .collect();
     assert!(
@@ -151,10 +153,7 @@ async fn a_node_that_missed_compacted_entries_catches_up_by_snapshot() {
         .node(lagging)
         .table_group(b"t")
         .expect("group")
-        .raft
-        .metrics()
-        .borrow()
-        .snapshot;
+        .snapshot_index();
     assert!(snapshot.is_some(), "the lagging node installed a snapshot");
 }
 

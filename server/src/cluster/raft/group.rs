@@ -28,18 +28,19 @@ pub enum GroupError {
     NoQuorum(String),
 }
 
-/// A running group.
+/// A running group. Outside the cluster layer only its id and table (the
+/// data to read) are visible; openraft stays behind the methods below.
 pub struct Group {
     pub id: GroupId,
-    pub raft: Raft,
     pub table: Table,
+    pub(in crate::cluster) raft: Raft,
     /// The applied index, published by the state machine.
-    pub applied: watch::Receiver<u64>,
+    pub(in crate::cluster) applied: watch::Receiver<u64>,
     /// Read-index rounds of this node's linearizable reads (local or asked
     /// of the leader).
-    pub reads: Arc<ReadRounds>,
+    pub(in crate::cluster) reads: Arc<ReadRounds>,
     /// Read-index rounds for reads other nodes forward here as leader.
-    pub leader_reads: Arc<ReadRounds>,
+    pub(in crate::cluster) leader_reads: Arc<ReadRounds>,
 }
 
 impl Group {
@@ -56,6 +57,20 @@ impl Group {
         let metrics = self.raft.server_metrics();
         let term = metrics.borrow().vote.leader_id.term;
         term
+    }
+
+    /// Index of the last log entry this node purged after a snapshot.
+    pub fn last_purged_index(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let purged = metrics.borrow().purged.map(|id| id.index);
+        purged
+    }
+
+    /// Last log index covered by this node's current snapshot, if any.
+    pub fn snapshot_index(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let snapshot = metrics.borrow().snapshot.map(|id| id.index);
+        snapshot
     }
 
     /// Index of the last entry in this node's log of the group.
