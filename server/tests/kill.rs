@@ -4,6 +4,8 @@
 //! `harness = false`: with `REGATTA_KILL_NODE` set, this binary is one node
 //! of the cluster; otherwise it runs the scenarios.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -141,10 +143,7 @@ impl Cluster {
     fn new(size: u64) -> Cluster {
         let members = (1..=size)
             .map(|id| {
-                let port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .map(|a| a.port())
-                    .expect("free port");
+                let port = support::free_port();
                 format!("{id}=127.0.0.1:{port}")
             })
             .collect::<Vec<_>>()

@@ -26,12 +26,9 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+mod support;
+
+use support::free_port;
 
 async fn start() -> (Server, KvClient<Channel>) {
     let dir = tempfile::TempDir::new().expect("temp dir");

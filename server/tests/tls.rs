@@ -8,12 +8,9 @@ use regatta_proto::regatta::v1::kv_client::KvClient;
 use regatta_proto::regatta::v1::{PutRequest, RangeRequest};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+mod support;
+
+use support::free_port;
 
 /// Writes a fresh self-signed certificate for `localhost`; returns its PEM.
 fn write_cert(dir: &Path) -> String {
