@@ -9,6 +9,7 @@ use regatta::storage::RangeQuery;
 
 use crate::harness::{Cluster, TIMEOUT};
 use crate::reply_proxy::ReplyProxy;
+use crate::scenarios::put_command;
 
 /// How the answer to a forwarded write goes missing.
 #[derive(Debug, Clone, Copy)]
@@ -109,18 +110,4 @@ fn local_pair(cluster: &Cluster, id: u64, key: &str) -> Option<(i64, i64)> {
         .kvs
         .first()
         .map(|kv| (kv.create_revision, kv.mod_revision))
-}
-
-fn put_command(key: &str) -> regatta_proto::mvcc::v1::Command {
-    use regatta_proto::mvcc::v1::command::CommandType;
-    regatta_proto::mvcc::v1::Command {
-        table: b"t".to_vec(),
-        r#type: CommandType::Put as i32,
-        kv: Some(regatta_proto::mvcc::v1::KeyValue {
-            key: key.as_bytes().to_vec(),
-            value: b"v".to_vec(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }

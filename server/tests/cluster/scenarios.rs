@@ -203,7 +203,8 @@ async fn a_minority_acknowledges_neither_writes_nor_linearizable_reads() {
     );
 }
 
-fn put_command(key: &str) -> regatta_proto::mvcc::v1::Command {
+/// A Put of `key` = "v" (the table is named by the write call).
+pub(crate) fn put_command(key: &str) -> regatta_proto::mvcc::v1::Command {
     use regatta_proto::mvcc::v1::command::CommandType;
     regatta_proto::mvcc::v1::Command {
         r#type: CommandType::Put as i32,
