@@ -99,6 +99,8 @@ pub struct RegattaWorld {
     pub snapshot: Option<Result<Vec<SnapshotChunk>, Status>>,
     /// A follow-mode Log.Replicate stream kept open.
     pub followed: Option<tonic::Streaming<ReplicateResponse>>,
+    /// The scenario's turn on the machine (see [`crate::gate`]).
+    pub pass: Option<crate::gate::Pass>,
     next_node: usize,
 }
 
@@ -139,6 +141,7 @@ impl RegattaWorld {
             replication: None,
             snapshot: None,
             followed: None,
+            pass: None,
             next_node: 0,
         }
     }

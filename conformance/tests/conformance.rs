@@ -1,5 +1,6 @@
-//! `cargo test -p conformance`: every `features/*.feature`, one scenario at
-//! a time, on the chosen backend; human output on the terminal and JUnit
+//! `cargo test -p conformance`: every `features/*.feature` on the chosen
+//! backend, on containers several scenarios at a time except those that
+//! control nodes, which run alone (`conformance::gate`); human output on the terminal and JUnit
 //! XML in `<target>/conformance/junit.xml`. Arguments after `--` go to
 //! cucumber (`--tags @kv`, `--name "..."`, `--fail-fast`).
 
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use conformance::backend::external::NO_FAULTS;
-use conformance::{setup, world, RegattaWorld};
+use conformance::{gate, setup, world, RegattaWorld};
 use cucumber::event::ScenarioFinished;
 use cucumber::writer::Stats as _;
 use cucumber::{writer, World as _, WriterExt as _};
@@ -38,6 +39,13 @@ async fn main() {
         }
     };
     let external = backend.name() == "external endpoints";
+    // External endpoints are one shared cluster and local processes share
+    // the host's ports: only containers give each scenario its own cluster.
+    let concurrency = if backend.name() == "containers" {
+        gate::DEFAULT_CONCURRENCY
+    } else {
+        1
+    };
     world::set_backend(backend);
 
     let report_dir = target_dir().join("conformance");
@@ -58,7 +66,7 @@ async fn main() {
     let failures_in_hook = Arc::clone(&failures);
 
     let writer = RegattaWorld::cucumber()
-        .max_concurrent_scenarios(1)
+        .max_concurrent_scenarios(concurrency)
         // A step no definition matches is a failure, never a silent skip.
         .fail_on_skipped()
         .with_writer(
@@ -67,6 +75,12 @@ async fn main() {
                 .tee::<RegattaWorld, _>(writer::JUnit::for_tee(junit, 0))
                 .normalized(),
         )
+        .before(|feature, rule, scenario, world| {
+            let alone = gate::runs_alone(feature, rule, scenario);
+            Box::pin(async move {
+                world.pass = Some(gate::enter(alone).await);
+            })
+        })
         .after(move |feature, _rule, scenario, finished, world| {
             let logs_dir = logs_dir.clone();
             let name = scenario.name.clone();
