@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use openraft::testing::log::{StoreBuilder, Suite};
-use openraft::{ErrorSubject, ErrorVerb};
+use openraft::testing::{StoreBuilder, Suite};
 
 use super::log_store::{GroupLogStore, LogDb};
 use super::state_machine::GroupStateMachine;
@@ -22,15 +21,12 @@ impl StoreBuilder<TypeConfig, GroupLogStore, GroupStateMachine, tempfile::TempDi
         let storage = Arc::new(
             Storage::open(&dir.path().join("sm"), &StorageOptions::default()).expect("storage"),
         );
-        let (state_machine, _) =
-            GroupStateMachine::open(storage, b"suite", 10001).map_err(|err| {
-                StorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Write, err)
-            })?;
+        let (state_machine, _) = GroupStateMachine::open(storage, b"suite", 10001)?;
         Ok((dir, log.group(10001), state_machine))
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_store_and_state_machine_pass_openraft_suite() -> Result<(), StorageError> {
-    Suite::test_all(Builder).await
+#[test]
+fn log_store_and_state_machine_pass_openraft_suite() -> Result<(), StorageError> {
+    Suite::test_all(Builder)
 }
