@@ -28,13 +28,18 @@ pub enum Pass {
     Alone(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
 }
 
-pub fn runs_alone(feature: &Feature, rule: Option<&Rule>, scenario: &Scenario) -> bool {
+/// Whether the scenario, its rule or its feature carries one of `tags`.
+pub fn tagged(feature: &Feature, rule: Option<&Rule>, scenario: &Scenario, tags: &[&str]) -> bool {
     scenario
         .tags
         .iter()
         .chain(rule.iter().flat_map(|r| &r.tags))
         .chain(&feature.tags)
-        .any(|tag| RUN_ALONE_TAGS.contains(&tag.as_str()))
+        .any(|tag| tags.contains(&tag.as_str()))
+}
+
+pub fn runs_alone(feature: &Feature, rule: Option<&Rule>, scenario: &Scenario) -> bool {
+    tagged(feature, rule, scenario, &RUN_ALONE_TAGS)
 }
 
 /// Waits for the scenario's turn. tokio's lock is fair: once a lone scenario

@@ -1,7 +1,7 @@
 //! `cargo test -p conformance`: every `features/*.feature` on the chosen
 //! backend, on containers several scenarios at a time except those that
-//! control nodes, which run alone (`conformance::gate`); human output on the terminal and JUnit
-//! XML in `<target>/conformance/junit.xml`. Arguments after `--` go to
+//! control nodes, which run alone (`conformance::gate`); human output on
+//! the terminal and JUnit XML in `<target>/conformance/junit.xml`. Arguments after `--` go to
 //! cucumber (`--tags @kv`, `--name "..."`, `--fail-fast`).
 
 use std::fs::File;
@@ -107,12 +107,8 @@ async fn main() {
                 }
             })
         })
-        .filter_run(features, move |feature, _rule, scenario| {
-            let needs_control = feature
-                .tags
-                .iter()
-                .chain(&scenario.tags)
-                .any(|tag| NEEDS_NODE_CONTROL.contains(&tag.as_str()));
+        .filter_run(features, move |feature, rule, scenario| {
+            let needs_control = gate::tagged(feature, rule, scenario, &NEEDS_NODE_CONTROL);
             if external && needs_control {
                 println!("SKIPPED: {} ({NO_FAULTS})", scenario.name);
                 return false;
