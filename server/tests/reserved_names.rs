@@ -11,9 +11,7 @@
 //! included.
 
 use std::io::Write;
-use std::path::Path;
-use std::process::{Child, Command as Process, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prost::Message;
 use regatta_proto::maintenance::v1::maintenance_client::MaintenanceClient;
@@ -21,117 +19,15 @@ use regatta_proto::maintenance::v1::restore_message::Data;
 use regatta_proto::maintenance::v1::{RestoreInfo, RestoreMessage};
 use regatta_proto::mvcc::v1::command::CommandType;
 use regatta_proto::mvcc::v1::{Command, KeyValue};
-use regatta_proto::regatta::v1::kv_client::KvClient;
-use regatta_proto::regatta::v1::{PutRequest, RangeRequest};
+use regatta_proto::regatta::v1::PutRequest;
 use regatta_proto::replication::v1::SnapshotChunk;
 use tonic::transport::Channel;
 use tonic::Code;
 
 mod support;
-use support::free_address;
+use support::node::{range, serving, NodeConfig};
 
 const RESERVED_MESSAGE: &str = "table name is reserved for the server's own metadata";
-
-/// The addresses of one node; kept across restarts like its data directory.
-struct NodeConfig {
-    api: String,
-    maintenance: String,
-    raft: String,
-    rest: String,
-    replication: String,
-}
-
-impl NodeConfig {
-    fn new() -> NodeConfig {
-        NodeConfig {
-            api: free_address(),
-            maintenance: free_address(),
-            raft: free_address(),
-            rest: free_address(),
-            replication: free_address(),
-        }
-    }
-
-    /// `regatta leader --dev-mode` (the README's quick start) on these
-    /// addresses and `dir`, plus `extra`.
-    fn command(&self, dir: &Path, extra: &[&str]) -> Process {
-        let mut command = Process::new(env!("CARGO_BIN_EXE_regatta"));
-        command
-            .args(["leader", "--dev-mode", "--log-level", "warn"])
-            .args(["--api.address", &self.api])
-            .args(["--maintenance.address", &self.maintenance])
-            .args(["--raft.address", &self.raft])
-            .args(["--rest.address", &self.rest])
-            .args(["--replication.address", &self.replication])
-            .arg("--raft.node-host-dir")
-            .arg(dir.join("raft"))
-            .arg("--raft.state-machine-dir")
-            .arg(dir.join("sm"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        command
-    }
-
-    fn start(&self, dir: &Path) -> Running {
-        Running(
-            self.command(dir, &[])
-                .spawn()
-                .expect("spawn regatta leader"),
-        )
-    }
-}
-
-struct Running(Child);
-
-impl Running {
-    /// Fails the test with the node's output if it exited.
-    fn assert_running(&mut self, when: &str) {
-        if let Some(status) = self.0.try_wait().expect("try_wait") {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = self.0.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-            }
-            panic!("the node exited {when} ({status}):\n{stderr}");
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A KV client once the node serves the default table `regatta`.
-async fn serving(config: &NodeConfig, node: &mut Running) -> KvClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        node.assert_running("before it served");
-        if let Ok(channel) = Channel::from_shared(format!("http://{}", config.api))
-            .expect("uri")
-            .connect()
-            .await
-        {
-            let mut client = KvClient::new(channel);
-            if client.range(range(b"probe")).await.is_ok() {
-                return client;
-            }
-        }
-        assert!(Instant::now() < deadline, "the node never served");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn range(key: &[u8]) -> RangeRequest {
-    RangeRequest {
-        table: b"regatta".to_vec(),
-        key: key.to_vec(),
-        linearizable: true,
-        ..RangeRequest::default()
-    }
-}
 
 /// A command stream of one PUT, as `regatta backup` and Regatta (Go) write
 /// it: Snappy framing over `u64 LE length + Command` records.

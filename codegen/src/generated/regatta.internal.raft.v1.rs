@@ -135,6 +135,35 @@ pub mod raft_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Pipelined AppendEntries of one group: requests go out without waiting
+        /// for answers, which come back one per request, in order; the stream ends
+        /// after the first refusal (conflict, higher vote) or failure.
+        pub async fn append_stream(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::RaftMessage>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::RaftMessage>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/regatta.internal.raft.v1.Raft/AppendStream",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("regatta.internal.raft.v1.Raft", "AppendStream"),
+                );
+            self.inner.streaming(req, path, codec).await
+        }
         /// openraft Vote.
         pub async fn vote(
             &mut self,
@@ -245,6 +274,22 @@ pub mod raft_server {
             &self,
             request: tonic::Request<super::RaftMessage>,
         ) -> std::result::Result<tonic::Response<super::RaftMessage>, tonic::Status>;
+        /// Server streaming response type for the AppendStream method.
+        type AppendStreamStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::RaftMessage, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Pipelined AppendEntries of one group: requests go out without waiting
+        /// for answers, which come back one per request, in order; the stream ends
+        /// after the first refusal (conflict, higher vote) or failure.
+        async fn append_stream(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::RaftMessage>>,
+        ) -> std::result::Result<
+            tonic::Response<Self::AppendStreamStream>,
+            tonic::Status,
+        >;
         /// openraft Vote.
         async fn vote(
             &self,
@@ -382,6 +427,50 @@ pub mod raft_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/regatta.internal.raft.v1.Raft/AppendStream" => {
+                    #[allow(non_camel_case_types)]
+                    struct AppendStreamSvc<T: Raft>(pub Arc<T>);
+                    impl<T: Raft> tonic::server::StreamingService<super::RaftMessage>
+                    for AppendStreamSvc<T> {
+                        type Response = super::RaftMessage;
+                        type ResponseStream = T::AppendStreamStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::RaftMessage>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Raft>::append_stream(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AppendStreamSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

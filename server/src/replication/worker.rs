@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use regatta_proto::replication::v1::log_client::LogClient;
 use regatta_proto::replication::v1::{
     replicate_response::Response as Reply, ReplicateError, ReplicateRequest,
@@ -34,6 +35,8 @@ enum RoundEnd {
 /// Proposals of replicated commands wait at most this long for the group.
 pub(super) const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Messages of the leader taken together into one batch of proposals.
+const MAX_MESSAGES_PER_BATCH: usize = 64;
 
 pub struct TableWorker {
     pub node: Arc<Node>,
@@ -172,44 +175,80 @@ impl TableWorker {
             let Some(message) = message else {
                 return Ok(RoundEnd::CaughtUp);
             };
+            // Messages already received join this one: proposed as one
+            // batch, and taken out of h2's buffers at once. Left there while
+            // the worker proposed one command at a time, many small DATA
+            // frames piled up until h2's flood guard closed the connection
+            // (GoAway ENHANCE_YOUR_CALM "too_many_data_frames").
+            let mut messages = vec![message];
+            let mut then = None;
+            while messages.len() < MAX_MESSAGES_PER_BATCH {
+                match stream.message().now_or_never() {
+                    Some(Ok(Some(next))) => messages.push(next),
+                    Some(other) => {
+                        then = Some(other);
+                        break;
+                    }
+                    None => break,
+                }
+            }
             if self.stored_index() != Some(stored) {
                 return Err("the stored leader index changed (a reset?); asking again".into());
             }
-            stats.observe_leader(message.leader_index);
-            match message.response {
-                Some(Reply::ErrorResponse(error)) => {
-                    return Ok(if error.error == ReplicateError::UseSnapshot as i32 {
-                        RoundEnd::UseSnapshot
-                    } else {
-                        RoundEnd::LeaderBehind
-                    });
-                }
-                Some(Reply::CommandsResponse(batch)) => {
-                    for replicated in batch.commands {
-                        let Some(command) = replicated.command else {
-                            return Err(format!(
-                                "entry {} has no command",
-                                replicated.leader_index
-                            ));
-                        };
-                        if replicated.leader_index != stored + 1 {
-                            return Err(format!(
-                                "expected entry {}, got {}",
-                                stored + 1,
-                                replicated.leader_index
-                            ));
-                        }
-                        self.node
-                            .write(&self.table, &command, PROPOSE_TIMEOUT)
-                            .await
-                            .map_err(|err| {
-                                format!("proposing entry {}: {err}", replicated.leader_index)
-                            })?;
-                        stored = replicated.leader_index;
-                        stats.observe_stored(stored);
+            let mut commands = Vec::new();
+            let mut end = None;
+            for message in messages {
+                stats.observe_leader(message.leader_index);
+                match message.response {
+                    Some(Reply::ErrorResponse(error)) => {
+                        end = Some(if error.error == ReplicateError::UseSnapshot as i32 {
+                            RoundEnd::UseSnapshot
+                        } else {
+                            RoundEnd::LeaderBehind
+                        });
+                        break;
                     }
+                    Some(Reply::CommandsResponse(batch)) => {
+                        for replicated in batch.commands {
+                            let Some(command) = replicated.command else {
+                                return Err(format!(
+                                    "entry {} has no command",
+                                    replicated.leader_index
+                                ));
+                            };
+                            let expected = stored + 1 + commands.len() as u64;
+                            if replicated.leader_index != expected {
+                                return Err(format!(
+                                    "expected entry {expected}, got {}",
+                                    replicated.leader_index
+                                ));
+                            }
+                            commands.push(command);
+                        }
+                    }
+                    None => {}
                 }
-                None => {}
+            }
+            if !commands.is_empty() {
+                // One batch of entries: at high write rates one append and
+                // one sync for many commands instead of one each.
+                let (applied, failed) = self
+                    .node
+                    .write_many(&self.table, &commands, PROPOSE_TIMEOUT)
+                    .await;
+                stored += applied as u64;
+                stats.observe_stored(stored);
+                if let Some(err) = failed {
+                    return Err(format!("proposing entry {}: {err}", stored + 1));
+                }
+            }
+            if let Some(end) = end {
+                return Ok(end);
+            }
+            match then {
+                Some(Ok(None)) => return Ok(RoundEnd::CaughtUp),
+                Some(Err(status)) => return Err(format!("Log.Replicate stream: {status}")),
+                Some(Ok(Some(_))) | None => {}
             }
         }
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use regatta_proto::internal::raft::v1::raft_server::RaftServer;
 use regatta_proto::mvcc::v1::CommandResult;
-use tokio::sync::{oneshot, watch, Mutex};
+use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use super::catalogue::CATALOGUE_TABLE;
@@ -55,7 +55,9 @@ pub struct Node {
     tables: watch::Sender<BTreeMap<Vec<u8>, GroupId>>,
     /// Serialises group starts and stops.
     reconcile_lock: Mutex<()>,
-    server: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    /// Turned true at shutdown: ends the transport's open streams, then the
+    /// transport (which waits for every call and stream to end).
+    server: std::sync::Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
     reconciler: std::sync::Mutex<Option<JoinHandle<()>>>,
     bound_raft_address: SocketAddr,
 }
@@ -114,20 +116,22 @@ impl Node {
         let bound_raft_address = listener
             .local_addr()
             .map_err(|err| Error::Startup(err.to_string()))?;
+        let (stop_tx, stop_rx) = watch::channel(false);
         let service = RaftServer::new(InternalService {
             self_id: settings.node_id,
             groups: groups.clone(),
+            closing: stop_rx.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let mut stop_rx = stop_rx;
         let server = tokio::spawn(async move {
             let incoming = crate::net::incoming(listener);
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
                 })
                 .await;
             if let Err(err) = result {
@@ -204,7 +208,7 @@ impl Node {
         }
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((stop, server)) = server {
-            let _ = stop.send(());
+            stop.send_replace(true);
             let _ = server.await;
         }
         let groups = self.groups.all();

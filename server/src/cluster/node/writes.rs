@@ -36,6 +36,59 @@ impl Node {
         ))
     }
 
+    /// Writes `commands` to a table in order and answers how many were
+    /// applied, with the reason when that is not all of them. When this
+    /// node leads the table's group they go to the Raft core in one message
+    /// and become consecutive entries appended together; otherwise (or
+    /// after a leader change) the rest go one at a time through `write`.
+    /// Callers must tolerate a command applied twice after an error (the
+    /// follower cluster's commands carry their leader index, which makes a
+    /// second apply a no-op).
+    pub async fn write_many(
+        &self,
+        table: &[u8],
+        commands: &[Command],
+        timeout: Duration,
+    ) -> (usize, Option<Error>) {
+        let group = match self.table_group(table) {
+            Ok(group) => group,
+            Err(err) => return (0, Some(err)),
+        };
+        let mut done = 0;
+        if commands.len() > 1 && group.leader() == Some(self.id()) {
+            let requests = commands
+                .iter()
+                .map(|command| Request::Table(command.encode_to_vec()))
+                .collect();
+            let Ok(answers) = tokio::time::timeout(timeout, group.write_local_many(requests)).await
+            else {
+                return (
+                    0,
+                    Some(Error::Unavailable(
+                        "write outcome unknown: not committed in time".into(),
+                    )),
+                );
+            };
+            for answer in answers {
+                match answer {
+                    Ok(_) => done += 1,
+                    // Refused before appending: the rest go the slow way.
+                    Err(GroupError::NotLeader(_)) => break,
+                    Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason)) => {
+                        return (done, Some(Error::Unavailable(reason)))
+                    }
+                }
+            }
+        }
+        for command in &commands[done..] {
+            if let Err(err) = self.write(table, command, timeout).await {
+                return (done, Some(err));
+            }
+            done += 1;
+        }
+        (done, None)
+    }
+
     /// Proposes one step of a restore of `table` (see `storage/restore.rs`);
     /// returns whether the restore it names was open when it applied.
     pub async fn restore(

@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::read_rounds::ReadRounds;
-use super::types::{GroupId, NodeId, Raft, Request, Response};
+use super::types::{GroupId, NodeId, Raft, Request, Response, TypeConfig};
 use crate::storage::Table;
 
 /// Why a group could not serve a request here; travels between nodes.
@@ -48,35 +50,35 @@ impl Group {
     pub fn leader(&self) -> Option<NodeId> {
         // Copy out of the borrow at once: a held borrow blocks the Raft core.
         let metrics = self.raft.server_metrics();
-        let leader = metrics.borrow().current_leader;
+        let leader = metrics.borrow_watched().current_leader;
         leader
     }
 
     /// The group's current term.
     pub fn term(&self) -> u64 {
         let metrics = self.raft.server_metrics();
-        let term = metrics.borrow().vote.leader_id.term;
+        let term = metrics.borrow_watched().vote.leader_id.term;
         term
     }
 
     /// Index of the last log entry this node purged after a snapshot.
     pub fn last_purged_index(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
-        let purged = metrics.borrow().purged.map(|id| id.index);
+        let purged = metrics.borrow_watched().purged.map(|id| id.index);
         purged
     }
 
     /// Last log index covered by this node's current snapshot, if any.
     pub fn snapshot_index(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
-        let snapshot = metrics.borrow().snapshot.map(|id| id.index);
+        let snapshot = metrics.borrow_watched().snapshot.map(|id| id.index);
         snapshot
     }
 
     /// Index of the last entry in this node's log of the group.
     pub fn last_log_index(&self) -> u64 {
         let metrics = self.raft.metrics();
-        let last = metrics.borrow().last_log_index.unwrap_or_default();
+        let last = metrics.borrow_watched().last_log_index.unwrap_or_default();
         last
     }
 
@@ -84,14 +86,40 @@ impl Group {
     pub async fn write_local(&self, request: Request) -> Result<Response, GroupError> {
         match self.raft.client_write(request).await {
             Ok(written) => Ok(written.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(GroupError::NotLeader(forward.leader_id))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(err))) => {
-                Err(GroupError::Unavailable(err.to_string()))
-            }
+            Err(RaftError::APIError(err)) => Err(refusal(err)),
             Err(RaftError::Fatal(fatal)) => Err(GroupError::Unavailable(fatal.to_string())),
         }
+    }
+
+    /// Proposes `requests` on this node as consecutive entries, in order,
+    /// in one message to the Raft core. Answers one result per request, in
+    /// order, as far as it got: the answers stop after the first failure.
+    pub async fn write_local_many(
+        &self,
+        requests: Vec<Request>,
+    ) -> Vec<Result<Response, GroupError>> {
+        use futures::StreamExt;
+        let mut answers = Vec::with_capacity(requests.len());
+        let mut results = match self.raft.client_write_many(requests).await {
+            Ok(results) => results,
+            Err(fatal) => {
+                answers.push(Err(GroupError::Unavailable(fatal.to_string())));
+                return answers;
+            }
+        };
+        while let Some(result) = results.next().await {
+            let answer = match result {
+                Ok(Ok(written)) => Ok(written.response),
+                Ok(Err(err)) => Err(refusal(err)),
+                Err(fatal) => Err(GroupError::Unavailable(fatal.to_string())),
+            };
+            let failed = answer.is_err();
+            answers.push(answer);
+            if failed {
+                break;
+            }
+        }
+        answers
     }
 
     /// A read index for a read another node forwarded: shares a round with
@@ -120,15 +148,15 @@ impl Group {
     pub async fn read_index_local(&self) -> Result<u64, GroupError> {
         let last_log_index = {
             let metrics = self.raft.metrics();
-            let last = metrics.borrow().last_log_index.unwrap_or(0);
+            let last = metrics.borrow_watched().last_log_index.unwrap_or(0);
             last
         };
-        match self.raft.get_read_log_id().await {
-            Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |id| id.index).max(last_log_index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+        match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+            Ok((read_log_id, _)) => Ok(read_log_id.index().max(last_log_index)),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
                 Err(GroupError::NotLeader(forward.leader_id))
             }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(err))) => {
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(err))) => {
                 Err(GroupError::NoQuorum(err.to_string()))
             }
             Err(RaftError::Fatal(fatal)) => Err(GroupError::Unavailable(fatal.to_string())),
@@ -153,11 +181,27 @@ impl Group {
     pub async fn wait_leader(&self, timeout: Duration) -> Option<NodeId> {
         let mut metrics = self.raft.server_metrics();
         let found =
-            tokio::time::timeout(timeout, metrics.wait_for(|m| m.current_leader.is_some())).await;
+            tokio::time::timeout(timeout, metrics.wait_until(|m| m.current_leader.is_some())).await;
         match found {
             Ok(Ok(m)) => m.current_leader,
             _ => None,
         }
+    }
+}
+
+/// Why openraft refused a write, as a [`GroupError`].
+fn refusal(err: ClientWriteError<TypeConfig>) -> GroupError {
+    match err {
+        // Refused before its entry was appended: safe to send elsewhere.
+        ClientWriteError::ForwardToLeader(forward) => GroupError::NotLeader(forward.leader_id),
+        // Appended, then overwritten by a new leader's log: it may still
+        // commit there, so it must never be retried as if refused.
+        ClientWriteError::LogEntryDiscarded(forward) => GroupError::Unavailable(format!(
+            "write outcome unknown: the entry was discarded on a leader change (leader: {:?})",
+            forward.leader_id
+        )),
+        ClientWriteError::ChangeMembershipError(err) => GroupError::Unavailable(err.to_string()),
+        ClientWriteError::PreconditionFailed(err) => GroupError::Unavailable(err.to_string()),
     }
 }
 

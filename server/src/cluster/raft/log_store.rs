@@ -1,12 +1,16 @@
 //! The Raft log and vote of every group of a node, in one RocksDB
 //! (`--raft.node-host-dir`, or `--raft.wal-dir`).
 //!
-//! Appends are written unsynced (readable at once) and their `LogFlushed`
+//! Appends are written unsynced (readable at once) and their `IOFlushed`
 //! callbacks queued to one flusher thread, which syncs the WAL once for
 //! everything queued and then completes the callbacks in order: appends of
 //! concurrent groups share one fsync (group commit). Votes and truncations
 //! are synced inline. One WAL orders every write, so a sync covers all
-//! earlier writes of every group.
+//! earlier writes of every group. openraft 0.10 does not wait for a flush
+//! before it appends more (`IOFlushed`), so many appends of one group share
+//! a sync too, while the leader counts its own log only once completed.
+//! After a failed sync nothing is ever reported durable again: every pending
+//! and later callback fails, and the groups stop.
 
 use std::fmt::Debug;
 use std::io;
@@ -15,11 +19,11 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{OptionalSend, StorageIOError};
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 
-use super::types::{Entry, GroupId, LogId, StorageError, TypeConfig, Vote};
+use super::types::{Entry, GroupId, LogId, TypeConfig, Vote};
 
 const KIND_ENTRY: u8 = 1;
 const KIND_VOTE: u8 = 2;
@@ -125,33 +129,49 @@ impl LogDb {
 
 /// Syncs the WAL once for every callback queued, then completes them in order.
 fn run_flusher(db: &DB, queue: &mpsc::Receiver<FlushCallback>, stats: &FlushStats) {
+    run_flusher_with(
+        || db.flush_wal(true).map_err(|err| err.to_string()),
+        queue,
+        stats,
+    )
+}
+
+/// The flusher's loop over any sync (tests give a failing one).
+fn run_flusher_with(
+    mut sync: impl FnMut() -> Result<(), String>,
+    queue: &mpsc::Receiver<FlushCallback>,
+    stats: &FlushStats,
+) {
     use std::sync::atomic::Ordering::Relaxed;
+    // Sticky: once a sync failed, what it should have covered may be lost,
+    // and a later sync succeeding proves nothing about it.
+    let mut failed: Option<String> = None;
     while let Ok(first) = queue.recv() {
         let mut pending = vec![first];
         pending.extend(queue.try_iter());
-        let result = db.flush_wal(true);
-        stats.syncs.fetch_add(1, Relaxed);
+        if failed.is_none() {
+            if let Err(err) = sync() {
+                tracing::error!(error = %err, "syncing the Raft log failed; no append is acknowledged from now on");
+                failed = Some(err);
+            }
+            stats.syncs.fetch_add(1, Relaxed);
+        }
         stats.appends.fetch_add(pending.len() as u64, Relaxed);
         for callback in pending {
-            callback(match &result {
-                Ok(()) => Ok(()),
-                // Never report an append as durable after a failed sync.
-                Err(err) => Err(io::Error::other(err.to_string())),
+            callback(match &failed {
+                None => Ok(()),
+                Some(err) => Err(io::Error::other(format!("syncing the Raft log: {err}"))),
             });
         }
     }
 }
 
-fn read_err(err: impl std::error::Error + 'static) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::read_logs(&err),
-    }
+fn read_err(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::other(err)
 }
 
-fn write_err(err: impl std::error::Error + 'static) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::write_logs(&err),
-    }
+fn write_err(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::other(err)
 }
 
 /// The log of one Raft group over the shared database. Cheap to clone; the
@@ -167,10 +187,7 @@ impl GroupLogStore {
         &self.log.db
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        kind: u8,
-    ) -> Result<Option<T>, StorageError> {
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, kind: u8) -> io::Result<Option<T>> {
         self.db()
             .get(meta_key(kind, self.group))
             .map_err(read_err)?
@@ -178,7 +195,7 @@ impl GroupLogStore {
             .transpose()
     }
 
-    fn last_entry(&self) -> Result<Option<Entry>, StorageError> {
+    fn last_entry(&self) -> io::Result<Option<Entry>> {
         let mut iter = self.db().raw_iterator();
         iter.seek_for_prev(entry_key(self.group, u64::MAX));
         match (iter.valid(), iter.key(), iter.value()) {
@@ -192,17 +209,17 @@ impl GroupLogStore {
     }
 
     /// The index of the last entry stored, if any (for the replication service).
-    pub fn last_index(&self) -> Result<Option<u64>, StorageError> {
+    pub fn last_index(&self) -> io::Result<Option<u64>> {
         Ok(self.last_entry()?.map(|entry| entry.log_id.index))
     }
 
     /// The last purged log id, if any.
-    pub fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+    pub fn last_purged(&self) -> io::Result<Option<LogId>> {
         self.read_meta(KIND_PURGED)
     }
 
     /// Entries with index in `[start, end)` that exist, ascending.
-    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+    pub fn entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
         let mut entries = Vec::new();
         if start >= end {
             return Ok(entries);
@@ -240,16 +257,16 @@ impl RaftLogReader<TypeConfig> for GroupLogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> io::Result<Vec<Entry>> {
         let (start, end) = bounds(&range);
         self.entries(start, end)
     }
 
-    async fn limited_get_log_entries(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry>, StorageError> {
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.read_meta(KIND_VOTE)
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
         /// Keep AppendEntries well under the transport's message limit.
         const MAX_BYTES: usize = 8 * 1024 * 1024;
         let mut entries = self.entries(start, end)?;
@@ -270,7 +287,7 @@ impl RaftLogReader<TypeConfig> for GroupLogStore {
 impl RaftLogStorage<TypeConfig> for GroupLogStore {
     type LogReader = GroupLogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let last_purged_log_id = self.last_purged()?;
         let last_log_id = self
             .last_entry()?
@@ -286,30 +303,16 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let mut batch = WriteBatch::default();
         batch.put(
             meta_key(KIND_VOTE, self.group),
-            bincode::serialize(vote).map_err(|err| StorageError::IO {
-                source: StorageIOError::write_vote(&err),
-            })?,
+            bincode::serialize(vote).map_err(write_err)?,
         );
-        self.log
-            .write_synced(batch)
-            .map_err(|err| StorageError::IO {
-                source: StorageIOError::write_vote(&err),
-            })
+        self.log.write_synced(batch).map_err(write_err)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_meta(KIND_VOTE)
-    }
-
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -322,7 +325,7 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             );
         }
         self.db().write(batch).map_err(write_err)?;
-        let queued: FlushCallback = Box::new(move |result| callback.log_io_completed(result));
+        let queued: FlushCallback = Box::new(move |result| callback.io_completed(result));
         self.log
             .flusher
             .as_ref()
@@ -330,17 +333,19 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             .ok_or_else(|| write_err(io::Error::other("the log flusher has stopped")))
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        // Keeps `last_log_id` itself; `None` removes every entry.
+        let first_removed = last_log_id.map_or(0, |id| id.index.saturating_add(1));
         let mut batch = WriteBatch::default();
         batch.delete_range(
-            entry_key(self.group, log_id.index),
+            entry_key(self.group, first_removed),
             entry_key(self.group, u64::MAX),
         );
         batch.delete(entry_key(self.group, u64::MAX));
         self.log.write_synced(batch).map_err(write_err)
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         let mut batch = WriteBatch::default();
         batch.put(
             meta_key(KIND_PURGED, self.group),
@@ -352,5 +357,90 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
         );
         // Rides the next sync: losing a purge only keeps entries longer.
         self.db().write(batch).map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Mutex;
+
+    /// Queues `count` callbacks, runs the flusher over them with one sync
+    /// that answers `sync`, and returns what each callback was told.
+    fn flush(count: u32, sync: Result<(), String>) -> Vec<(u32, bool)> {
+        let told: Arc<Mutex<Vec<(u32, bool)>>> = Arc::default();
+        let (sender, queue) = mpsc::channel::<FlushCallback>();
+        for id in 0..count {
+            let told = told.clone();
+            sender
+                .send(Box::new(move |r: io::Result<()>| {
+                    told.lock().unwrap().push((id, r.is_ok()))
+                }))
+                .unwrap();
+        }
+        drop(sender);
+        let mut sync = Some(sync);
+        run_flusher_with(
+            || sync.take().unwrap_or(Ok(())),
+            &queue,
+            &FlushStats::default(),
+        );
+        let told = told.lock().unwrap().clone();
+        told
+    }
+
+    #[test]
+    fn callbacks_complete_in_order_after_the_sync() {
+        assert_eq!(flush(3, Ok(())), vec![(0, true), (1, true), (2, true)]);
+        assert_eq!(
+            flush(2, Err("io error".into())),
+            vec![(0, false), (1, false)]
+        );
+    }
+
+    #[test]
+    fn after_a_failed_sync_nothing_is_durable_again() {
+        let (sender, queue) = mpsc::channel::<FlushCallback>();
+        let told: Arc<Mutex<Vec<(u32, bool)>>> = Arc::default();
+        let stats = Arc::new(FlushStats::default());
+        let mut results = vec![Err("disk gone".to_string()), Ok(())].into_iter();
+        let (step_tx, step_rx) = mpsc::channel::<()>();
+        let thread_stats = stats.clone();
+        let flusher = std::thread::spawn(move || {
+            run_flusher_with(
+                || {
+                    let _ = step_rx.recv();
+                    results.next().unwrap_or(Ok(()))
+                },
+                &queue,
+                &thread_stats,
+            )
+        });
+        for id in 0..2u32 {
+            let told = told.clone();
+            sender
+                .send(Box::new(move |r: io::Result<()>| {
+                    told.lock().unwrap().push((id, r.is_ok()))
+                }))
+                .unwrap();
+        }
+        step_tx.send(()).unwrap(); // the first sync fails
+        while told.lock().unwrap().len() < 2 {
+            std::thread::yield_now();
+        }
+        let told_later = told.clone();
+        sender
+            .send(Box::new(move |r: io::Result<()>| {
+                told_later.lock().unwrap().push((2, r.is_ok()))
+            }))
+            .unwrap();
+        step_tx.send(()).unwrap(); // a sync that would succeed is never tried
+        drop(sender);
+        flusher.join().unwrap();
+        let told = told.lock().unwrap().clone();
+        assert_eq!(told, vec![(0, false), (1, false), (2, false)]);
+        assert_eq!(stats.syncs.load(Relaxed), 1, "no sync after the failure");
+        assert_eq!(stats.appends.load(Relaxed), 3);
     }
 }

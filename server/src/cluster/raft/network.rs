@@ -6,49 +6,32 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+use futures::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::errors::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
     Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{stream_append_sequential, Backoff, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
-use openraft::{BasicNode, EntryPayload};
+use openraft::{BasicNode, RaftNetworkV2};
+use openraft_legacy::network_v1::{
+    Adapter, InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, RaftNetwork,
+};
 use regatta_proto::internal::raft::v1::raft_client::RaftClient;
 use regatta_proto::internal::raft::v1::RaftMessage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-use super::types::{Entry, GroupId, NodeId, Request, RestoreStep, TypeConfig};
+use super::types::{GroupId, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 
-/// Largest message on the internal transport (entries carry values up to 2 MiB).
+/// Largest message on the internal transport (entries carry values up to
+/// 2 MiB; the log store keeps one AppendEntries under 8 MiB of entries).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-/// Payload bytes one AppendEntries may carry: several large entries (2 MiB
-/// values, 1 MiB restore batches) must not add up past the message limit.
-const APPEND_ENTRIES_BUDGET: usize = MAX_MESSAGE_BYTES / 2;
-
-/// How many leading `entries` fit in `budget` bytes (all when they do).
-fn entries_within(entries: &[Entry], budget: usize) -> usize {
-    let mut bytes = 0usize;
-    for (count, entry) in entries.iter().enumerate() {
-        bytes += 64
-            + match &entry.payload {
-                EntryPayload::Normal(Request::Table(command)) => command.len(),
-                EntryPayload::Normal(Request::Restore(RestoreStep::Batch { records, .. })) => {
-                    records.len()
-                }
-                _ => 0,
-            };
-        if bytes > budget {
-            return count;
-        }
-    }
-    entries.len()
-}
 
 /// Channels to the other nodes of the cluster, by node id.
 pub struct Peers {
@@ -211,15 +194,169 @@ pub struct GroupNetworkFactory {
     pub peers: Arc<Peers>,
 }
 
-impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
-    type Network = GroupNetwork;
-
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> GroupNetwork {
-        GroupNetwork {
+impl GroupNetworkFactory {
+    fn client(&self, target: NodeId, pipelined: bool) -> GroupNetworkV2 {
+        GroupNetworkV2 {
+            unary: GroupNetwork {
+                group: self.group,
+                target,
+                peers: self.peers.clone(),
+            }
+            .into_v2(),
+            pipelined,
             group: self.group,
             target,
             peers: self.peers.clone(),
         }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
+    type Network = GroupNetworkV2;
+
+    /// Replication: AppendEntries pipelined over one stream per session.
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> GroupNetworkV2 {
+        self.client(target, true)
+    }
+
+    /// Heartbeats are single requests: a unary call each, no stream to open.
+    async fn new_heartbeat_client(&mut self, target: NodeId, _node: &BasicNode) -> GroupNetworkV2 {
+        self.client(target, false)
+    }
+}
+
+/// openraft 0.10's network of one peer for one group: AppendEntries
+/// pipelined over the AppendStream RPC (the leader does not wait for one
+/// answer before it sends the next), everything else through
+/// openraft-legacy's adapter over [`GroupNetwork`], which sends a snapshot
+/// as InstallSnapshot chunks as 0.9 did.
+pub struct GroupNetworkV2 {
+    unary: Adapter<TypeConfig, GroupNetwork, SnapshotData>,
+    pipelined: bool,
+    group: GroupId,
+    target: NodeId,
+    peers: Arc<Peers>,
+}
+
+fn unreachable(reason: impl Into<String>) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(reason.into())))
+}
+
+impl GroupNetworkV2 {
+    /// Opens an AppendStream and turns its answers back into openraft's.
+    async fn open_stream<S>(
+        &self,
+        input: S,
+    ) -> Result<
+        BoxStream<'static, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+        RPCError<TypeConfig>,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let mut client = self.peers.client(self.target).map_err(unreachable)?;
+        let (group_id, from, to) = (self.group, self.peers.self_id(), self.target);
+        // A request that does not encode ends the stream (it cannot happen
+        // with bincode and these types; answers must stay one per request).
+        let outbound = input
+            .map(move |rpc| {
+                bincode::serialize(&rpc).ok().map(|payload| RaftMessage {
+                    group_id,
+                    from,
+                    to,
+                    payload,
+                })
+            })
+            .take_while(|message| std::future::ready(message.is_some()))
+            .filter_map(std::future::ready);
+        let answers = client
+            .append_stream(outbound)
+            .await
+            .map_err(|status| match CallError::from_status(&status) {
+                CallError::Unreachable(reason) | CallError::Lost(reason) => unreachable(reason),
+                other => RPCError::Network(NetworkError::new(&other)),
+            })?
+            .into_inner();
+        // Ends after the first error, as openraft expects of a stream.
+        let answers = answers
+            .map(|answer| {
+                let message = answer.map_err(|status| {
+                    RPCError::Network(NetworkError::new(&CallError::from_status(&status)))
+                })?;
+                let answer: Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>> =
+                    bincode::deserialize(&message.payload).map_err(|err| {
+                        RPCError::Network(NetworkError::new(&CallError::Network(err.to_string())))
+                    })?;
+                // A peer whose Raft stopped cannot take appends; like 0.10's
+                // own adapter, call it unreachable and let openraft back off.
+                answer.map_err(|fatal| RPCError::Unreachable(Unreachable::new(&fatal)))
+            })
+            .scan(false, |failed, answer| {
+                if *failed {
+                    return std::future::ready(None);
+                }
+                *failed = matches!(answer, Err(_) | Ok(Err(_)));
+                std::future::ready(Some(answer))
+            });
+        Ok(Box::pin(answers))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for GroupNetworkV2 {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        RaftNetworkV2::append_entries(&mut self.unary, rpc, option).await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        if !self.pipelined {
+            return stream_append_sequential(&mut self.unary, input, option);
+        }
+        Box::pin(async move {
+            let answers = self.open_stream(input).await?;
+            let answers: BoxStream<'s, _> = answers;
+            Ok(answers)
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        RaftNetworkV2::vote(&mut self.unary, rpc, option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        RaftNetworkV2::full_snapshot(&mut self.unary, vote, snapshot, cancel, option).await
+    }
+
+    fn backoff(&self) -> Option<Backoff> {
+        RaftNetworkV2::backoff(&self.unary)
     }
 }
 
@@ -236,13 +373,13 @@ impl GroupNetwork {
         method: Method,
         request: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    ) -> Result<Resp, RPCError<TypeConfig, RaftError<TypeConfig, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let reply: Result<Resp, RaftError<NodeId, E>> = self
+        let reply: Result<Resp, RaftError<TypeConfig, E>> = self
             .peers
             .call(self.target, self.group, method, request, option.hard_ttl())
             .await
@@ -262,12 +399,8 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let fit = entries_within(&rpc.entries, APPEND_ENTRIES_BUDGET);
-        if fit < rpc.entries.len() {
-            // openraft sends fewer entries per message after this.
-            return Err(PayloadTooLarge::new_entries_hint(fit.max(1) as u64).into());
-        }
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig, RaftError<TypeConfig>>>
+    {
         self.send(Method::AppendEntries, &rpc, &option).await
     }
 
@@ -276,17 +409,17 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        InstallSnapshotResponse<TypeConfig>,
+        RPCError<TypeConfig, RaftError<TypeConfig, InstallSnapshotError>>,
     > {
         self.send(Method::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig, RaftError<TypeConfig>>> {
         self.send(Method::Vote, &rpc, &option).await
     }
 }

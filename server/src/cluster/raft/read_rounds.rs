@@ -1,7 +1,9 @@
 //! Read-index rounds shared by concurrent linearizable reads.
 //!
-//! openraft (0.9.25, `Raft::ensure_linearizable`) confirms one read index
-//! per call with a quorum round; nothing coalesces calls. A read may share a
+//! openraft 0.10 queues concurrent read-index calls in its core and serves
+//! them with the next quorum acknowledgement, but each call is still a
+//! message to the core, and reads forwarded from other nodes are a message
+//! on the network each; rounds here keep both to one per batch. A read may share a
 //! round that *starts after it arrived*: the index that round confirms is at least
 //! the commit index at the read's arrival, which is all linearizability asks.
 //! So reads queue up while a round runs and the next round serves all of

@@ -1,9 +1,13 @@
 //! The server side of the internal Raft transport: routes each message to
 //! its group. Served on `--raft.listen-address` only, never on the API port.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use futures::{Stream, StreamExt};
+use openraft::errors::Fatal;
+use openraft::raft::{AppendEntriesRequest, StreamAppendResult, VoteRequest};
+use openraft_legacy::network_v1::{ChunkedSnapshotReceiver, InstallSnapshotRequest};
 use regatta_proto::internal::raft::v1::raft_server::Raft as RaftService;
 use regatta_proto::internal::raft::v1::RaftMessage;
 use serde::de::DeserializeOwned;
@@ -17,6 +21,10 @@ use super::types::{NodeId, Request as Proposal, TypeConfig};
 pub struct InternalService {
     pub self_id: NodeId,
     pub groups: Arc<Groups>,
+    /// Turns true when the node shuts down. An AppendStream lasts as long
+    /// as the peer's replication session, and a graceful server stop waits
+    /// for every stream: they must end first.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl InternalService {
@@ -55,8 +63,66 @@ impl InternalService {
     }
 }
 
+/// Answers of one AppendStream, one per request.
+pub type AppendAnswers = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl RaftService for InternalService {
+    type AppendStreamStream = AppendAnswers;
+
+    async fn append_stream(
+        &self,
+        request: Request<tonic::Streaming<RaftMessage>>,
+    ) -> Result<Response<AppendAnswers>, Status> {
+        let mut inbound = request.into_inner();
+        // The first message names the group; the stream stays with it.
+        let Some(first) = inbound.message().await? else {
+            return Err(Status::invalid_argument("an AppendStream without requests"));
+        };
+        let (group, first_rpc): (_, AppendEntriesRequest<TypeConfig>) = self.route(&first)?;
+        let (group_id, from) = (first.group_id, first.from);
+        // Both directions end when the node shuts down: the answers, and
+        // the requests, which openraft's task holds until they end (an open
+        // request half would keep the graceful stop waiting).
+        let closed = |mut closing: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = closing.wait_for(|closing| *closing).await;
+        };
+        // A message that does not decode, or for another group, ends the
+        // requests: answers must match requests one to one, in order.
+        let rest = inbound
+            .take_until(closed(self.closing.clone()))
+            .take_while(move |message| {
+                let same = matches!(message, Ok(m) if m.group_id == group_id && m.from == from);
+                std::future::ready(same)
+            })
+            .map(|message| {
+                message.ok().and_then(|m| {
+                    bincode::deserialize::<AppendEntriesRequest<TypeConfig>>(&m.payload).ok()
+                })
+            })
+            .take_while(|rpc| std::future::ready(rpc.is_some()))
+            .filter_map(std::future::ready);
+        let rpcs = futures::stream::once(std::future::ready(first_rpc)).chain(rest);
+        let self_id = self.self_id;
+        let answers = group
+            .raft
+            .stream_append(rpcs)
+            .take_until(closed(self.closing.clone()))
+            .map(
+                move |answer: Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>>| {
+                    let payload = bincode::serialize(&answer)
+                        .map_err(|err| Status::internal(err.to_string()))?;
+                    Ok(RaftMessage {
+                        group_id,
+                        from: self_id,
+                        to: from,
+                        payload,
+                    })
+                },
+            );
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftMessage>,
@@ -68,7 +134,7 @@ impl RaftService for InternalService {
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let message = request.into_inner();
-        let (group, rpc): (_, VoteRequest<NodeId>) = self.route(&message)?;
+        let (group, rpc): (_, VoteRequest<TypeConfig>) = self.route(&message)?;
         self.reply(&message, &group.raft.vote(rpc).await)
     }
 

@@ -3,18 +3,20 @@
 //! One type serves table groups and the metadata group (whose table holds
 //! the catalogue).
 
-use std::io::Cursor;
+use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex};
 
-use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use openraft_legacy::network_v1::SnapshotReceiverFactory;
 use prost::Message;
 use regatta_proto::mvcc::v1::Command;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::{
-    Entry, GroupId, LogId, Request, Response, RestoreStep, Snapshot, SnapshotMeta, StorageError,
+    Entry, GroupId, LogId, Request, Response, RestoreStep, Snapshot, SnapshotData, SnapshotMeta,
     StoredMembership, TypeConfig,
 };
 use crate::cluster::catalogue;
@@ -31,16 +33,12 @@ struct RaftState {
     membership: StoredMembership,
 }
 
-fn sm_err(err: impl std::error::Error + 'static) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::write_state_machine(&err),
-    }
+fn sm_err(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::other(err)
 }
 
-fn read_err(err: impl std::error::Error + 'static) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::read_state_machine(&err),
-    }
+fn read_err(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::other(err)
 }
 
 /// The last snapshot built or installed, shared between the state machine
@@ -65,7 +63,7 @@ impl GroupStateMachine {
         storage: Arc<Storage>,
         name: &[u8],
         group: GroupId,
-    ) -> Result<(Self, watch::Receiver<u64>), StorageError> {
+    ) -> io::Result<(Self, watch::Receiver<u64>)> {
         let mut table = storage.create_table(name).map_err(sm_err)?;
         let mut state: RaftState = match table.raft_state().map_err(read_err)? {
             Some(raw) => serde_json::from_slice(&raw).map_err(read_err)?,
@@ -95,7 +93,7 @@ impl GroupStateMachine {
         ))
     }
 
-    fn apply_one(&mut self, entry: Entry) -> Result<Response, StorageError> {
+    fn apply_one(&mut self, entry: Entry) -> io::Result<Response> {
         let index = entry.log_id.index;
         self.state.last_applied = Some(entry.log_id);
         if let EntryPayload::Membership(membership) = &entry.payload {
@@ -200,7 +198,9 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         // The log is purged up to this snapshot next: what it covers must be on disk.
         self.storage.make_durable().map_err(sm_err)?;
         let (_, raft_state, bytes) = self.table.export_raft().map_err(read_err)?;
@@ -208,50 +208,44 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Some(raw) => serde_json::from_slice(&raw).map_err(read_err)?,
             None => RaftState::default(),
         };
-        let snapshot_id = match state.last_applied {
-            Some(id) => format!(
-                "{}-{}-{}",
-                id.leader_id.term,
-                id.index,
-                rand::random::<u32>()
-            ),
-            None => format!("empty-{}", rand::random::<u32>()),
-        };
         let meta = SnapshotMeta {
             last_log_id: state.last_applied,
             last_membership: state.membership,
-            snapshot_id,
         };
         let bytes = Arc::new(bytes);
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((meta.clone(), bytes.clone()));
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes.to_vec())),
+            snapshot: Cursor::new(bytes.to_vec()),
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for GroupStateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
         Ok((self.state.last_applied, self.state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<S>(&mut self, mut entries: S) -> io::Result<()>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        S: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
-        let mut responses = Vec::new();
-        for entry in entries {
-            responses.push(self.apply_one(entry)?);
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let index = entry.log_id.index;
+            let response = self.apply_one(entry)?;
+            // Published before the writer hears back: a write acknowledged
+            // is one a read index on this node already covers.
+            self.applied.send_replace(index);
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
         }
-        if let Some(id) = self.state.last_applied {
-            self.applied.send_replace(id.index);
-        }
-        Ok(responses)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -262,15 +256,11 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
+        snapshot: SnapshotData,
+    ) -> io::Result<()> {
         let state = RaftState {
             group: self.state.group,
             last_applied: meta.last_log_id,
@@ -287,8 +277,8 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                     raft_state: Some(raft_state),
                 },
             )
-            .map_err(|err| StorageError::IO {
-                source: StorageIOError::write_snapshot(Some(meta.signature()), &err),
+            .map_err(|err| {
+                io::Error::other(format!("installing snapshot {:?}: {err}", meta.signature()))
             })?;
         self.state = state;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -298,7 +288,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
         let current = self
             .current
             .lock()
@@ -306,7 +296,17 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             .clone();
         Ok(current.map(|(meta, bytes)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes.to_vec())),
+            snapshot: Cursor::new(bytes.to_vec()),
         }))
+    }
+}
+
+/// Snapshots arrive in chunks over the InstallSnapshot RPC (openraft-legacy's
+/// receiver); they are gathered in memory until the last one.
+impl SnapshotReceiverFactory<TypeConfig> for GroupStateMachine {
+    type SnapshotReceiver = SnapshotData;
+
+    async fn begin_receiving_snapshot(&mut self) -> io::Result<SnapshotData> {
+        Ok(Cursor::new(Vec::new()))
     }
 }

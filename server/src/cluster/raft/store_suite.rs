@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use openraft::testing::{StoreBuilder, Suite};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::{ErrorSubject, ErrorVerb};
 
 use super::log_store::{GroupLogStore, LogDb};
 use super::state_machine::GroupStateMachine;
@@ -21,12 +22,15 @@ impl StoreBuilder<TypeConfig, GroupLogStore, GroupStateMachine, tempfile::TempDi
         let storage = Arc::new(
             Storage::open(&dir.path().join("sm"), &StorageOptions::default()).expect("storage"),
         );
-        let (state_machine, _) = GroupStateMachine::open(storage, b"suite", 10001)?;
+        let (state_machine, _) =
+            GroupStateMachine::open(storage, b"suite", 10001).map_err(|err| {
+                StorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Write, err)
+            })?;
         Ok((dir, log.group(10001), state_machine))
     }
 }
 
-#[test]
-fn log_store_and_state_machine_pass_openraft_suite() -> Result<(), StorageError> {
-    Suite::test_all(Builder)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_store_and_state_machine_pass_openraft_suite() -> Result<(), StorageError> {
+    Suite::test_all(Builder).await
 }

@@ -3,6 +3,7 @@
 
 use std::io::Cursor;
 
+use openraft::type_config::alias;
 use serde::{Deserialize, Serialize};
 
 /// Id of a node in a cluster (`--raft.node-id`).
@@ -71,6 +72,24 @@ pub struct Response {
     pub restore_open: Option<bool>,
 }
 
+impl std::fmt::Display for Request {
+    /// What a log line needs: the kind and size, never the bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Table(command) => write!(f, "table write ({} bytes)", command.len()),
+            Request::Meta(MetaCommand::CreateTable { .. }) => f.write_str("create table"),
+            Request::Meta(MetaCommand::DeleteTable { .. }) => f.write_str("delete table"),
+            Request::Restore(RestoreStep::Begin { id }) => write!(f, "restore {id} begin"),
+            Request::Restore(RestoreStep::Batch { id, records }) => {
+                write!(f, "restore {id} batch ({} bytes)", records.len())
+            }
+            Request::Restore(RestoreStep::Commit { id, .. }) => write!(f, "restore {id} commit"),
+            Request::Restore(RestoreStep::Abort { id }) => write!(f, "restore {id} abort"),
+            Request::Restore(RestoreStep::ResetLeaderIndex) => f.write_str("reset leader index"),
+        }
+    }
+}
+
 openraft::declare_raft_types!(
     /// Regatta's Raft types: one configuration for the metadata group and every table group.
     pub TypeConfig:
@@ -78,20 +97,20 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = openraft::BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
-pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
-pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, openraft::BasicNode>;
-pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, openraft::BasicNode>;
+/// What a snapshot is carried in, in memory (issue 18 moves it to disk).
+pub type SnapshotData = Cursor<Vec<u8>>;
+
+pub type Raft = openraft::Raft<TypeConfig, super::state_machine::GroupStateMachine>;
+pub type Entry = alias::EntryOf<TypeConfig>;
+pub type LogId = alias::LogIdOf<TypeConfig>;
+pub type Vote = alias::VoteOf<TypeConfig>;
+pub type StorageError = openraft::StorageError<TypeConfig>;
+pub type StoredMembership = alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = alias::SnapshotOf<TypeConfig, SnapshotData>;
+pub type RaftError<E = openraft::errors::Infallible> = openraft::errors::RaftError<TypeConfig, E>;
+pub type ClientWriteError = openraft::errors::ClientWriteError<TypeConfig>;
+pub type CheckIsLeaderError = openraft::errors::LinearizableReadError<TypeConfig>;
 pub type ClientWriteResponse = openraft::raft::ClientWriteResponse<TypeConfig>;
