@@ -1,6 +1,7 @@
 //! Multi-node tests of the cluster layer: real nodes in this process, talking
 //! over real loopback sockets, each with its own RocksDB directories.
 
+mod append_stream;
 mod forwarding;
 mod harness;
 mod reply_proxy;

@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use super::service::{FROM_KEY, GROUP_KEY, TO_KEY};
 use super::types::{GroupId, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// Largest message on the internal transport (entries carry values up to
@@ -238,6 +239,13 @@ pub struct GroupNetworkV2 {
     peers: Arc<Peers>,
 }
 
+/// How long opening an AppendStream may take: openraft's per-RPC limit
+/// (its heartbeat interval), but never under a second so that a busy
+/// runtime does not turn every stream into a backoff.
+fn stream_open_timeout(option: &RPCOption) -> Duration {
+    option.hard_ttl().max(Duration::from_secs(1))
+}
+
 fn unreachable(reason: impl Into<String>) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::new(&std::io::Error::other(reason.into())))
 }
@@ -247,6 +255,7 @@ impl GroupNetworkV2 {
     async fn open_stream<S>(
         &self,
         input: S,
+        open_timeout: Duration,
     ) -> Result<
         BoxStream<'static, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
         RPCError<TypeConfig>,
@@ -258,7 +267,14 @@ impl GroupNetworkV2 {
         let (group_id, from, to) = (self.group, self.peers.self_id(), self.target);
         // A request that does not encode ends the stream (it cannot happen
         // with bincode and these types; answers must stay one per request).
+        // The requests end as soon as openraft drops the answers (or the
+        // stream fails to open). openraft's request stream holds the
+        // session's state lock while it waits for new entries; left to
+        // hyper after its session ended, it would keep the next session
+        // of this peer waiting for that lock until the next write.
+        let (answers_dropped, requests_end) = tokio::sync::oneshot::channel::<()>();
         let outbound = input
+            .take_until(requests_end)
             .map(move |rpc| {
                 bincode::serialize(&rpc).ok().map(|payload| RaftMessage {
                     group_id,
@@ -269,9 +285,21 @@ impl GroupNetworkV2 {
             })
             .take_while(|message| std::future::ready(message.is_some()))
             .filter_map(std::future::ready);
-        let answers = client
-            .append_stream(outbound)
+        let mut request = tonic::Request::new(outbound);
+        for (key, value) in [(GROUP_KEY, group_id), (FROM_KEY, from), (TO_KEY, to)] {
+            request.metadata_mut().insert(key, value.into());
+        }
+        // The peer answers the stream's headers at once (it routes on the
+        // metadata), so opening takes one round trip; a peer that does not
+        // answer in time is treated as unreachable and openraft backs off.
+        let opened = tokio::time::timeout(open_timeout, client.append_stream(request))
             .await
+            .map_err(|_| {
+                unreachable(format!(
+                    "opening an AppendStream took over {open_timeout:?}"
+                ))
+            })?;
+        let answers = opened
             .map_err(|status| match CallError::from_status(&status) {
                 CallError::Unreachable(reason) | CallError::Lost(reason) => unreachable(reason),
                 other => RPCError::Network(NetworkError::new(&other)),
@@ -279,7 +307,8 @@ impl GroupNetworkV2 {
             .into_inner();
         // Ends after the first error, as openraft expects of a stream.
         let answers = answers
-            .map(|answer| {
+            .map(move |answer| {
+                let _requests_live_while_answers_do = &answers_dropped;
                 let message = answer.map_err(|status| {
                     RPCError::Network(NetworkError::new(&CallError::from_status(&status)))
                 })?;
@@ -331,7 +360,9 @@ impl RaftNetworkV2<TypeConfig> for GroupNetworkV2 {
             return stream_append_sequential(&mut self.unary, input, option);
         }
         Box::pin(async move {
-            let answers = self.open_stream(input).await?;
+            let answers = self
+                .open_stream(input, stream_open_timeout(&option))
+                .await?;
             let answers: BoxStream<'s, _> = answers;
             Ok(answers)
         })

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::group::{Group, Groups};
-use super::types::{NodeId, Request as Proposal, TypeConfig};
+use super::types::{GroupId, NodeId, Request as Proposal, TypeConfig};
 
 /// Routes internal messages to the groups of this node.
 pub struct InternalService {
@@ -32,19 +32,26 @@ impl InternalService {
         &self,
         message: &RaftMessage,
     ) -> Result<(Arc<Group>, Req), Status> {
-        if message.to != self.self_id {
-            // A peer whose address map points at the wrong node must not be answered.
-            return Err(Status::failed_precondition(format!(
-                "message for node {} reached node {}",
-                message.to, self.self_id
-            )));
-        }
-        let group = self.groups.get(message.group_id).ok_or_else(|| {
-            Status::not_found(format!("group {} is not running here", message.group_id))
-        })?;
+        let group = self.group_for(message.group_id, message.to)?;
         let request = bincode::deserialize(&message.payload)
             .map_err(|err| Status::invalid_argument(format!("undecodable payload: {err}")))?;
         Ok((group, request))
+    }
+
+    /// The group a message for `(group_id, to)` goes to. Both refusals
+    /// happen before anything is done, which the caller relies on to know
+    /// that a refused request may be sent again elsewhere.
+    fn group_for(&self, group_id: GroupId, to: NodeId) -> Result<Arc<Group>, Status> {
+        if to != self.self_id {
+            // A peer whose address map points at the wrong node must not be answered.
+            return Err(Status::failed_precondition(format!(
+                "message for node {to} reached node {}",
+                self.self_id
+            )));
+        }
+        self.groups
+            .get(group_id)
+            .ok_or_else(|| Status::not_found(format!("group {group_id} is not running here")))
     }
 
     fn reply(
@@ -63,6 +70,25 @@ impl InternalService {
     }
 }
 
+/// Metadata keys naming an AppendStream's group and nodes.
+pub const GROUP_KEY: &str = "x-regatta-group";
+pub const FROM_KEY: &str = "x-regatta-from";
+pub const TO_KEY: &str = "x-regatta-to";
+
+/// Reads `(group, from, to)` of an AppendStream from its metadata.
+fn stream_route(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<(GroupId, NodeId, NodeId), Status> {
+    let number = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok())
+            .ok_or_else(|| Status::invalid_argument(format!("an AppendStream without {key}")))
+    };
+    Ok((number(GROUP_KEY)?, number(FROM_KEY)?, number(TO_KEY)?))
+}
+
 /// Answers of one AppendStream, one per request.
 pub type AppendAnswers = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send>>;
 
@@ -74,13 +100,14 @@ impl RaftService for InternalService {
         &self,
         request: Request<tonic::Streaming<RaftMessage>>,
     ) -> Result<Response<AppendAnswers>, Status> {
-        let mut inbound = request.into_inner();
-        // The first message names the group; the stream stays with it.
-        let Some(first) = inbound.message().await? else {
-            return Err(Status::invalid_argument("an AppendStream without requests"));
-        };
-        let (group, first_rpc): (_, AppendEntriesRequest<TypeConfig>) = self.route(&first)?;
-        let (group_id, from) = (first.group_id, first.from);
+        // The stream is routed on its metadata, so it is answered (headers
+        // sent) at once, before any request: the peer's `stream_append`
+        // returns as soon as the stream is open, whether or not openraft
+        // has anything to send yet (waiting for a first request here left
+        // both ends blocked when the peer's request stream stayed empty).
+        let (group_id, from, to) = stream_route(request.metadata())?;
+        let group = self.group_for(group_id, to)?;
+        let inbound = request.into_inner();
         // Both directions end when the node shuts down: the answers, and
         // the requests, which openraft's task holds until they end (an open
         // request half would keep the graceful stop waiting).
@@ -89,10 +116,10 @@ impl RaftService for InternalService {
         };
         // A message that does not decode, or for another group, ends the
         // requests: answers must match requests one to one, in order.
-        let rest = inbound
+        let rpcs = inbound
             .take_until(closed(self.closing.clone()))
             .take_while(move |message| {
-                let same = matches!(message, Ok(m) if m.group_id == group_id && m.from == from);
+                let same = matches!(message, Ok(m) if m.group_id == group_id && m.from == from && m.to == to);
                 std::future::ready(same)
             })
             .map(|message| {
@@ -102,7 +129,6 @@ impl RaftService for InternalService {
             })
             .take_while(|rpc| std::future::ready(rpc.is_some()))
             .filter_map(std::future::ready);
-        let rpcs = futures::stream::once(std::future::ready(first_rpc)).chain(rest);
         let self_id = self.self_id;
         let answers = group
             .raft
