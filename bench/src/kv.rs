@@ -57,47 +57,50 @@ struct Workload {
     clients: usize,
     conns: usize,
     kind: Kind,
+    /// Regatta tables the clients spread over, client `c` on table
+    /// `c % tables`. etcd has one keyspace: a workload over several tables
+    /// runs on Regatta only and is compared with etcd's `etcd_peer`.
+    tables: usize,
+    etcd_peer: &'static str,
 }
 
-const WORKLOADS: [Workload; 6] = [
+impl Workload {
+    const fn new(name: &'static str, clients: usize, conns: usize, kind: Kind) -> Workload {
+        Workload {
+            name,
+            clients,
+            conns,
+            kind,
+            tables: 1,
+            etcd_peer: name,
+        }
+    }
+
+    fn runs_on(&self, system: System) -> bool {
+        self.tables == 1 || system == System::Regatta
+    }
+}
+
+const WORKLOADS: [Workload; 7] = [
+    Workload::new("put-1", 1, 1, Kind::Put),
+    Workload::new("put-64", 64, 8, Kind::Put),
+    // Throughput that grows with tables: every table is its own Raft group.
     Workload {
-        name: "put-1",
-        clients: 1,
-        conns: 1,
-        kind: Kind::Put,
+        tables: 8,
+        etcd_peer: "put-64",
+        ..Workload::new("put-64-tables-8", 64, 8, Kind::Put)
     },
-    Workload {
-        name: "put-64",
-        clients: 64,
-        conns: 8,
-        kind: Kind::Put,
-    },
-    Workload {
-        name: "range-s-64",
-        clients: 64,
-        conns: 8,
-        kind: Kind::Get {
+    Workload::new(
+        "range-s-64",
+        64,
+        8,
+        Kind::Get {
             linearizable: false,
         },
-    },
-    Workload {
-        name: "range-l-64",
-        clients: 64,
-        conns: 8,
-        kind: Kind::Get { linearizable: true },
-    },
-    Workload {
-        name: "txn-mixed",
-        clients: 64,
-        conns: 8,
-        kind: Kind::TxnMixed,
-    },
-    Workload {
-        name: "scan-100",
-        clients: 64,
-        conns: 8,
-        kind: Kind::Scan,
-    },
+    ),
+    Workload::new("range-l-64", 64, 8, Kind::Get { linearizable: true }),
+    Workload::new("txn-mixed", 64, 8, Kind::TxnMixed),
+    Workload::new("scan-100", 64, 8, Kind::Scan),
 ];
 
 /// A connection to one of the systems.
@@ -113,11 +116,11 @@ fn status(err: tonic::Status) -> String {
 }
 
 impl Client {
-    async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), String> {
+    async fn put(&mut self, table: &str, key: Vec<u8>, value: Vec<u8>) -> Result<(), String> {
         match self {
             Client::Regatta(kv) => kv
                 .put(regatta::PutRequest {
-                    table: TABLE.into(),
+                    table: table.into(),
                     key,
                     value,
                     prev_kv: false,
@@ -299,7 +302,7 @@ async fn populate(options: &Options, running: &Running, system: System) -> Resul
     let report = load::run(64, 8, Stop::Total(space), move |conn, _, sequence| {
         let mut client = clients[conn].clone();
         let (key, value) = (key(&options, sequence), value.clone());
-        async move { client.put(key, value).await }
+        async move { client.put(TABLE, key, value).await }
     })
     .await;
     if report.errors > 0 {
@@ -345,7 +348,10 @@ async fn measure(
             let (value, other) = (value.clone(), other.clone());
             async move {
                 match workload.kind {
-                    Kind::Put => connection.put(key(&options, index), value).await,
+                    Kind::Put => {
+                        let table = systems::table_name(client % workload.tables.max(1));
+                        connection.put(&table, key(&options, index), value).await
+                    }
                     Kind::Get { linearizable } => {
                         connection
                             .get(key(&options, index), Vec::new(), linearizable)
@@ -445,10 +451,12 @@ fn table(rows: &[Row]) -> String {
         "| workload | nodes | system | req/s | p50 ms | p99 ms | ours/etcd req/s | ours/etcd p99 |\n|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
+        let etcd_peer = WORKLOADS
+            .iter()
+            .find(|w| w.name == row.workload)
+            .map_or(row.workload, |w| w.etcd_peer);
         let peer = rows.iter().find(|other| {
-            other.workload == row.workload
-                && other.nodes == row.nodes
-                && other.system == System::Etcd
+            other.workload == etcd_peer && other.nodes == row.nodes && other.system == System::Etcd
         });
         let (ratio, p99_ratio) = match (row.system, peer) {
             (System::Regatta, Some(etcd)) => (
@@ -473,6 +481,18 @@ fn table(rows: &[Row]) -> String {
             ratio,
             p99_ratio
         );
+    }
+    for workload in WORKLOADS.iter().filter(|w| w.etcd_peer != w.name) {
+        if rows.iter().any(|r| r.workload == workload.name) {
+            let _ = writeln!(
+                out,
+                "\n{} runs on regatta-rs only ({} tables, {} clients each); its ratios are against etcd's {} (etcd has one keyspace).",
+                workload.name,
+                workload.tables,
+                workload.clients / workload.tables,
+                workload.etcd_peer
+            );
+        }
     }
     // The ceiling: how close a serializable read comes to the bare RPC.
     for nodes in [1, 3] {
@@ -514,9 +534,11 @@ pub async fn main(options: Options) -> Result<()> {
         for system in systems {
             // A fresh system per workload, so one workload's data and
             // compaction debt do not weigh on the next.
-            for workload in &workloads {
+            for workload in workloads.iter().filter(|w| w.runs_on(system)) {
                 let running = match system {
-                    System::Regatta => systems::start_regatta(&options.binary, nodes).await?,
+                    System::Regatta => {
+                        systems::start_regatta(&options.binary, nodes, workload.tables).await?
+                    }
                     _ => {
                         let binary = etcd.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
                         systems::start_etcd(binary, nodes).await?
@@ -545,12 +567,7 @@ pub async fn main(options: Options) -> Result<()> {
         }
     }
     let noop = systems::start_noop().await?;
-    let ceiling = Workload {
-        name: "no-op-64",
-        clients: 64,
-        conns: 8,
-        kind: Kind::Noop,
-    };
+    let ceiling = Workload::new("no-op-64", 64, 8, Kind::Noop);
     let report = measure(&options, &noop, System::Noop, ceiling).await?;
     let row = Row {
         workload: ceiling.name,

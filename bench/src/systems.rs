@@ -88,8 +88,19 @@ pub fn etcd_binary() -> Result<PathBuf, String> {
     })
 }
 
-/// Starts Regatta with `nodes` nodes.
-pub async fn start_regatta(binary: &Path, nodes: usize) -> Result<Running> {
+/// The name of table `i` of a run with several: `bench`, `bench-1`, ...
+pub fn table_name(i: usize) -> String {
+    if i == 0 {
+        TABLE.to_string()
+    } else {
+        format!("{TABLE}-{i}")
+    }
+}
+
+/// Starts Regatta with `nodes` nodes serving `tables` tables
+/// ([`table_name`] 0 to `tables - 1`).
+pub async fn start_regatta(binary: &Path, nodes: usize, tables: usize) -> Result<Running> {
+    let names: Vec<String> = (0..tables.max(1)).map(table_name).collect();
     let dir = tempfile::tempdir()?;
     let raft: Vec<String> = (0..nodes).map(|_| free_address()).collect::<Result<_>>()?;
     let members: Vec<String> = raft
@@ -113,7 +124,7 @@ pub async fn start_regatta(binary: &Path, nodes: usize) -> Result<Running> {
             .args(["--rest.address", &rest])
             .args(["--replication.address", &free_address()?])
             .args(["--maintenance.address", &free_address()?])
-            .args(["--tables.names", TABLE])
+            .args(["--tables.names", &names.join(",")])
             .arg("--raft.node-host-dir")
             .arg(node_dir.join("raft"))
             .arg("--raft.state-machine-dir")
@@ -127,7 +138,9 @@ pub async fn start_regatta(binary: &Path, nodes: usize) -> Result<Running> {
         rests.push(rest);
     }
     for api in &clients {
-        wait_regatta(api).await?;
+        for table in &names {
+            wait_regatta(api, table).await?;
+        }
     }
     Ok(Running {
         _processes: processes,
@@ -137,13 +150,13 @@ pub async fn start_regatta(binary: &Path, nodes: usize) -> Result<Running> {
     })
 }
 
-async fn wait_regatta(api: &str) -> Result<()> {
+async fn wait_regatta(api: &str, table: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(channel) = connect(api).await {
             let probe = KvClient::new(channel)
                 .range(regatta_proto::regatta::v1::RangeRequest {
-                    table: TABLE.into(),
+                    table: table.into(),
                     key: b"probe".to_vec(),
                     linearizable: true,
                     ..Default::default()
@@ -154,7 +167,7 @@ async fn wait_regatta(api: &str) -> Result<()> {
             }
         }
         if Instant::now() > deadline {
-            bail!("Regatta at {api} did not serve table {TABLE} within 60 s");
+            bail!("Regatta at {api} did not serve table {table} within 60 s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -16,6 +16,7 @@ regatta_use_prebuilt_rocksdb
 mutations=(
     "local-linearizable-reads conformance/mutations/local-linearizable-reads.patch isolate-leader"
     "ack-before-sync conformance/mutations/jepsen/ack-before-sync.patch restart-all"
+    "ack-during-sync conformance/mutations/jepsen/ack-during-sync.patch restart-all"
     "follower-skips-entries conformance/mutations/jepsen/follower-skips-entries.patch kill-random --follower 3"
 )
 runs="${RUNS:-2}"
