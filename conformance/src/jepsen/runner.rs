@@ -301,29 +301,43 @@ async fn run_on(
     }
     let endpoints = api_endpoints(cluster.as_ref());
     wait_ready(&endpoints).await?;
-    let mut finals = Vec::new();
-    for (n, endpoint) in endpoints.iter().enumerate() {
-        let mut kv = KvClient::new(channel(endpoint)?);
-        let mut values = Vec::new();
-        for key in 0..options.keys {
-            let invoked = recorder.now();
-            let read = read(&mut kv, key, Duration::from_secs(10)).await;
-            let value = match read {
-                Ok(value) => value,
-                Err(err) => bail!("final read of key {key} on node {}: {err}", n + 1),
-            };
-            recorder.push(Record::Op {
-                client: 1000 + n,
-                key,
-                op: Op::Read(Outcome::Ok(value)),
-                invoked,
-                completed: recorder.now(),
-                revision: None,
-            });
-            values.push(value);
+    // A write of unknown outcome may still land while the nodes are read
+    // one after another (a request held in a cut-off connection's buffers
+    // arrives with the heal): then nodes read early and nodes read late
+    // differ without diverging. Read every node again until one pass
+    // agrees; only a difference that lasts is the checker's to report.
+    // Every read joins the history, so each pass is checked too.
+    let agreed_by = Instant::now() + Duration::from_secs(15);
+    let finals = loop {
+        let mut finals = Vec::new();
+        for (n, endpoint) in endpoints.iter().enumerate() {
+            let mut kv = KvClient::new(channel(endpoint)?);
+            let mut values = Vec::new();
+            for key in 0..options.keys {
+                let invoked = recorder.now();
+                let read = read(&mut kv, key, Duration::from_secs(10)).await;
+                let value = match read {
+                    Ok(value) => value,
+                    Err(err) => bail!("final read of key {key} on node {}: {err}", n + 1),
+                };
+                recorder.push(Record::Op {
+                    client: 1000 + n,
+                    key,
+                    op: Op::Read(Outcome::Ok(value)),
+                    invoked,
+                    completed: recorder.now(),
+                    revision: None,
+                });
+                values.push(value);
+            }
+            finals.push(values);
         }
-        finals.push(values);
-    }
+        let agree = finals.windows(2).all(|pair| pair[0] == pair[1]);
+        if agree || Instant::now() > agreed_by {
+            break finals;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let mut follower_finals = Vec::new();
     let mut leader_log_copy = None;
     let mut follower_snapshot_recoveries = None;

@@ -95,6 +95,68 @@ async fn forwarded_write_loses_its_answer(loss: Loss) {
     cluster.must_put(via, "t", "after", "v").await;
 }
 
+/// A leader that takes a forwarded write and then goes silent (paused, or
+/// cut off) answers nothing until the forwarding node's keep-alive gives up
+/// or the caller's deadline passes. Once the forwarding node knows another
+/// leader, it stops waiting and answers "write outcome unknown" at once, so
+/// clients move on to the new leader instead of stalling a whole timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_forwarded_to_a_leader_that_went_silent_is_answered_once_another_leads() {
+    let mut proxies: BTreeMap<(u64, u64), ReplyProxy> = BTreeMap::new();
+    let cluster = Cluster::start_with_routes(3, 10_000, |from, to, target| {
+        let proxy = ReplyProxy::start(target);
+        let address = proxy.address.clone();
+        proxies.insert((from, to), proxy);
+        address
+    })
+    .await;
+    cluster.must_create_table(1, "t").await;
+    let leader = cluster.wait_leader("t").await;
+    let via = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.must_put(via, "t", "warm", "up").await;
+
+    proxies[&(via, leader)].swallow_replies(true);
+    let put = {
+        let node = cluster.node(via).clone();
+        tokio::spawn(async move {
+            node.write(b"t", &put_command("silent"), Duration::from_secs(30))
+                .await
+        })
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    while local_pair(&cluster, leader, "silent").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never applied the put"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The old leader is cut off from the others, alive and silent: the
+    // two others elect a new leader, and `via` hears of it.
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for other in &others {
+        proxies[&(leader, *other)].cut(true);
+        proxies[&(*other, leader)].cut(true);
+    }
+    let outcome = put.await.expect("join");
+    match &outcome {
+        Err(Error::Unavailable(reason)) => assert!(
+            reason.starts_with("write outcome unknown")
+                && reason.contains(&format!("node {leader} was no longer the leader")),
+            "answered because another node leads, not by a timeout: {reason}"
+        ),
+        other => panic!("expected Unavailable \"write outcome unknown\", got {other:?}"),
+    }
+    for other in &others {
+        proxies[&(leader, *other)].cut(false);
+        proxies[&(*other, leader)].cut(false);
+        proxies[&(*other, leader)].swallow_replies(false);
+    }
+    let now_leading = cluster.wait_leader("t").await;
+    assert_ne!(now_leading, leader);
+    cluster.must_put(via, "t", "after", "v").await;
+}
+
 /// `(create_revision, mod_revision)` of `key` in node `id`'s copy of "t".
 fn local_pair(cluster: &Cluster, id: u64, key: &str) -> Option<(i64, i64)> {
     let group = cluster.node(id).table_group(b"t").ok()?;

@@ -1,6 +1,7 @@
 //! A TCP proxy on one link between two nodes that can let requests through
 //! while holding back every answer, then drop its connections: to the
-//! caller, a peer that took a request and vanished before replying.
+//! caller, a peer that took a request and vanished before replying. It can
+//! also cut the link both ways while keeping its connections open.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use tokio::task::JoinHandle;
 pub struct ReplyProxy {
     pub address: String,
     swallow: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -25,14 +27,20 @@ impl ReplyProxy {
         let address = listener.local_addr().expect("bound").to_string();
         let listener = TcpListener::from_std(listener).expect("tokio listener");
         let swallow = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let target = target.to_string();
         let accept = {
-            let swallow = swallow.clone();
+            let (swallow, cut) = (swallow.clone(), cut.clone());
             let links = links.clone();
             tokio::spawn(async move {
                 while let Ok((inbound, _)) = listener.accept().await {
-                    let link = tokio::spawn(forward(inbound, target.clone(), swallow.clone()));
+                    let link = tokio::spawn(forward(
+                        inbound,
+                        target.clone(),
+                        swallow.clone(),
+                        cut.clone(),
+                    ));
                     let mut links = links.lock().unwrap_or_else(|p| p.into_inner());
                     links.retain(|link| !link.is_finished());
                     links.push(link);
@@ -42,6 +50,7 @@ impl ReplyProxy {
         ReplyProxy {
             address,
             swallow,
+            cut,
             links,
             accept,
         }
@@ -50,6 +59,12 @@ impl ReplyProxy {
     /// While on, bytes from the target are read and thrown away.
     pub fn swallow_replies(&self, on: bool) {
         self.swallow.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, the link is cut both ways: bytes from either side are
+    /// thrown away, but connections stay open, as across a partition.
+    pub fn cut(&self, on: bool) {
+        self.cut.store(on, Ordering::SeqCst);
     }
 
     /// Closes every connection through the proxy; new ones are accepted.
@@ -72,7 +87,12 @@ impl Drop for ReplyProxy {
     }
 }
 
-async fn forward(inbound: TcpStream, target: String, swallow: Arc<AtomicBool>) {
+async fn forward(
+    inbound: TcpStream,
+    target: String,
+    swallow: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
+) {
     let Ok(outbound) = TcpStream::connect(&target).await else {
         return;
     };
@@ -81,7 +101,19 @@ async fn forward(inbound: TcpStream, target: String, swallow: Arc<AtomicBool>) {
     let (mut from_caller, mut to_caller) = inbound.into_split();
     let (mut from_target, mut to_target) = outbound.into_split();
     let requests = async {
-        let _ = tokio::io::copy(&mut from_caller, &mut to_target).await;
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = match from_caller.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            if cut.load(Ordering::SeqCst) {
+                continue;
+            }
+            if to_target.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
     };
     let replies = async {
         let mut buffer = vec![0u8; 64 * 1024];
@@ -90,7 +122,7 @@ async fn forward(inbound: TcpStream, target: String, swallow: Arc<AtomicBool>) {
                 Ok(0) | Err(_) => return,
                 Ok(read) => read,
             };
-            if swallow.load(Ordering::SeqCst) {
+            if swallow.load(Ordering::SeqCst) || cut.load(Ordering::SeqCst) {
                 continue;
             }
             if to_caller.write_all(&buffer[..read]).await.is_err() {

@@ -141,10 +141,15 @@ impl Node {
                     let reply: std::result::Result<
                         std::result::Result<Response, GroupError>,
                         CallError,
-                    > = self
-                        .peers
-                        .call(leader, group.id, Method::Forward, &request, remaining)
-                        .await;
+                    > = tokio::select! {
+                        reply = self
+                            .peers
+                            .call(leader, group.id, Method::Forward, &request, remaining) => reply,
+                        // A new leader elsewhere: stop waiting for the old
+                        // one (the client learns at once that the outcome is
+                        // unknown, instead of at its deadline).
+                        () = group.leader_moved_from(leader) => Err(CallError::Superseded(leader)),
+                    };
                     match reply {
                         Ok(Ok(response)) => return Ok(response),
                         Ok(Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason))) => {

@@ -177,6 +177,17 @@ impl Group {
         }
     }
 
+    /// Resolves once this node knows a leader other than `leader` (or the
+    /// group stops). A write forwarded to `leader` and still unanswered by
+    /// then went to a node that was paused or cut off: its answer would
+    /// only come at the client's deadline, if at all.
+    pub async fn leader_moved_from(&self, leader: NodeId) {
+        let mut metrics = self.raft.server_metrics();
+        let _ = metrics
+            .wait_until(|m| matches!(m.current_leader, Some(now) if now != leader))
+            .await;
+    }
+
     /// Waits (bounded) until the group knows a leader; returns it.
     pub async fn wait_leader(&self, timeout: Duration) -> Option<NodeId> {
         let mut metrics = self.raft.server_metrics();

@@ -152,6 +152,10 @@ pub enum CallError {
     /// Anything else on the way.
     #[error("network: {0}")]
     Network(String),
+    /// The caller stopped waiting: another node became the group's leader
+    /// while the call to this one was unanswered; its outcome is unknown.
+    #[error("node {0} was no longer the leader when it had not answered")]
+    Superseded(NodeId),
 }
 
 impl CallError {
