@@ -33,11 +33,10 @@ async fn a_forwarded_write_whose_keep_alive_times_out_is_applied_once_and_report
     forwarded_write_loses_its_answer(Loss::KeepAliveTimeout).await;
 }
 
-/// The leader takes a forwarded Put and applies it; its answer never comes
-/// back. The forwarding node must not send it again: the Put is applied
-/// once and the caller hears "write outcome unknown" (Unavailable), which
-/// leaves the retry to it.
-async fn forwarded_write_loses_its_answer(loss: Loss) {
+/// The proxies (bound first, so dropped after the cluster), three nodes
+/// whose every link runs through one of them, table "t",
+/// its leader, and a follower `via` whose connection to the leader is open.
+async fn proxied_cluster() -> (BTreeMap<(u64, u64), ReplyProxy>, Cluster, u64, u64) {
     let mut proxies: BTreeMap<(u64, u64), ReplyProxy> = BTreeMap::new();
     let cluster = Cluster::start_with_routes(3, 10_000, |from, to, target| {
         let proxy = ReplyProxy::start(target);
@@ -51,6 +50,15 @@ async fn forwarded_write_loses_its_answer(loss: Loss) {
     let via = (1..=3).find(|id| *id != leader).expect("a follower");
     // Opens `via`'s connection to the leader, through the proxy.
     cluster.must_put(via, "t", "warm", "up").await;
+    (proxies, cluster, leader, via)
+}
+
+/// The leader takes a forwarded Put and applies it; its answer never comes
+/// back. The forwarding node must not send it again: the Put is applied
+/// once and the caller hears "write outcome unknown" (Unavailable), which
+/// leaves the retry to it.
+async fn forwarded_write_loses_its_answer(loss: Loss) {
+    let (proxies, cluster, leader, via) = proxied_cluster().await;
 
     let link = &proxies[&(via, leader)];
     link.swallow_replies(true);
@@ -102,18 +110,7 @@ async fn forwarded_write_loses_its_answer(loss: Loss) {
 /// clients move on to the new leader instead of stalling a whole timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_forwarded_to_a_leader_that_went_silent_is_answered_once_another_leads() {
-    let mut proxies: BTreeMap<(u64, u64), ReplyProxy> = BTreeMap::new();
-    let cluster = Cluster::start_with_routes(3, 10_000, |from, to, target| {
-        let proxy = ReplyProxy::start(target);
-        let address = proxy.address.clone();
-        proxies.insert((from, to), proxy);
-        address
-    })
-    .await;
-    cluster.must_create_table(1, "t").await;
-    let leader = cluster.wait_leader("t").await;
-    let via = (1..=3).find(|id| *id != leader).expect("a follower");
-    cluster.must_put(via, "t", "warm", "up").await;
+    let (proxies, cluster, leader, via) = proxied_cluster().await;
 
     proxies[&(via, leader)].swallow_replies(true);
     let put = {
