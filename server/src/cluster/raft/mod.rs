@@ -5,6 +5,7 @@
 // openraft's `StorageError` is large, and its traits return it by value.
 #![allow(clippy::result_large_err)]
 
+mod answer_credit;
 pub mod group;
 pub mod log_store;
 pub mod network;

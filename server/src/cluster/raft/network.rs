@@ -27,8 +27,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use super::answer_credit::AnswerCredit;
 use super::service::{FROM_KEY, GROUP_KEY, TO_KEY};
-use super::types::{GroupId, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
+use super::types::{GroupId, LogId, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// Largest message on the internal transport (entries carry values up to
 /// 2 MiB; the log store keeps one AppendEntries under 8 MiB of entries).
@@ -277,7 +278,11 @@ impl GroupNetworkV2 {
         // hyper after its session ended, it would keep the next session
         // of this peer waiting for that lock until the next write.
         let (answers_dropped, requests_end) = tokio::sync::oneshot::channel::<()>();
-        let outbound = input
+        // openraft must credit each answer to the request it answers
+        // (`answer_credit.rs`: stale answers once served a stale read).
+        let credit = AnswerCredit::new();
+        let outbound = credit
+            .requests(input, last_log_id_of)
             .take_until(requests_end)
             .map(move |rpc| {
                 bincode::serialize(&rpc).ok().map(|payload| RaftMessage {
@@ -331,7 +336,26 @@ impl GroupNetworkV2 {
                 *failed = matches!(answer, Err(_) | Ok(Err(_)));
                 std::future::ready(Some(answer))
             });
-        Ok(Box::pin(answers))
+        Ok(Box::pin(credit.answers(Box::pin(answers), acked_log_id_of)))
+    }
+}
+
+type StreamAnswer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+/// The last log id an AppendEntries request covers (its `prev_log_id` when
+/// it carries no entries), as openraft's in-flight queue reckons it.
+fn last_log_id_of(request: &AppendEntriesRequest<TypeConfig>) -> Option<LogId> {
+    request
+        .entries
+        .last()
+        .map(|entry| entry.log_id)
+        .or(request.prev_log_id)
+}
+
+fn acked_log_id_of(answer: &StreamAnswer) -> Option<Option<LogId>> {
+    match answer {
+        Ok(Ok(matching)) => Some(*matching),
+        _ => None,
     }
 }
 
