@@ -18,6 +18,7 @@ mutations=(
     "ack-before-sync conformance/mutations/jepsen/ack-before-sync.patch restart-all"
     "ack-during-sync conformance/mutations/jepsen/ack-during-sync.patch restart-all"
     "follower-skips-entries conformance/mutations/jepsen/follower-skips-entries.patch kill-random --follower 3"
+    "answer-credit conformance/mutations/jepsen/answer-credit.patch pause-leader"
 )
 runs="${RUNS:-2}"
 time="${TIME:-30}"
