@@ -1,14 +1,12 @@
 //! Writes a node forwards to its leader: applied once, or reported as of
 //! unknown outcome, never applied twice.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use regatta::cluster::Error;
 use regatta::storage::RangeQuery;
 
-use crate::harness::{Cluster, TIMEOUT};
-use crate::reply_proxy::ReplyProxy;
+use crate::harness::{proxied_cluster, Cluster, TIMEOUT};
 use crate::scenarios::put_command;
 
 /// How the answer to a forwarded write goes missing.
@@ -31,26 +29,6 @@ async fn a_forwarded_write_whose_connection_resets_is_applied_once_and_reported_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_forwarded_write_whose_keep_alive_times_out_is_applied_once_and_reported_unknown() {
     forwarded_write_loses_its_answer(Loss::KeepAliveTimeout).await;
-}
-
-/// The proxies (bound first, so dropped after the cluster), three nodes
-/// whose every link runs through one of them, table "t",
-/// its leader, and a follower `via` whose connection to the leader is open.
-async fn proxied_cluster() -> (BTreeMap<(u64, u64), ReplyProxy>, Cluster, u64, u64) {
-    let mut proxies: BTreeMap<(u64, u64), ReplyProxy> = BTreeMap::new();
-    let cluster = Cluster::start_with_routes(3, 10_000, |from, to, target| {
-        let proxy = ReplyProxy::start(target);
-        let address = proxy.address.clone();
-        proxies.insert((from, to), proxy);
-        address
-    })
-    .await;
-    cluster.must_create_table(1, "t").await;
-    let leader = cluster.wait_leader("t").await;
-    let via = (1..=3).find(|id| *id != leader).expect("a follower");
-    // Opens `via`'s connection to the leader, through the proxy.
-    cluster.must_put(via, "t", "warm", "up").await;
-    (proxies, cluster, leader, via)
 }
 
 /// The leader takes a forwarded Put and applies it; its answer never comes

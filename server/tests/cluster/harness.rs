@@ -11,6 +11,8 @@ use regatta_proto::mvcc::v1::command::CommandType;
 use regatta_proto::mvcc::v1::{Command, KeyValue};
 use tempfile::TempDir;
 
+use crate::reply_proxy::ReplyProxy;
+
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Multi-node scenarios run one at a time: several 3-node clusters at once
@@ -299,4 +301,24 @@ async fn wait_until_dropped(node: Arc<Node>) {
             }
         }
     }
+}
+
+/// The proxies (bound first, so dropped after the cluster), three nodes
+/// whose every link runs through one of them, table "t",
+/// its leader, and a follower `via` whose connection to the leader is open.
+pub async fn proxied_cluster() -> (BTreeMap<(u64, u64), ReplyProxy>, Cluster, u64, u64) {
+    let mut proxies: BTreeMap<(u64, u64), ReplyProxy> = BTreeMap::new();
+    let cluster = Cluster::start_with_routes(3, 10_000, |from, to, target| {
+        let proxy = ReplyProxy::start(target);
+        let address = proxy.address.clone();
+        proxies.insert((from, to), proxy);
+        address
+    })
+    .await;
+    cluster.must_create_table(1, "t").await;
+    let leader = cluster.wait_leader("t").await;
+    let via = (1..=3).find(|id| *id != leader).expect("a follower");
+    // Opens `via`'s connection to the leader, through the proxy.
+    cluster.must_put(via, "t", "warm", "up").await;
+    (proxies, cluster, leader, via)
 }

@@ -4,5 +4,6 @@
 mod append_stream;
 mod forwarding;
 mod harness;
+mod read_index;
 mod reply_proxy;
 mod scenarios;

@@ -76,11 +76,9 @@ async fn read_index_round(
                 .await;
             match reply {
                 Ok(answer) => answer,
-                // A read index changes nothing: ask again in the next round.
-                Err(CallError::Unreachable(reason) | CallError::Lost(reason)) => {
-                    Err(GroupError::NoQuorum(reason))
-                }
-                Err(err) => Err(GroupError::Unavailable(err.to_string())),
+                // A read index changes nothing: whatever became of the call,
+                // ask again in the next round.
+                Err(err) => Err(GroupError::NoQuorum(err.to_string())),
             }
         }
         answer => answer,

@@ -173,11 +173,10 @@ impl CallError {
                 CallError::Unreachable(message)
             }
             tonic::Code::DeadlineExceeded => CallError::Timeout,
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
-                if !from_peer =>
-            {
-                CallError::Lost(message)
-            }
+            // The connection failed under the call (a reset, a keep-alive
+            // timeout, h2's flood protection answering a burst of stream
+            // resets with ENHANCE_YOUR_CALM): the peer may have acted.
+            _ if !from_peer => CallError::Lost(message),
             code => CallError::Network(format!("{code}: {message}")),
         }
     }
