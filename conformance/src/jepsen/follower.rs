@@ -522,6 +522,8 @@ mod tests {
             invoked: 0,
             completed: 1,
             revision: Some(revision),
+            answered_by: None,
+            error: None,
         };
         let h = history(vec![write(1, 2)], vec![Some(1), Some(2)]);
         assert!(check(&h, &log).is_empty());

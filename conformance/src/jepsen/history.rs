@@ -38,6 +38,11 @@ pub enum Record {
         completed: u64,
         /// The revision an acknowledged write returned.
         revision: Option<i64>,
+        /// The node that answered (the header's `replica_id`), when one did.
+        answered_by: Option<u64>,
+        /// Why the operation failed or is of unknown outcome: the gRPC code
+        /// and message, or what the client saw instead.
+        error: Option<String>,
     },
     /// A read of every key at once on a follower node (`values` is `None`
     /// when it failed).
@@ -131,6 +136,8 @@ impl History {
                     invoked,
                     completed,
                     revision,
+                    answered_by,
+                    error,
                 } => {
                     let (kind, detail) = match op {
                         Op::Read(Outcome::Ok(value)) => ("read", json!({"value": value})),
@@ -148,7 +155,8 @@ impl History {
                     };
                     json!({"type": "op", "client": client, "key": key, "f": kind,
                            "outcome": op_outcome(op), "invoked_us": invoked,
-                           "completed_us": completed, "revision": revision, "detail": detail})
+                           "completed_us": completed, "revision": revision, "detail": detail,
+                           "answered_by": answered_by, "error": error})
                 }
                 Record::FollowerRead {
                     client,
@@ -415,6 +423,8 @@ mod tests {
             invoked,
             completed,
             revision: Some(revision),
+            answered_by: None,
+            error: None,
         }
     }
 
@@ -447,6 +457,46 @@ mod tests {
             "{:?}",
             analysis.anomalies
         );
+    }
+
+    #[test]
+    fn the_history_names_the_answering_node_and_the_error_of_each_operation() {
+        let refused = Record::Op {
+            client: 3,
+            key: 1,
+            op: Op::Write(9, Outcome::Failed),
+            invoked: 5,
+            completed: 6,
+            revision: None,
+            answered_by: None,
+            error: Some("Unimplemented: writes go to the leader cluster".into()),
+        };
+        let read = Record::Op {
+            client: 3,
+            key: 1,
+            op: Op::Read(Outcome::Ok(Some(4))),
+            invoked: 7,
+            completed: 8,
+            revision: None,
+            answered_by: Some(2),
+            error: None,
+        };
+        let mut out = Vec::new();
+        history(vec![refused, read], vec![vec![Some(4)]])
+            .write_jsonl(&mut out)
+            .expect("written");
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .expect("utf-8")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("json"))
+            .collect();
+        assert_eq!(
+            lines[0]["error"],
+            "Unimplemented: writes go to the leader cluster"
+        );
+        assert_eq!(lines[0]["answered_by"], serde_json::Value::Null);
+        assert_eq!(lines[1]["answered_by"], 2);
+        assert_eq!(lines[1]["error"], serde_json::Value::Null);
     }
 
     #[test]

@@ -316,8 +316,8 @@ async fn run_on(
             for key in 0..options.keys {
                 let invoked = recorder.now();
                 let read = read(&mut kv, key, Duration::from_secs(10)).await;
-                let value = match read {
-                    Ok(value) => value,
+                let (value, answered_by) = match read {
+                    Ok(read) => read,
                     Err(err) => bail!("final read of key {key} on node {}: {err}", n + 1),
                 };
                 recorder.push(Record::Op {
@@ -327,6 +327,8 @@ async fn run_on(
                     invoked,
                     completed: recorder.now(),
                     revision: None,
+                    answered_by,
+                    error: None,
                 });
                 values.push(value);
             }
@@ -464,11 +466,12 @@ fn value_of(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// A linearizable read of `key`: its value and the node that answered.
 async fn read(
     kv: &mut KvClient<Channel>,
     key: u64,
     timeout: Duration,
-) -> Result<Option<u64>, String> {
+) -> Result<(Option<u64>, Option<u64>), String> {
     let mut request = tonic::Request::new(RangeRequest {
         table: TABLE.into(),
         key: key.to_string().into_bytes(),
@@ -479,14 +482,20 @@ async fn read(
     let answer = tokio::time::timeout(timeout, kv.range(request))
         .await
         .map_err(|_| "timed out".to_string())?
-        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
+        .map_err(|status| status_text(&status))?
         .into_inner();
+    let answered_by = answer.header.map(|h| h.replica_id);
     match answer.kvs.first() {
-        None => Ok(None),
+        None => Ok((None, answered_by)),
         Some(pair) => value_of(&pair.value)
-            .map(Some)
+            .map(|value| (Some(value), answered_by))
             .ok_or_else(|| format!("key {key} holds a value nobody wrote: {:?}", pair.value)),
     }
+}
+
+/// A failure as the history records it: the code and the message.
+fn status_text(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
 }
 
 /// What an error means for an operation that may change state.
@@ -523,6 +532,38 @@ fn never_sent(status: &tonic::Status) -> bool {
     text.contains("connection refused") || text.contains("tcp connect error")
 }
 
+/// What the history keeps of an answer besides the operation's outcome.
+#[derive(Default)]
+struct Answer {
+    revision: Option<u64>,
+    answered_by: Option<u64>,
+    error: Option<String>,
+}
+
+impl Answer {
+    fn by(answered_by: Option<u64>) -> Answer {
+        Answer {
+            answered_by,
+            ..Answer::default()
+        }
+    }
+
+    fn from_header(header: Option<regatta_proto::regatta::v1::ResponseHeader>) -> Answer {
+        Answer {
+            revision: header.as_ref().map(|h| h.revision),
+            answered_by: header.map(|h| h.replica_id),
+            error: None,
+        }
+    }
+
+    fn failed(error: String) -> Answer {
+        Answer {
+            error: Some(error),
+            ..Answer::default()
+        }
+    }
+}
+
 async fn client_loop(
     client: usize,
     current: &Endpoints,
@@ -541,17 +582,14 @@ async fn client_loop(
             (rng.random_range(0..options.keys), rng.random_range(0..10u8))
         };
         let invoked = recorder.now();
-        let (op, revision) = match choice {
-            0..=3 => {
-                let outcome = match read(&mut kv, key, options.op_timeout).await {
-                    Ok(value) => {
-                        last_seen[key as usize] = value;
-                        Outcome::Ok(value)
-                    }
-                    Err(_) => Outcome::Failed,
-                };
-                (Op::Read(outcome), None)
-            }
+        let (op, answer) = match choice {
+            0..=3 => match read(&mut kv, key, options.op_timeout).await {
+                Ok((value, answered_by)) => {
+                    last_seen[key as usize] = value;
+                    (Op::Read(Outcome::Ok(value)), Answer::by(answered_by))
+                }
+                Err(err) => (Op::Read(Outcome::Failed), Answer::failed(err)),
+            },
             4..=6 => {
                 let value = next_value.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut request = tonic::Request::new(PutRequest {
@@ -564,10 +602,16 @@ async fn client_loop(
                 match tokio::time::timeout(options.op_timeout, kv.put(request)).await {
                     Ok(Ok(answer)) => (
                         Op::Write(value, Outcome::Ok(())),
-                        answer.into_inner().header.map(|h| h.revision),
+                        Answer::from_header(answer.into_inner().header),
                     ),
-                    Ok(Err(status)) => (Op::Write(value, write_outcome(&status)), None),
-                    Err(_) => (Op::Write(value, Outcome::Unknown), None),
+                    Ok(Err(status)) => (
+                        Op::Write(value, write_outcome(&status)),
+                        Answer::failed(status_text(&status)),
+                    ),
+                    Err(_) => (
+                        Op::Write(value, Outcome::Unknown),
+                        Answer::failed("timed out".into()),
+                    ),
                 }
             }
             _ => {
@@ -595,25 +639,27 @@ async fn client_loop(
                     failure: Vec::new(),
                 });
                 request.set_timeout(options.op_timeout);
-                let outcome = match tokio::time::timeout(options.op_timeout, kv.txn(request)).await
-                {
-                    Ok(Ok(answer)) => {
-                        let answer = answer.into_inner();
-                        (
-                            Outcome::Ok(answer.succeeded),
-                            answer.header.map(|h| h.revision),
-                        )
-                    }
-                    Ok(Err(status)) => (write_outcome(&status), None),
-                    Err(_) => (Outcome::Unknown, None),
-                };
+                let (outcome, answer) =
+                    match tokio::time::timeout(options.op_timeout, kv.txn(request)).await {
+                        Ok(Ok(answer)) => {
+                            let answer = answer.into_inner();
+                            (
+                                Outcome::Ok(answer.succeeded),
+                                Answer::from_header(answer.header),
+                            )
+                        }
+                        Ok(Err(status)) => {
+                            (write_outcome(&status), Answer::failed(status_text(&status)))
+                        }
+                        Err(_) => (Outcome::Unknown, Answer::failed("timed out".into())),
+                    };
                 (
                     Op::Cas {
                         expected,
                         new,
-                        outcome: outcome.0,
+                        outcome,
                     },
-                    outcome.1,
+                    answer,
                 )
             }
         };
@@ -628,7 +674,9 @@ async fn client_loop(
             op,
             invoked,
             completed: recorder.now(),
-            revision: revision.and_then(|r| i64::try_from(r).ok()),
+            revision: answer.revision.and_then(|r| i64::try_from(r).ok()),
+            answered_by: answer.answered_by,
+            error: answer.error,
         });
         if failed {
             // The node may have moved (a restarted container) or be down.
