@@ -100,12 +100,32 @@ impl Recorder {
         self.started.elapsed().as_micros() as u64
     }
 
-    pub(crate) fn push(&self, record: Record) {
-        self.history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(record);
+    /// Records `record`; returns its place in the history.
+    pub(crate) fn push(&self, record: Record) -> usize {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.push(record);
+        history.len() - 1
     }
+
+    /// Turns the successful reads at `places` into failed ones: they were
+    /// not answered by the system under test.
+    fn retract_reads(&self, places: &[usize], why: &str) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        for place in places {
+            if let Some(Record::Op { op, error, .. }) = history.get_mut(*place) {
+                if matches!(op, Op::Read(Outcome::Ok(_))) {
+                    *op = Op::Read(Outcome::Failed);
+                    *error = Some(why.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// How a follower-cluster node refuses a write ("method Put not implemented
+/// for follower", "writable Txn not implemented for follower").
+fn refused_as_on_a_follower(error: Option<&str>) -> bool {
+    error.is_some_and(|error| error.starts_with("Unimplemented") && error.contains("for follower"))
 }
 
 pub(crate) fn channel(endpoint: &str) -> Result<Channel> {
@@ -573,6 +593,12 @@ async fn client_loop(
     deadline: Instant,
 ) {
     let mut last_seen: Vec<Option<u64>> = vec![None; options.keys as usize];
+    // Reads answered since a write last proved that this client's address
+    // is a node of the leader cluster. In containers an address can pass to
+    // a follower-cluster node (seen after a restart-all with a follower
+    // cluster); a write refused as on a follower shows it, and the reads
+    // since then are not the leader cluster's.
+    let mut unconfirmed_reads: Vec<usize> = Vec::new();
     let Some(mut kv) = client_of(client, current) else {
         return;
     };
@@ -668,7 +694,10 @@ async fn client_loop(
             Op::Write(_, outcome) => !matches!(outcome, Outcome::Ok(_)),
             Op::Cas { outcome, .. } => !matches!(outcome, Outcome::Ok(_)),
         };
-        recorder.push(Record::Op {
+        let read_ok = matches!(op, Op::Read(Outcome::Ok(_)));
+        let write_ok = !read_ok && !failed;
+        let follower_refusal = refused_as_on_a_follower(answer.error.as_deref());
+        let place = recorder.push(Record::Op {
             client,
             key,
             op,
@@ -678,6 +707,17 @@ async fn client_loop(
             answered_by: answer.answered_by,
             error: answer.error,
         });
+        if read_ok {
+            unconfirmed_reads.push(place);
+        } else if write_ok {
+            unconfirmed_reads.clear();
+        } else if follower_refusal {
+            recorder.retract_reads(
+                &unconfirmed_reads,
+                "answered at an address where a write was then refused as on a follower-cluster node",
+            );
+            unconfirmed_reads.clear();
+        }
         if failed {
             // The node may have moved (a restarted container) or be down.
             if let Some(fresh) = client_of(client, current) {
@@ -851,6 +891,44 @@ fn minority(rng: &mut impl Rng, size: usize, leader: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_at_an_address_that_turns_out_to_be_a_follower_node_are_retracted() {
+        let recorder = Recorder {
+            started: Instant::now(),
+            history: Mutex::default(),
+        };
+        let read = |value| Record::Op {
+            client: 0,
+            key: 0,
+            op: Op::Read(Outcome::Ok(Some(value))),
+            invoked: 0,
+            completed: 1,
+            revision: None,
+            answered_by: Some(1),
+            error: None,
+        };
+        let places = [recorder.push(read(1)), recorder.push(read(2))];
+        assert!(refused_as_on_a_follower(Some(
+            "Unimplemented: method Put not implemented for follower"
+        )));
+        assert!(!refused_as_on_a_follower(Some(
+            "Unavailable: tcp connect error"
+        )));
+        recorder.retract_reads(&places[1..], "a follower node");
+        let history = recorder.history.lock().expect("history");
+        assert!(matches!(
+            &history[0],
+            Record::Op {
+                op: Op::Read(Outcome::Ok(_)),
+                ..
+            }
+        ));
+        assert!(matches!(
+            &history[1],
+            Record::Op { op: Op::Read(Outcome::Failed), error: Some(why), .. } if why == "a follower node"
+        ));
+    }
 
     #[test]
     fn a_split_leaves_a_majority_on_the_other_side() {
