@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 
@@ -13,7 +13,9 @@ use crate::cluster::error::{Error, Result};
 use crate::cluster::raft::group::Group;
 use crate::cluster::raft::network::GroupNetworkFactory;
 use crate::cluster::raft::state_machine::GroupStateMachine;
-use crate::cluster::raft::types::{GroupId, MetaCommand, NodeId, Raft, Request, METADATA_GROUP};
+use crate::cluster::raft::types::{
+    GroupId, MetaCommand, NodeId, Raft, Request, Response, METADATA_GROUP,
+};
 use crate::cluster::table_name;
 use crate::storage::Table;
 
@@ -177,7 +179,7 @@ impl Node {
             .get(METADATA_GROUP)
             .ok_or(Error::TableNotFound)?;
         let response = self
-            .propose(
+            .propose_idempotent(
                 &metadata,
                 Request::Meta(MetaCommand::CreateTable {
                     name: name.to_vec(),
@@ -199,7 +201,7 @@ impl Node {
             .groups
             .get(METADATA_GROUP)
             .ok_or(Error::TableNotFound)?;
-        self.propose(
+        self.propose_idempotent(
             &metadata,
             Request::Meta(MetaCommand::DeleteTable {
                 name: name.to_vec(),
@@ -208,6 +210,35 @@ impl Node {
         )
         .await?;
         self.wait_table(name, None, timeout).await
+    }
+
+    /// Proposes a catalogue command that may be applied twice with the same
+    /// effect (create if absent, delete if present), trying again after
+    /// `Unavailable` (no leader yet, or "write outcome unknown" when the
+    /// leader it was forwarded to went away) until `timeout`. A node that
+    /// restarted with the rest of its cluster creates its `--tables.names`
+    /// this way while the group still elects (it stopped on the first
+    /// "outcome unknown" before; seen in `.ci/run`).
+    async fn propose_idempotent(
+        &self,
+        metadata: &Group,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.propose(metadata, request.clone(), remaining).await {
+                Err(Error::Unavailable(reason)) if !remaining.is_zero() => {
+                    tracing::debug!(%reason, "catalogue command not applied yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(100).min(remaining)).await;
+                    if Instant::now() >= deadline {
+                        return Err(Error::Unavailable(reason));
+                    }
+                }
+                answer => return answer,
+            }
+        }
     }
 
     /// Waits until this node runs `name` as shard `id` (or not at all for `None`).
