@@ -115,6 +115,9 @@ pub async fn start_regatta(binary: &Path, nodes: usize, tables: usize) -> Result
         let api = free_address()?;
         let rest = free_address()?;
         let node_dir = dir.path().join(format!("n{}", i + 1));
+        // Warnings and errors go to a file beside the data, so a node that
+        // does not come up can say why.
+        let log = std::fs::File::create(dir.path().join(format!("n{}.log", i + 1)))?;
         let child = Command::new(binary)
             .arg("leader")
             .args(["--log-level", "warn", "--api.address", &api])
@@ -130,16 +133,26 @@ pub async fn start_regatta(binary: &Path, nodes: usize, tables: usize) -> Result
             .arg("--raft.state-machine-dir")
             .arg(node_dir.join("sm"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         processes.push(Process(child));
         clients.push(api);
         rests.push(rest);
     }
-    for api in &clients {
+    for (i, api) in clients.iter().enumerate() {
         for table in &names {
-            wait_regatta(api, table).await?;
+            if let Err(err) = wait_regatta(api, table).await {
+                let log = std::fs::read_to_string(dir.path().join(format!("n{}.log", i + 1)))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "{err}; node {}'s last log lines:\n{}",
+                    i + 1,
+                    tail.join("\n")
+                );
+            }
         }
     }
     Ok(Running {
