@@ -49,7 +49,8 @@ pub struct Running {
 }
 
 impl Running {
-    /// The Raft log and table lines of each node's `/metrics` (Regatta only).
+    /// The Raft log, forwarding and table lines of each node's `/metrics`
+    /// (Regatta only).
     pub async fn raft_metrics(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut out = String::new();
@@ -64,6 +65,7 @@ impl Running {
             let _ = socket.read_to_string(&mut body).await;
             for line in body.lines().filter(|line| {
                 line.starts_with("regatta_raft_log_")
+                    || line.starts_with("regatta_forward")
                     || line.starts_with("regatta_table_applied_index")
             }) {
                 out.push_str(&format!("  {address} {line}\n"));

@@ -101,25 +101,22 @@ async fn wait_for(node: &Node, table: &str, pairs: &[(&str, &str)]) {
         .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
     loop {
-        let got: Option<Vec<(Vec<u8>, Vec<u8>)>> =
-            node.table_group(table.as_bytes()).ok().map(|group| {
-                let query = RangeQuery {
-                    key: vec![0],
-                    range_end: vec![0],
-                    ..RangeQuery::default()
-                };
-                group
-                    .table
-                    .range(&query)
-                    .map(|r| {
-                        r.value
-                            .kvs
-                            .into_iter()
-                            .map(|kv| (kv.key, kv.value))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            });
+        let got: Option<Vec<(Vec<u8>, Vec<u8>)>> = node.table(table.as_bytes()).ok().map(|data| {
+            let query = RangeQuery {
+                key: vec![0],
+                range_end: vec![0],
+                ..RangeQuery::default()
+            };
+            data.range(&query)
+                .map(|r| {
+                    r.value
+                        .kvs
+                        .into_iter()
+                        .map(|kv| (kv.key, kv.value))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
         if got.as_ref() == Some(&wanted) {
             return;
         }
@@ -155,8 +152,8 @@ async fn a_follower_copies_tables_existing_data_and_new_writes() {
         before.elapsed()
     );
 
-    let group = node.table_group(b"alpha").expect("alpha");
-    assert!(group.table.state().leader_index.unwrap_or(0) >= 3);
+    let data = node.table(b"alpha").expect("alpha");
+    assert!(data.state().leader_index.unwrap_or(0) >= 3);
     let rendered = metrics.render();
     assert!(
         rendered.contains("regatta_replication_leased{table=\"alpha\"} 1"),
@@ -241,9 +238,8 @@ async fn a_follower_behind_a_compacted_leader_recovers_by_snapshot() {
         "{rendered}"
     );
     let stored = node
-        .table_group(b"t")
+        .table(b"t")
         .expect("t")
-        .table
         .state()
         .leader_index
         .expect("a leader index after the recovery");
@@ -255,12 +251,7 @@ async fn a_follower_behind_a_compacted_leader_recovers_by_snapshot() {
     with_after.insert(0, ("after", "1"));
     wait_for(&node, "t", &with_after).await;
     assert!(
-        node.table_group(b"t")
-            .expect("t")
-            .table
-            .state()
-            .leader_index
-            > Some(stored),
+        node.table(b"t").expect("t").state().leader_index > Some(stored),
         "the stored leader index moved on"
     );
 

@@ -18,7 +18,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 // ---- child: one node, driven by lines on stdin ----
 
 fn node_main(spec: &str) -> ExitCode {
-    use regatta::cluster::{parse_members, Node, RaftSettings};
+    use regatta::cluster::{parse_members, Consistency, Node, RaftSettings};
     use regatta::storage::{RangeQuery, StorageOptions};
     use regatta_proto::mvcc::v1::command::CommandType;
     use regatta_proto::mvcc::v1::{Command, KeyValue};
@@ -67,15 +67,22 @@ fn node_main(spec: &str) -> ExitCode {
                         .map(|(written, _)| written.result.revision.to_string())
                         .map_err(|e| e.to_string())
                 }
-                ["read", table] => match node.linearizable_barrier(table.as_bytes(), TIMEOUT).await
+                ["read", table] => match node
+                    .read(
+                        table.as_bytes(),
+                        Consistency::Linearizable,
+                        TIMEOUT,
+                        |data| {
+                            data.range(&RangeQuery {
+                                key: vec![0],
+                                range_end: vec![0],
+                                ..RangeQuery::default()
+                            })
+                        },
+                    )
+                    .await
                 {
-                    Ok(group) => group
-                        .table
-                        .range(&RangeQuery {
-                            key: vec![0],
-                            range_end: vec![0],
-                            ..RangeQuery::default()
-                        })
+                    Ok((found, _)) => found
                         .map(|found| {
                             found
                                 .value
@@ -95,8 +102,8 @@ fn node_main(spec: &str) -> ExitCode {
                     Err(e) => Err(e.to_string()),
                 },
                 ["leader", table] => node
-                    .table_group(table.as_bytes())
-                    .map(|group| group.leader().unwrap_or_default().to_string())
+                    .status(table.as_bytes())
+                    .map(|status| status.leader.unwrap_or_default().to_string())
                     .map_err(|e| e.to_string()),
                 _ => Err(format!("unknown command {line:?}")),
             };

@@ -469,6 +469,8 @@ async fn health_metrics_and_reflection_describe_the_node() {
         "regatta_table_revision{table=\"t\"}",
         "regatta_table_raft_leader_id{table=\"t\"} 1",
         "regatta_raft_log_syncs_total",
+        "regatta_forwarded_writes_total 0",
+        "regatta_forward_batches_total 0",
         "regatta_rocksdb_block_cache_capacity_bytes 16777216",
         "regatta_rocksdb_estimated_keys",
         "process_resident_memory_bytes",

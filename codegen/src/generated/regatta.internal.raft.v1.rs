@@ -210,8 +210,9 @@ pub mod raft_client {
                 );
             self.inner.unary(req, path, codec).await
         }
-        /// A client write sent to the group leader by a node that is not the leader.
-        pub async fn forward(
+        /// Client writes sent to the group leader by a node that is not the leader,
+        /// in order; the leader proposes them together and answers each.
+        pub async fn forward_batch(
             &mut self,
             request: impl tonic::IntoRequest<super::RaftMessage>,
         ) -> std::result::Result<tonic::Response<super::RaftMessage>, tonic::Status> {
@@ -225,11 +226,13 @@ pub mod raft_client {
                 })?;
             let codec = tonic_prost::ProstCodec::default();
             let path = http::uri::PathAndQuery::from_static(
-                "/regatta.internal.raft.v1.Raft/Forward",
+                "/regatta.internal.raft.v1.Raft/ForwardBatch",
             );
             let mut req = request.into_request();
             req.extensions_mut()
-                .insert(GrpcMethod::new("regatta.internal.raft.v1.Raft", "Forward"));
+                .insert(
+                    GrpcMethod::new("regatta.internal.raft.v1.Raft", "ForwardBatch"),
+                );
             self.inner.unary(req, path, codec).await
         }
         /// Asks the group leader for a read index (linearizable reads on any node).
@@ -300,8 +303,9 @@ pub mod raft_server {
             &self,
             request: tonic::Request<super::RaftMessage>,
         ) -> std::result::Result<tonic::Response<super::RaftMessage>, tonic::Status>;
-        /// A client write sent to the group leader by a node that is not the leader.
-        async fn forward(
+        /// Client writes sent to the group leader by a node that is not the leader,
+        /// in order; the leader proposes them together and answers each.
+        async fn forward_batch(
             &self,
             request: tonic::Request<super::RaftMessage>,
         ) -> std::result::Result<tonic::Response<super::RaftMessage>, tonic::Status>;
@@ -561,11 +565,11 @@ pub mod raft_server {
                     };
                     Box::pin(fut)
                 }
-                "/regatta.internal.raft.v1.Raft/Forward" => {
+                "/regatta.internal.raft.v1.Raft/ForwardBatch" => {
                     #[allow(non_camel_case_types)]
-                    struct ForwardSvc<T: Raft>(pub Arc<T>);
+                    struct ForwardBatchSvc<T: Raft>(pub Arc<T>);
                     impl<T: Raft> tonic::server::UnaryService<super::RaftMessage>
-                    for ForwardSvc<T> {
+                    for ForwardBatchSvc<T> {
                         type Response = super::RaftMessage;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
@@ -577,7 +581,7 @@ pub mod raft_server {
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
-                                <T as Raft>::forward(&inner, request).await
+                                <T as Raft>::forward_batch(&inner, request).await
                             };
                             Box::pin(fut)
                         }
@@ -588,7 +592,7 @@ pub mod raft_server {
                     let max_encoding_message_size = self.max_encoding_message_size;
                     let inner = self.inner.clone();
                     let fut = async move {
-                        let method = ForwardSvc(inner);
+                        let method = ForwardBatchSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use super::metrics::ApiMetrics;
 use super::status::Error;
 use super::validate;
-use crate::cluster::{GroupInfo, Node};
+use crate::cluster::{Consistency, GroupInfo, Node};
 use crate::storage::{is_read_only, RangeQuery};
 
 /// Deadline of a KV call that brings none (behaviour.md §1).
@@ -125,13 +125,10 @@ impl KvService {
         let timeout = deadline(&request);
         let request = request.into_inner();
         validate::range(&request, &self.exists())?;
-        let group = if request.linearizable {
-            self.node
-                .linearizable_barrier(&request.table, timeout)
-                .await
-                .map_err(Error::from)?
+        let consistency = if request.linearizable {
+            Consistency::Linearizable
         } else {
-            self.node.table_group(&request.table).map_err(Error::from)?
+            Consistency::Serializable
         };
         let query = RangeQuery {
             key: request.key,
@@ -144,9 +141,16 @@ impl KvService {
             min_create_revision: request.min_create_revision.max(0) as u64,
             max_create_revision: request.max_create_revision.max(0) as u64,
         };
-        let found = group.table.range(&query).map_err(Error::from)?;
+        let (found, info) = self
+            .node
+            .read(&request.table, consistency, timeout, |data| {
+                data.range(&query)
+            })
+            .await
+            .map_err(Error::from)?;
+        let found = found.map_err(Error::from)?;
         Ok(Response::new(RangeResponse {
-            header: header(self.node.group_info(&group), found.revision),
+            header: header(info, found.revision),
             kvs: found.value.kvs,
             more: found.value.more,
             count: found.value.count as i64,
@@ -253,14 +257,16 @@ impl KvService {
         };
         if is_read_only(&txn) {
             // Read-only: never logged, but linearizable (§2.5).
-            let group = self
+            let (outcome, info) = self
                 .node
-                .linearizable_barrier(&request.table, timeout)
+                .read(&request.table, Consistency::Linearizable, timeout, |data| {
+                    data.txn_read(&txn)
+                })
                 .await
                 .map_err(Error::from)?;
-            let outcome = group.table.txn_read(&txn).map_err(Error::from)?;
+            let outcome = outcome.map_err(Error::from)?;
             return Ok(Response::new(TxnResponse {
-                header: header(self.node.group_info(&group), outcome.revision),
+                header: header(info, outcome.revision),
                 succeeded: outcome.value.succeeded,
                 responses: outcome.value.responses,
             }));

@@ -112,12 +112,9 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<Self::BackupStream>, Status> {
         self.serve_only(MaintenanceRole::Leader, "Backup")?;
         let table = request.into_inner().table;
-        let group = self.node.table_group(&table).map_err(Error::from)?;
+        let data = self.node.table(&table).map_err(Error::from)?;
         tracing::info!(table = %String::from_utf8_lossy(&table), "backup started");
-        Ok(Response::new(chunked_copy(
-            group.table.clone(),
-            Trailer::None,
-        )))
+        Ok(Response::new(chunked_copy(data, Trailer::None)))
     }
 
     async fn restore(
@@ -140,7 +137,7 @@ impl Maintenance for MaintenanceService {
         if table.is_empty() {
             return Err(Error::InvalidArgument("table must be set").into());
         }
-        let created = if self.node.table_group(&table).is_err() {
+        let created = if self.node.table(&table).is_err() {
             self.node
                 .create_table(&table, STEP_TIMEOUT)
                 .await
@@ -178,7 +175,7 @@ impl Maintenance for MaintenanceService {
         } else if request.table.is_empty() {
             return Err(Error::InvalidArgument("table must be set").into());
         } else {
-            self.node.table_group(&request.table).map_err(Error::from)?;
+            self.node.table(&request.table).map_err(Error::from)?;
             vec![request.table]
         };
         for table in tables {

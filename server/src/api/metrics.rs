@@ -152,17 +152,16 @@ fn render_tables(out: &mut String, node: &Node) {
     let mut rows: Vec<[String; 5]> = Vec::new();
     let mut names = Vec::new();
     for (name, _) in node.tables() {
-        let Ok(group) = node.table_group(&name) else {
+        let (Ok(data), Ok(status)) = (node.table(&name), node.status(&name)) else {
             continue;
         };
-        let state = group.table.state();
-        let last_log = group.last_log_index();
+        let state = data.state();
         rows.push([
             state.revision.to_string(),
             state.applied_index.to_string(),
-            group.term().to_string(),
-            group.leader().unwrap_or_default().to_string(),
-            last_log.to_string(),
+            status.info.raft_term.to_string(),
+            status.info.raft_leader_id.to_string(),
+            status.last_log_index.to_string(),
         ]);
         names.push(String::from_utf8_lossy(&name).replace(['"', '\\', '\n'], "_"));
     }
@@ -186,6 +185,19 @@ fn render_tables(out: &mut String, node: &Node) {
     );
     let _ = writeln!(out, "# TYPE regatta_raft_log_syncs_total counter");
     let _ = writeln!(out, "regatta_raft_log_syncs_total {syncs}");
+    let (writes, batches) = node.forward_stats();
+    let _ = writeln!(
+        out,
+        "# HELP regatta_forwarded_writes_total Writes this node forwarded to a table's leader."
+    );
+    let _ = writeln!(out, "# TYPE regatta_forwarded_writes_total counter");
+    let _ = writeln!(out, "regatta_forwarded_writes_total {writes}");
+    let _ = writeln!(
+        out,
+        "# HELP regatta_forward_batches_total Calls that carried the forwarded writes (batched per table)."
+    );
+    let _ = writeln!(out, "# TYPE regatta_forward_batches_total counter");
+    let _ = writeln!(out, "regatta_forward_batches_total {batches}");
 }
 
 /// The usual `process_*` metrics, read from `/proc` (Linux); absent elsewhere.

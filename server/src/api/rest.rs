@@ -24,8 +24,8 @@ pub fn not_ready(node: &Node) -> Option<String> {
         return None;
     }
     for name in tables.keys() {
-        match node.table_group(name) {
-            Ok(group) if group.leader().is_some() => {}
+        match node.status(name) {
+            Ok(status) if status.leader.is_some() => {}
             Ok(_) => {
                 return Some(format!(
                     "table {} has no leader",

@@ -495,8 +495,8 @@ async fn report_health(node: Arc<Node>, health: tonic_health::server::HealthRepo
         health.set_service_status("regatta.v1.KV", status).await;
         for name in node.tables().keys() {
             let serving = node
-                .table_group(name)
-                .is_ok_and(|group| group.leader().is_some());
+                .status(name)
+                .is_ok_and(|status| status.leader.is_some());
             health
                 .set_service_status(
                     String::from_utf8_lossy(name),

@@ -1,11 +1,12 @@
-//! The Raft settings of a node, with Regatta's flag names and defaults, and
-//! their mapping onto openraft's configuration.
+//! The Raft settings of a node, with Regatta's flag names and defaults
+//! (`raft/timing.rs` maps the timings onto openraft's configuration).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{Error, Result};
+use super::raft::timing::RaftTiming;
 use super::raft::types::NodeId;
 
 /// Raft settings of one node (`--raft.*`).
@@ -66,38 +67,15 @@ impl RaftSettings {
         self.rtt * self.election_rtt.max(2) as u32
     }
 
-    /// openraft's configuration. A follower (0.10) starts an election
-    /// once the leader's lease (`election_timeout_max`) and then a timeout
-    /// drawn from [min, max) have passed since the last heartbeat, so
-    /// min = E/3, max = 2E/3 starts it E to 4E/3 after the leader was
-    /// lost: never sooner than Regatta's E, and a new leader in about 1.1
-    /// to 1.4 s with the defaults (E/2, E waited 1.5E to 2E). The stale read
-    /// its first trial met was openraft's, not the timing's
-    /// (`raft/answer_credit.rs`).
-    pub fn openraft_config(&self) -> Result<openraft::Config> {
-        let heartbeat = self.heartbeat().as_millis() as u64;
-        let election = self.election_timeout().as_millis() as u64;
-        let config = openraft::Config {
-            cluster_name: "regatta".into(),
-            heartbeat_interval: heartbeat,
-            election_timeout_min: (election / 3).max(heartbeat + 1),
-            election_timeout_max: (election * 2 / 3).max(heartbeat + 2),
-            install_snapshot_timeout: 10_000,
-            snapshot_policy: if self.snapshot_entries == 0 {
-                openraft::SnapshotPolicy::Never
-            } else {
-                openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_entries)
-            },
-            max_in_snapshot_log_to_keep: self.compaction_overhead,
-            replication_lag_threshold: self.snapshot_entries.max(5_000),
-            // Purging is one range delete; batch it, but not beyond what a
-            // small snapshot interval would ever reach.
-            purge_batch_size: (self.snapshot_entries / 10).clamp(1, 256),
-            ..openraft::Config::default()
-        };
-        config
-            .validate()
-            .map_err(|err| Error::Startup(format!("raft timing: {err}")))
+    /// The configuration of this node's Raft groups.
+    pub fn raft_timing(&self) -> Result<RaftTiming> {
+        RaftTiming::new(
+            self.heartbeat(),
+            self.election_timeout(),
+            self.snapshot_entries,
+            self.compaction_overhead,
+        )
+        .map_err(|err| Error::Startup(format!("raft timing: {err}")))
     }
 }
 
@@ -140,11 +118,8 @@ mod tests {
     #[test]
     fn default_timings_follow_regatta() {
         let settings = RaftSettings::single_node(PathBuf::from("/tmp/x"), "127.0.0.1:5012".into());
-        let config = settings.openraft_config().expect("valid");
-        assert_eq!(config.heartbeat_interval, 50);
-        assert_eq!(
-            (config.election_timeout_min, config.election_timeout_max),
-            (333, 666)
-        );
+        assert_eq!(settings.heartbeat(), Duration::from_millis(50));
+        assert_eq!(settings.election_timeout(), Duration::from_secs(1));
+        assert!(settings.raft_timing().is_ok());
     }
 }

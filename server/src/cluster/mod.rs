@@ -14,7 +14,7 @@ pub mod table_name;
 
 pub use config::{parse_members, RaftSettings};
 pub use error::{Error, Result};
-pub use node::{GroupInfo, Node, Written};
+pub use node::{Consistency, GroupInfo, Node, TableStatus, Written};
 pub use raft::types::RestoreStep;
 pub use restore::{Filled, TableRestore};
 pub use table_log::{TableLogEntry, TableLogRead};

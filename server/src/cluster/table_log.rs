@@ -5,7 +5,6 @@
 //! never sees an entry this cluster could still lose. The caller converts
 //! entries to wire commands; this layer says which entries are user writes.
 
-use openraft::EntryPayload;
 use tokio::sync::watch;
 
 use super::error::{Error, Result};
@@ -61,8 +60,8 @@ impl Node {
             return Ok((applied, TableLogRead::Entries(Vec::new())));
         }
         let log = self.log_db().group(group.id);
-        let purged = log.last_purged().map_err(storage_error)?;
-        if purged.is_some_and(|purged| purged.index >= from) {
+        let purged = log.last_purged_index().map_err(storage_error)?;
+        if purged.is_some_and(|purged| purged >= from) {
             return Ok((applied, TableLogRead::Compacted));
         }
         let mut entries = Vec::new();
@@ -70,38 +69,33 @@ impl Node {
         let mut next = from;
         'scan: while next <= applied {
             let end = (next + SCAN_BATCH).min(applied + 1);
-            let batch = log.entries(next, end).map_err(storage_error)?;
-            for entry in batch {
-                if entry.log_id.index != next {
+            let batch = log.requests(next, end).map_err(storage_error)?;
+            for (index, request) in batch {
+                if index != next {
                     // Purged between the check and the scan.
                     if entries.is_empty() {
                         return Ok((applied, TableLogRead::Compacted));
                     }
                     break 'scan;
                 }
-                let command = match entry.payload {
-                    EntryPayload::Normal(Request::Table(command)) => Some(command),
+                let command = match request {
+                    Some(Request::Table(command)) => Some(command),
                     // The content was replaced wholesale here: a reader from
                     // before this entry needs a snapshot taken after it.
-                    EntryPayload::Normal(Request::Restore(RestoreStep::Commit { .. })) => {
+                    Some(Request::Restore(RestoreStep::Commit { .. })) => {
                         if entries.is_empty() {
                             return Ok((applied, TableLogRead::Compacted));
                         }
                         break 'scan;
                     }
-                    EntryPayload::Normal(Request::Meta(_) | Request::Restore(_))
-                    | EntryPayload::Blank
-                    | EntryPayload::Membership(_) => None,
+                    Some(Request::Meta(_) | Request::Restore(_)) | None => None,
                 };
                 let size = command.as_ref().map_or(16, |c| c.len() + 16);
                 if !entries.is_empty() && bytes + size > max_bytes {
                     break 'scan;
                 }
                 bytes += size;
-                entries.push(TableLogEntry {
-                    index: entry.log_id.index,
-                    command,
-                });
+                entries.push(TableLogEntry { index, command });
                 next += 1;
             }
             if next < end {

@@ -54,15 +54,15 @@ impl TableWorker {
 
     /// The stored leader index `L` of the table on this replica.
     fn stored_index(&self) -> Option<u64> {
-        let group = self.node.table_group(&self.table).ok()?;
-        Some(group.table.state().leader_index.unwrap_or(0))
+        let data = self.node.table(&self.table).ok()?;
+        Some(data.state().leader_index.unwrap_or(0))
     }
 
     /// Whether the table has had any write (its revision is past 0).
     fn has_content(&self) -> bool {
         self.node
-            .table_group(&self.table)
-            .is_ok_and(|group| group.table.state().revision > 0)
+            .table(&self.table)
+            .is_ok_and(|data| data.state().revision > 0)
     }
 
     /// Replicates until `stop` turns true or the table goes away.

@@ -132,11 +132,62 @@ async fn a_write_forwarded_to_a_leader_that_went_silent_is_answered_once_another
     cluster.must_put(via, "t", "after", "v").await;
 }
 
+/// Writes a follower forwards while earlier ones are still unanswered
+/// queue and go to the leader together; each is applied once and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarded_writes_queued_together_go_in_few_calls_and_each_is_applied_once() {
+    const WRITES: u64 = 64;
+    let (proxies, cluster, leader, via) = proxied_cluster().await;
+    let (writes_before, calls_before) = cluster.node(via).forward_stats();
+
+    // The leader gets nothing from `via` for now: the calls in flight stay
+    // unanswered and every later write queues behind them.
+    let link = &proxies[&(via, leader)];
+    link.hold_requests(true);
+    let puts: Vec<_> = (0..WRITES)
+        .map(|i| {
+            let node = cluster.node(via).clone();
+            tokio::spawn(async move {
+                node.write(
+                    b"t",
+                    &put_command(&format!("batched-{i}")),
+                    Duration::from_secs(30),
+                )
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    link.hold_requests(false);
+    for put in puts {
+        let written = put.await.expect("join");
+        assert!(
+            written.is_ok(),
+            "every forwarded write is answered: {written:?}"
+        );
+    }
+
+    let (writes, calls) = cluster.node(via).forward_stats();
+    assert_eq!(writes - writes_before, WRITES, "every write was forwarded");
+    // At most 4 calls in flight per table; everything queued behind them
+    // goes in the next call. Without batching this is one call per write.
+    assert!(
+        calls - calls_before <= 8,
+        "{WRITES} writes went in {} calls",
+        calls - calls_before
+    );
+    cluster.must_read_all(leader, "t").await;
+    for i in 0..WRITES {
+        let (create, modified) =
+            local_pair(&cluster, leader, &format!("batched-{i}")).expect("the key");
+        assert_eq!(create, modified, "batched-{i} was applied once");
+    }
+}
+
 /// `(create_revision, mod_revision)` of `key` in node `id`'s copy of "t".
 fn local_pair(cluster: &Cluster, id: u64, key: &str) -> Option<(i64, i64)> {
-    let group = cluster.node(id).table_group(b"t").ok()?;
-    let answer = group
-        .table
+    let data = cluster.node(id).table(b"t").ok()?;
+    let answer = data
         .range(&RangeQuery {
             key: key.as_bytes().to_vec(),
             ..RangeQuery::default()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use regatta::cluster::{Error, Node, RaftSettings, Written};
+use regatta::cluster::{Consistency, Error, Node, RaftSettings, Written};
 use regatta::storage::{RangeQuery, StorageOptions};
 use regatta_proto::mvcc::v1::command::CommandType;
 use regatta_proto::mvcc::v1::{Command, KeyValue};
@@ -231,18 +231,22 @@ impl Cluster {
         table: &str,
         timeout: Duration,
     ) -> Result<BTreeMap<String, String>, Error> {
-        let group = self
+        let (all, _) = self
             .node(via)
-            .linearizable_barrier(table.as_bytes(), timeout)
+            .read(
+                table.as_bytes(),
+                Consistency::Linearizable,
+                timeout,
+                |data| {
+                    data.range(&RangeQuery {
+                        key: vec![0],
+                        range_end: vec![0],
+                        ..RangeQuery::default()
+                    })
+                },
+            )
             .await?;
-        let all = group
-            .table
-            .range(&RangeQuery {
-                key: vec![0],
-                range_end: vec![0],
-                ..RangeQuery::default()
-            })
-            .map_err(Error::Storage)?;
+        let all = all.map_err(Error::Storage)?;
         Ok(all
             .value
             .kvs
@@ -265,9 +269,9 @@ impl Cluster {
                 .iter()
                 .map(|id| {
                     self.node(*id)
-                        .table_group(table.as_bytes())
+                        .status(table.as_bytes())
                         .ok()
-                        .and_then(|g| g.leader())
+                        .and_then(|status| status.leader)
                 })
                 .collect();
             if let Some(Some(leader)) = leaders.first() {

@@ -7,3 +7,4 @@ mod harness;
 mod read_index;
 mod reply_proxy;
 mod scenarios;
+mod transport;

@@ -22,13 +22,7 @@ async fn a_resumed_leader_serves_no_read_on_answers_older_than_the_read() {
     let (f1, f2) = (followers[0], followers[1]);
     cluster.must_put(old_leader, "t", "k", "old").await;
 
-    let last_log_index = |id: u64| {
-        cluster
-            .node(id)
-            .table_group(b"t")
-            .expect("group")
-            .last_log_index()
-    };
+    let last_log_index = |id: u64| cluster.node(id).status(b"t").expect("group").last_log_index;
     // Both followers hold L's whole log, so both replication streams are open.
     wait_for(
         || {
@@ -67,7 +61,7 @@ async fn a_resumed_leader_serves_no_read_on_answers_older_than_the_read() {
     }
     wait_for(
         || {
-            let leader = cluster.node(f1).table_group(b"t").expect("group").leader();
+            let leader = cluster.node(f1).status(b"t").expect("group").leader;
             leader.is_some() && leader != Some(old_leader)
         },
         "the followers to elect a new leader",
@@ -75,9 +69,9 @@ async fn a_resumed_leader_serves_no_read_on_answers_older_than_the_read() {
     .await;
     let new_leader = cluster
         .node(f1)
-        .table_group(b"t")
+        .status(b"t")
         .expect("group")
-        .leader()
+        .leader
         .expect("leader");
     cluster.must_put(new_leader, "t", "k", "new").await;
 

@@ -44,8 +44,7 @@ async fn every_group_elects_a_leader_and_writes_on_any_node_read_linearizably_ev
         );
     }
     for via in 1..=3 {
-        let group = cluster.node(via).table_group(b"t").expect("group");
-        let info = cluster.node(via).group_info(&group);
+        let info = cluster.node(via).status(b"t").expect("group").info;
         assert_eq!(
             (info.shard_id, info.replica_id, info.raft_leader_id),
             (shard, via, leader)
@@ -136,9 +135,9 @@ async fn a_node_that_missed_compacted_entries_catches_up_by_snapshot() {
         .map(|id| {
             cluster
                 .node(*id)
-                .table_group(b"t")
+                .status(b"t")
                 .expect("group")
-                .last_purged_index()
+                .last_purged_index
         })
         .collect();
     assert!(
@@ -151,9 +150,9 @@ async fn a_node_that_missed_compacted_entries_catches_up_by_snapshot() {
     assert_eq!(cluster.must_read_all(lagging, "t").await, expected);
     let snapshot = cluster
         .node(lagging)
-        .table_group(b"t")
+        .status(b"t")
         .expect("group")
-        .snapshot_index();
+        .snapshot_index;
     assert!(snapshot.is_some(), "the lagging node installed a snapshot");
 }
 

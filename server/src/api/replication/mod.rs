@@ -25,14 +25,14 @@ pub fn leader_metrics(node: &Node) -> String {
     );
     let _ = writeln!(out, "# TYPE regatta_replication_index gauge");
     for name in node.tables().into_keys() {
-        let Ok(group) = node.table_group(&name) else {
+        let Ok(data) = node.table(&name) else {
             continue;
         };
         let table = String::from_utf8_lossy(&name).replace(['"', '\\', '\n'], "_");
         let _ = writeln!(
             out,
             "regatta_replication_index{{role=\"leader\",table=\"{table}\"}} {}",
-            group.table.state().applied_index
+            data.state().applied_index
         );
     }
     out

@@ -43,11 +43,8 @@ impl Snapshot for SnapshotService {
         request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let table = request.into_inner().table;
-        let group = self.node.table_group(&table).map_err(Error::from)?;
-        Ok(Response::new(chunked_copy(
-            group.table.clone(),
-            Trailer::AppliedIndex,
-        )))
+        let data = self.node.table(&table).map_err(Error::from)?;
+        Ok(Response::new(chunked_copy(data, Trailer::AppliedIndex)))
     }
 }
 

@@ -3,19 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use openraft::BasicNode;
-
-use super::{GroupInfo, Node};
+use super::writes::Resend;
+use super::{GroupInfo, Node, TableStatus};
 use crate::cluster::catalogue::{self, CATALOGUE_TABLE};
 use crate::cluster::error::{Error, Result};
-use crate::cluster::raft::group::Group;
-use crate::cluster::raft::network::GroupNetworkFactory;
-use crate::cluster::raft::state_machine::GroupStateMachine;
-use crate::cluster::raft::types::{
-    GroupId, MetaCommand, NodeId, Raft, Request, Response, METADATA_GROUP,
-};
+use crate::cluster::raft::group::{Group, GroupParts};
+use crate::cluster::raft::types::{GroupId, MetaCommand, Request, METADATA_GROUP};
 use crate::cluster::table_name;
 use crate::storage::Table;
 
@@ -25,49 +20,23 @@ impl Node {
         if let Some(group) = self.groups.get(id) {
             return Ok(group);
         }
-        let (state_machine, applied) = GroupStateMachine::open(self.storage.clone(), name, id)
-            .map_err(|err| Error::Startup(format!("group {id}: {err}")))?;
-        let table = self.storage.table(name).ok_or(Error::TableNotFound)?;
         // Groups created together would tick in lockstep; spread them.
-        let jitter = rand::random::<u64>() % (self.config.heartbeat_interval.max(1));
-        tokio::time::sleep(Duration::from_millis(jitter)).await;
-        let network = GroupNetworkFactory {
-            group: id,
-            peers: self.peers.clone(),
-        };
-        let raft = Raft::new(
-            self.id(),
-            self.config.clone(),
-            network,
-            self.log.group(id),
-            state_machine,
+        let heartbeat_ms = self.timing.heartbeat().as_millis().max(1) as u64;
+        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % heartbeat_ms)).await;
+        let group = Group::start(
+            GroupParts {
+                self_id: self.id(),
+                timing: &self.timing,
+                peers: &self.peers,
+                log: &self.log,
+                storage: &self.storage,
+                members: &self.settings.initial_members,
+            },
+            id,
+            name,
         )
         .await
         .map_err(|err| Error::Startup(format!("group {id}: {err}")))?;
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|err| Error::Startup(format!("group {id}: {err}")))?;
-        if !initialized {
-            // Every node initializes with the same static membership.
-            let members: BTreeMap<NodeId, BasicNode> = self
-                .settings
-                .initial_members
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode::new(addr)))
-                .collect();
-            if let Err(err) = raft.initialize(members).await {
-                tracing::debug!(group = id, error = %err, "initialize");
-            }
-        }
-        let group = Arc::new(Group {
-            id,
-            raft,
-            table,
-            applied,
-            reads: Arc::default(),
-            leader_reads: Arc::default(),
-        });
         self.groups.insert(group.clone());
         tracing::info!(group = id, table = %String::from_utf8_lossy(name), "raft group started");
         Ok(group)
@@ -78,9 +47,7 @@ impl Node {
         let Some(group) = self.groups.remove(id) else {
             return Ok(());
         };
-        if let Err(err) = group.raft.shutdown().await {
-            tracing::warn!(group = id, error = %err, "raft shutdown");
-        }
+        group.shutdown().await;
         self.storage.drop_table(group.table.name())?;
         self.log
             .remove_group(id)
@@ -135,8 +102,26 @@ impl Node {
         self.tables.borrow().clone()
     }
 
+    /// The data of `table` on this replica, as applied here (no freshness
+    /// promise: see [`Node::read`] for reads that need one).
+    pub fn table(&self, name: &[u8]) -> Result<Table> {
+        Ok(self.table_group(name)?.table.clone())
+    }
+
+    /// What this node knows of `table`'s group.
+    pub fn status(&self, table: &[u8]) -> Result<TableStatus> {
+        let group = self.table_group(table)?;
+        Ok(TableStatus {
+            info: self.group_info(&group),
+            leader: group.leader(),
+            last_log_index: group.last_log_index(),
+            last_purged_index: group.last_purged_index(),
+            snapshot_index: group.snapshot_index(),
+        })
+    }
+
     /// The running group of `table`.
-    pub fn table_group(&self, table: &[u8]) -> Result<Arc<Group>> {
+    pub(in crate::cluster) fn table_group(&self, table: &[u8]) -> Result<Arc<Group>> {
         let id = self
             .tables
             .borrow()
@@ -161,7 +146,7 @@ impl Node {
     }
 
     /// Header information of a group.
-    pub fn group_info(&self, group: &Group) -> GroupInfo {
+    pub(super) fn group_info(&self, group: &Group) -> GroupInfo {
         GroupInfo {
             shard_id: group.id,
             replica_id: self.id(),
@@ -171,7 +156,12 @@ impl Node {
     }
 
     /// Creates a table through the metadata group (a no-op if it exists) and
-    /// waits until its group runs here; returns its shard id.
+    /// waits until its group runs here; returns its shard id. Being a no-op
+    /// when repeated, it is sent again after an attempt of unknown outcome:
+    /// a node restarted with the rest of its cluster creates its
+    /// `--tables.names` while the group may still change leaders (it
+    /// stopped on the first "write outcome unknown" before; seen in
+    /// `.ci/run`).
     pub async fn create_table(&self, name: &[u8], timeout: Duration) -> Result<GroupId> {
         table_name::check_user_table(name)?;
         let metadata = self
@@ -179,12 +169,13 @@ impl Node {
             .get(METADATA_GROUP)
             .ok_or(Error::TableNotFound)?;
         let response = self
-            .propose_idempotent(
+            .propose(
                 &metadata,
                 Request::Meta(MetaCommand::CreateTable {
                     name: name.to_vec(),
                 }),
                 timeout,
+                Resend::Idempotent,
             )
             .await?;
         let id = response
@@ -201,44 +192,16 @@ impl Node {
             .groups
             .get(METADATA_GROUP)
             .ok_or(Error::TableNotFound)?;
-        self.propose_idempotent(
+        self.propose(
             &metadata,
             Request::Meta(MetaCommand::DeleteTable {
                 name: name.to_vec(),
             }),
             timeout,
+            Resend::Idempotent,
         )
         .await?;
         self.wait_table(name, None, timeout).await
-    }
-
-    /// Proposes a catalogue command that may be applied twice with the same
-    /// effect (create if absent, delete if present), trying again after
-    /// `Unavailable` (no leader yet, or "write outcome unknown" when the
-    /// leader it was forwarded to went away) until `timeout`. A node that
-    /// restarted with the rest of its cluster creates its `--tables.names`
-    /// this way while the group still elects (it stopped on the first
-    /// "outcome unknown" before; seen in `.ci/run`).
-    async fn propose_idempotent(
-        &self,
-        metadata: &Group,
-        request: Request,
-        timeout: Duration,
-    ) -> Result<Response> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match self.propose(metadata, request.clone(), remaining).await {
-                Err(Error::Unavailable(reason)) if !remaining.is_zero() => {
-                    tracing::debug!(%reason, "catalogue command not applied yet; trying again");
-                    tokio::time::sleep(Duration::from_millis(100).min(remaining)).await;
-                    if Instant::now() >= deadline {
-                        return Err(Error::Unavailable(reason));
-                    }
-                }
-                answer => return answer,
-            }
-        }
     }
 
     /// Waits until this node runs `name` as shard `id` (or not at all for `None`).

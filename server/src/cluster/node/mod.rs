@@ -8,6 +8,8 @@ mod groups;
 mod reads;
 mod writes;
 
+pub use reads::Consistency;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,8 +26,13 @@ use super::raft::group::Groups;
 use super::raft::log_store::LogDb;
 use super::raft::network::{Peers, MAX_MESSAGE_BYTES};
 use super::raft::service::InternalService;
+use super::raft::timing::RaftTiming;
 use super::raft::types::{GroupId, NodeId, METADATA_GROUP};
 use crate::storage::{Storage, StorageOptions};
+
+/// Resets of not yet accepted streams the internal transport takes per
+/// connection (h2's default is 20).
+const MAX_PENDING_RESETS: usize = 4096;
 
 /// What the response header needs about a group (behaviour.md §2.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +41,21 @@ pub struct GroupInfo {
     pub replica_id: NodeId,
     pub raft_term: u64,
     pub raft_leader_id: NodeId,
+}
+
+/// What a node knows of a table's Raft group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableStatus {
+    /// Shard, replica, term and leader as the response header gives them.
+    pub info: GroupInfo,
+    /// The leader this node knows of, if any.
+    pub leader: Option<NodeId>,
+    /// Index of the last entry in this node's log of the group.
+    pub last_log_index: u64,
+    /// Last index this node purged from its log after a snapshot.
+    pub last_purged_index: Option<u64>,
+    /// Last index covered by this node's current snapshot.
+    pub snapshot_index: Option<u64>,
 }
 
 /// The outcome of a write.
@@ -46,7 +68,7 @@ pub struct Written {
 /// A running node.
 pub struct Node {
     settings: RaftSettings,
-    config: Arc<openraft::Config>,
+    timing: RaftTiming,
     storage: Arc<Storage>,
     log: Arc<LogDb>,
     peers: Arc<Peers>,
@@ -86,7 +108,7 @@ impl Node {
         storage_options: StorageOptions,
         listener: tokio::net::TcpListener,
     ) -> Result<Arc<Node>> {
-        let config = Arc::new(settings.openraft_config()?);
+        let timing = settings.raft_timing()?;
         if !settings.initial_members.contains_key(&settings.node_id) {
             return Err(Error::Startup(format!(
                 "--raft.initial-members does not list this node ({})",
@@ -129,6 +151,12 @@ impl Node {
             let incoming = crate::net::incoming(listener);
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                // A peer resuming from a pause cancels every call it had
+                // queued at once; h2's default (20 resets of streams not
+                // yet accepted) answers that with GOAWAY and takes the
+                // connection's other calls with it. Peers are this
+                // cluster's own nodes, not the public.
+                .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -142,7 +170,7 @@ impl Node {
         let (tables, _) = watch::channel(BTreeMap::new());
         let node = Arc::new(Node {
             settings,
-            config,
+            timing,
             storage,
             log,
             peers,
@@ -186,12 +214,19 @@ impl Node {
         (stats.appends.load(Relaxed), stats.syncs.load(Relaxed))
     }
 
-    /// The storage layer (for reads).
+    /// (writes forwarded to a leader, calls that carried them) so far.
+    pub fn forward_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.peers.forward_stats();
+        (stats.writes.load(Relaxed), stats.batches.load(Relaxed))
+    }
+
     /// The Raft log database shared by every group of this node.
     pub(crate) fn log_db(&self) -> &Arc<LogDb> {
         &self.log
     }
 
+    /// The storage layer (for reads).
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
     }
@@ -212,7 +247,7 @@ impl Node {
             let _ = server.await;
         }
         let groups = self.groups.all();
-        futures::future::join_all(groups.iter().map(|group| group.raft.shutdown())).await;
+        futures::future::join_all(groups.iter().map(|group| group.shutdown())).await;
         for group in groups {
             self.groups.remove(group.id);
         }

@@ -4,22 +4,46 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Node;
+use super::{GroupInfo, Node};
 use crate::cluster::error::{Error, Result};
 use crate::cluster::raft::group::{Group, GroupError};
 use crate::cluster::raft::network::{CallError, Method, Peers};
 use crate::cluster::raft::types::NodeId;
+use crate::storage::Table;
+
+/// How current a read must be (`linearizable` of Range and Txn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Sees every write acknowledged before the read began (§2.5).
+    Linearizable,
+    /// This replica's applied state, whatever it is.
+    Serializable,
+}
 
 impl Node {
+    /// Reads `table` on this node with `read`, after making sure the
+    /// replica is current enough for `consistency`; answers what `read`
+    /// returned and the header information of the table's group.
+    pub async fn read<T>(
+        &self,
+        table: &[u8],
+        consistency: Consistency,
+        timeout: Duration,
+        read: impl FnOnce(&Table) -> T,
+    ) -> Result<(T, GroupInfo)> {
+        let group = match consistency {
+            Consistency::Linearizable => self.linearizable_barrier(table, timeout).await?,
+            Consistency::Serializable => self.table_group(table)?,
+        };
+        let found = read(&group.table);
+        Ok((found, self.group_info(&group)))
+    }
+
     /// Makes the next local read of `table` linearizable: confirms a read
     /// index with the leader's quorum (asking the leader when this node is
     /// not it) and waits until this replica has applied it. Rounds that fail
     /// for want of a leader or of a quorum are retried until `timeout`.
-    pub async fn linearizable_barrier(
-        &self,
-        table: &[u8],
-        timeout: Duration,
-    ) -> Result<Arc<Group>> {
+    async fn linearizable_barrier(&self, table: &[u8], timeout: Duration) -> Result<Arc<Group>> {
         let group = self.table_group(table)?;
         let deadline = Instant::now() + timeout;
         let mut last_failure = String::from("no leader");

@@ -9,9 +9,29 @@ use regatta_proto::mvcc::v1::{Command, CommandResult};
 use super::{GroupInfo, Node, Written};
 use crate::cluster::error::{Error, Result};
 use crate::cluster::raft::group::{Group, GroupError};
-use crate::cluster::raft::network::{CallError, Method};
+use crate::cluster::raft::network::CallError;
 use crate::cluster::raft::types::{Request, Response, RestoreStep};
 use crate::cluster::table_name;
+
+/// Whether a write may be sent again after an attempt of unknown outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Resend {
+    /// Only attempts provably not applied are made again: a second apply
+    /// would be a second write (Put, Txn, restore steps).
+    IfNotApplied,
+    /// Applying it twice has the effect of applying it once (creating a
+    /// table if absent, deleting it if present).
+    Idempotent,
+}
+
+/// How one attempt at a write ended.
+enum Attempt {
+    Applied(Response),
+    /// Refused or never delivered: certainly not applied.
+    NotApplied,
+    /// It may or may not have been applied; why.
+    Unknown(String),
+}
 
 impl Node {
     /// Writes a command to a table, on whichever node leads its group.
@@ -23,7 +43,12 @@ impl Node {
     ) -> Result<(Written, GroupInfo)> {
         let group = self.table_group(table)?;
         let response = self
-            .propose(&group, Request::Table(command.encode_to_vec()), timeout)
+            .propose(
+                &group,
+                Request::Table(command.encode_to_vec()),
+                timeout,
+                Resend::IfNotApplied,
+            )
             .await?;
         let result = CommandResult::decode(response.command_result.as_slice())
             .map_err(|err| Error::Unavailable(format!("undecodable result: {err}")))?;
@@ -100,83 +125,100 @@ impl Node {
         table_name::check_user_table(table)?;
         let group = self.table_group(table)?;
         let response = self
-            .propose(&group, Request::Restore(step), timeout)
+            .propose(
+                &group,
+                Request::Restore(step),
+                timeout,
+                Resend::IfNotApplied,
+            )
             .await?;
         Ok(response.restore_open.unwrap_or(false))
     }
 
-    /// Proposes on the leader: locally, or forwarded once per attempt.
-    /// Retries only when the request is known not to have been applied.
+    /// Proposes on the leader, here or forwarded, until it is applied, or
+    /// until an attempt's outcome is unknown and `resend` forbids another,
+    /// or until `timeout`. An attempt provably not applied (no leader here,
+    /// the leader refused it, the connection was never made) is always made
+    /// again.
     pub(super) async fn propose(
         &self,
         group: &Group,
         request: Request,
         timeout: Duration,
+        resend: Resend,
     ) -> Result<Response> {
         let deadline = Instant::now() + timeout;
+        let mut last_failure = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Error::Unavailable(
-                    "no leader accepted the write in time".into(),
-                ));
+                return Err(Error::Unavailable(last_failure.unwrap_or_else(|| {
+                    "no leader accepted the write in time".to_string()
+                })));
             }
-            // A leader that lost its quorum never commits: bound the wait.
-            let local = tokio::time::timeout(remaining, group.write_local(request.clone()))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(GroupError::Unavailable(
-                        "write outcome unknown: not committed in time".into(),
-                    ))
-                });
-            let leader = match local {
-                Ok(response) => return Ok(response),
-                Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason)) => {
-                    return Err(Error::Unavailable(reason))
-                }
-                Err(GroupError::NotLeader(leader)) => leader,
-            };
-            match leader {
-                Some(leader) if leader != self.id() => {
-                    let reply: std::result::Result<
-                        std::result::Result<Response, GroupError>,
-                        CallError,
-                    > = tokio::select! {
-                        reply = self
-                            .peers
-                            .call(leader, group.id, Method::Forward, &request, remaining) => reply,
-                        // A new leader elsewhere: stop waiting for the old
-                        // one (the client learns at once that the outcome is
-                        // unknown, instead of at its deadline).
-                        () = group.leader_moved_from(leader) => Err(CallError::Superseded(leader)),
-                    };
-                    match reply {
-                        Ok(Ok(response)) => return Ok(response),
-                        Ok(Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason))) => {
-                            return Err(Error::Unavailable(reason))
-                        }
-                        // Provably not applied there: the leader moved, or the
-                        // request never reached it. Anything else (a lost
-                        // connection after sending, a timeout) may have been
-                        // applied, so it is not sent again.
-                        Ok(Err(GroupError::NotLeader(_))) | Err(CallError::Unreachable(_)) => {
-                            self.pause_for_leader(group, deadline).await;
-                        }
-                        Err(err) => {
-                            return Err(Error::Unavailable(format!(
-                                "write outcome unknown: {err}"
-                            )));
-                        }
+            match self.propose_once(group, &request, remaining).await {
+                Attempt::Applied(response) => return Ok(response),
+                Attempt::NotApplied => {}
+                Attempt::Unknown(reason) => match resend {
+                    Resend::IfNotApplied => return Err(Error::Unavailable(reason)),
+                    Resend::Idempotent => {
+                        tracing::debug!(%reason, "idempotent write not applied yet; sending it again");
+                        last_failure = Some(reason);
                     }
-                }
-                _ => self.pause_for_leader(group, deadline).await,
+                },
             }
+            self.pause_for_leader(group, deadline).await;
+        }
+    }
+
+    /// One attempt: here when this node leads, otherwise forwarded to the
+    /// leader it knows of.
+    async fn propose_once(&self, group: &Group, request: &Request, remaining: Duration) -> Attempt {
+        // A leader that lost its quorum never commits: bound the wait.
+        let local = tokio::time::timeout(remaining, group.write_local(request.clone()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(GroupError::Unavailable(
+                    "write outcome unknown: not committed in time".into(),
+                ))
+            });
+        let leader = match local {
+            Ok(response) => return Attempt::Applied(response),
+            Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason)) => {
+                return Attempt::Unknown(reason)
+            }
+            Err(GroupError::NotLeader(leader)) => leader,
+        };
+        let Some(leader) = leader.filter(|leader| *leader != self.id()) else {
+            return Attempt::NotApplied;
+        };
+        let reply: std::result::Result<std::result::Result<Response, GroupError>, CallError> = tokio::select! {
+            // Batched with the other writes queued for it
+            // (`raft/forward_batch.rs`).
+            reply = group.forwards.forward(leader, request.clone(), remaining) => reply,
+            // A new leader elsewhere: stop waiting for the old one (the
+            // client learns at once that the outcome is unknown, instead
+            // of at its deadline).
+            () = group.leader_moved_from(leader) => Err(CallError::Superseded(leader)),
+        };
+        match reply {
+            Ok(Ok(response)) => Attempt::Applied(response),
+            Ok(Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason))) => {
+                Attempt::Unknown(reason)
+            }
+            // Provably not applied there: the leader moved, or the request
+            // never reached it. Anything else (a lost connection after
+            // sending, a timeout) may have been applied.
+            Ok(Err(GroupError::NotLeader(_))) | Err(CallError::Unreachable(_)) => {
+                Attempt::NotApplied
+            }
+            Err(err) => Attempt::Unknown(format!("write outcome unknown: {err}")),
         }
     }
 
     pub(super) async fn pause_for_leader(&self, group: &Group, deadline: Instant) {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let step = Duration::from_millis(self.config.heartbeat_interval).min(remaining);
+        let step = self.timing.heartbeat().min(remaining);
         tokio::time::sleep(step).await;
         group
             .wait_leader(deadline.saturating_duration_since(Instant::now()))

@@ -1,19 +1,24 @@
 //! One running Raft group (the metadata group or a table's shard) and the
 //! registry through which the transport finds groups by id.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::ReadPolicy;
+use openraft::{BasicNode, ReadPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::forward_batch::ForwardBatcher;
+use super::log_store::LogDb;
+use super::network::{GroupNetworkFactory, Peers};
 use super::read_rounds::ReadRounds;
+use super::state_machine::GroupStateMachine;
+use super::timing::RaftTiming;
 use super::types::{GroupId, NodeId, Raft, Request, Response, TypeConfig};
-use crate::storage::Table;
+use crate::storage::{Storage, Table};
 
 /// Why a group could not serve a request here; travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -30,12 +35,12 @@ pub enum GroupError {
     NoQuorum(String),
 }
 
-/// A running group. Outside the cluster layer only its id and table (the
-/// data to read) are visible; openraft stays behind the methods below.
+/// A running group, seen from outside the cluster layer only through
+/// `Node`; openraft stays behind the methods below.
 pub struct Group {
     pub id: GroupId,
     pub table: Table,
-    pub(in crate::cluster) raft: Raft,
+    pub(super) raft: Raft,
     /// The applied index, published by the state machine.
     pub(in crate::cluster) applied: watch::Receiver<u64>,
     /// Read-index rounds of this node's linearizable reads (local or asked
@@ -43,9 +48,78 @@ pub struct Group {
     pub(in crate::cluster) reads: Arc<ReadRounds>,
     /// Read-index rounds for reads other nodes forward here as leader.
     pub(in crate::cluster) leader_reads: Arc<ReadRounds>,
+    /// Writes this node forwards to the group's leader.
+    pub(in crate::cluster) forwards: ForwardBatcher,
+}
+
+/// What a node lends each group it starts.
+pub struct GroupParts<'a> {
+    pub self_id: NodeId,
+    pub timing: &'a RaftTiming,
+    pub peers: &'a Arc<Peers>,
+    pub log: &'a Arc<LogDb>,
+    pub storage: &'a Arc<Storage>,
+    /// Every member's id and Raft address (the static membership).
+    pub members: &'a BTreeMap<NodeId, String>,
 }
 
 impl Group {
+    /// Starts group `id` over storage table `name`: its state machine, its
+    /// Raft core on the node's shared log, and on first start the static
+    /// membership (every node initializes with the same one).
+    pub async fn start(
+        parts: GroupParts<'_>,
+        id: GroupId,
+        name: &[u8],
+    ) -> Result<Arc<Group>, String> {
+        let (state_machine, applied) = GroupStateMachine::open(parts.storage.clone(), name, id)
+            .map_err(|err| err.to_string())?;
+        let table = parts
+            .storage
+            .table(name)
+            .ok_or_else(|| "its table is missing".to_string())?;
+        let network = GroupNetworkFactory {
+            group: id,
+            peers: parts.peers.clone(),
+        };
+        let raft = Raft::new(
+            parts.self_id,
+            parts.timing.openraft(),
+            network,
+            parts.log.group(id),
+            state_machine,
+        )
+        .await
+        .map_err(|err| err.to_string())?;
+        let initialized = raft.is_initialized().await.map_err(|err| err.to_string())?;
+        if !initialized {
+            let members: BTreeMap<NodeId, BasicNode> = parts
+                .members
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            if let Err(err) = raft.initialize(members).await {
+                tracing::debug!(group = id, error = %err, "initialize");
+            }
+        }
+        Ok(Arc::new(Group {
+            id,
+            raft,
+            table,
+            applied,
+            reads: Arc::default(),
+            leader_reads: Arc::default(),
+            forwards: ForwardBatcher::start(id, parts.peers.clone()),
+        }))
+    }
+
+    /// Stops the group's Raft core (its data stays).
+    pub async fn shutdown(&self) {
+        if let Err(err) = self.raft.shutdown().await {
+            tracing::warn!(group = self.id, error = %err, "raft shutdown");
+        }
+    }
+
     /// The leader this node knows of, if any.
     pub fn leader(&self) -> Option<NodeId> {
         // Copy out of the borrow at once: a held borrow blocks the Raft core.
@@ -92,33 +166,38 @@ impl Group {
     }
 
     /// Proposes `requests` on this node as consecutive entries, in order,
-    /// in one message to the Raft core. Answers one result per request, in
-    /// order, as far as it got: the answers stop after the first failure.
+    /// in one message to the Raft core. Answers exactly one result per
+    /// request, in order. openraft accepts or refuses such a message whole:
+    /// `NotLeader` for one means none was appended.
     pub async fn write_local_many(
         &self,
         requests: Vec<Request>,
     ) -> Vec<Result<Response, GroupError>> {
         use futures::StreamExt;
-        let mut answers = Vec::with_capacity(requests.len());
-        let mut results = match self.raft.client_write_many(requests).await {
-            Ok(results) => results,
-            Err(fatal) => {
-                answers.push(Err(GroupError::Unavailable(fatal.to_string())));
-                return answers;
+        let count = requests.len();
+        let mut answers = Vec::with_capacity(count);
+        match self.raft.client_write_many(requests).await {
+            Ok(mut results) => {
+                while let Some(result) = results.next().await {
+                    answers.push(match result {
+                        Ok(Ok(written)) => Ok(written.response),
+                        Ok(Err(err)) => Err(refusal(err)),
+                        Err(fatal) => Err(GroupError::Unavailable(format!(
+                            "write outcome unknown: {fatal}"
+                        ))),
+                    });
+                }
             }
-        };
-        while let Some(result) = results.next().await {
-            let answer = match result {
-                Ok(Ok(written)) => Ok(written.response),
-                Ok(Err(err)) => Err(refusal(err)),
-                Err(fatal) => Err(GroupError::Unavailable(fatal.to_string())),
-            };
-            let failed = answer.is_err();
-            answers.push(answer);
-            if failed {
-                break;
-            }
+            // Never reached the Raft core: nothing was appended.
+            Err(fatal) => return vec![Err(GroupError::Unavailable(fatal.to_string())); count],
         }
+        // The stream ends early only when the group stopped under it.
+        answers.resize(
+            count,
+            Err(GroupError::Unavailable(
+                "write outcome unknown: the group stopped".into(),
+            )),
+        );
         answers
     }
 

@@ -20,10 +20,10 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::OptionalSend;
+use openraft::{EntryPayload, OptionalSend};
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 
-use super::types::{Entry, GroupId, LogId, TypeConfig, Vote};
+use super::types::{Entry, GroupId, LogId, Request, TypeConfig, Vote};
 
 const KIND_ENTRY: u8 = 1;
 const KIND_VOTE: u8 = 2;
@@ -214,12 +214,34 @@ impl GroupLogStore {
     }
 
     /// The last purged log id, if any.
-    pub fn last_purged(&self) -> io::Result<Option<LogId>> {
+    fn last_purged(&self) -> io::Result<Option<LogId>> {
         self.read_meta(KIND_PURGED)
     }
 
+    /// Index of the last entry purged after a snapshot, if any.
+    pub fn last_purged_index(&self) -> io::Result<Option<u64>> {
+        Ok(self.last_purged()?.map(|id| id.index))
+    }
+
+    /// The entries with index in `[start, end)` that exist, ascending, as
+    /// (index, the request the entry carries; `None` for a leader's no-op
+    /// or a membership change).
+    pub fn requests(&self, start: u64, end: u64) -> io::Result<Vec<(u64, Option<Request>)>> {
+        Ok(self
+            .entries(start, end)?
+            .into_iter()
+            .map(|entry| {
+                let request = match entry.payload {
+                    EntryPayload::Normal(request) => Some(request),
+                    EntryPayload::Blank | EntryPayload::Membership(_) => None,
+                };
+                (entry.log_id.index, request)
+            })
+            .collect())
+    }
+
     /// Entries with index in `[start, end)` that exist, ascending.
-    pub fn entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+    fn entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
         let mut entries = Vec::new();
         if start >= end {
             return Ok(entries);

@@ -6,12 +6,14 @@
 #![allow(clippy::result_large_err)]
 
 mod answer_credit;
+pub mod forward_batch;
 pub mod group;
 pub mod log_store;
 pub mod network;
 pub mod read_rounds;
 pub mod service;
 pub mod state_machine;
+pub mod timing;
 pub mod types;
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use super::answer_credit::AnswerCredit;
+use super::forward_batch::ForwardStats;
 use super::service::{FROM_KEY, GROUP_KEY, TO_KEY};
 use super::types::{GroupId, LogId, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 
@@ -40,6 +41,7 @@ pub struct Peers {
     self_id: NodeId,
     addresses: HashMap<NodeId, String>,
     channels: RwLock<HashMap<NodeId, Channel>>,
+    forward_stats: ForwardStats,
 }
 
 impl Peers {
@@ -48,11 +50,17 @@ impl Peers {
             self_id,
             addresses,
             channels: RwLock::default(),
+            forward_stats: ForwardStats::default(),
         })
     }
 
     pub fn self_id(&self) -> NodeId {
         self.self_id
+    }
+
+    /// Counters of the writes this node forwarded to leaders.
+    pub fn forward_stats(&self) -> &ForwardStats {
+        &self.forward_stats
     }
 
     /// A client for `node`; connects lazily and reconnects after failures.
@@ -115,7 +123,7 @@ impl Peers {
             Method::AppendEntries => client.append_entries(message).await,
             Method::Vote => client.vote(message).await,
             Method::InstallSnapshot => client.install_snapshot(message).await,
-            Method::Forward => client.forward(message).await,
+            Method::ForwardBatch => client.forward_batch(message).await,
             Method::ReadIndex => client.read_index(message).await,
         };
         let reply = reply.map_err(|status| CallError::from_status(&status))?;
@@ -130,7 +138,7 @@ pub enum Method {
     AppendEntries,
     Vote,
     InstallSnapshot,
-    Forward,
+    ForwardBatch,
     ReadIndex,
 }
 
@@ -169,7 +177,13 @@ impl CallError {
         let from_peer = std::error::Error::source(status).is_none();
         match status.code() {
             _ if never_connected(status) => CallError::Unreachable(message),
-            tonic::Code::NotFound | tonic::Code::FailedPrecondition if from_peer => {
+            // Refused before its handler ran: no such group here, another
+            // node, or a server that does not know the call.
+            tonic::Code::NotFound
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::Unimplemented
+                if from_peer =>
+            {
                 CallError::Unreachable(message)
             }
             tonic::Code::DeadlineExceeded => CallError::Timeout,
@@ -496,7 +510,7 @@ mod tests {
         };
         let peers = Peers::new(1, HashMap::from([(2, address)]));
         let reply: Result<(), CallError> = peers
-            .call(2, 1, Method::Forward, &(), Duration::from_secs(2))
+            .call(2, 1, Method::ForwardBatch, &(), Duration::from_secs(2))
             .await;
         assert!(matches!(reply, Err(CallError::Unreachable(_))), "{reply:?}");
     }

@@ -173,14 +173,15 @@ impl RaftService for InternalService {
         self.reply(&message, &group.raft.install_snapshot(rpc).await)
     }
 
-    async fn forward(
+    async fn forward_batch(
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let message = request.into_inner();
-        let (group, proposal): (_, Proposal) = self.route(&message)?;
+        let (group, proposals): (_, Vec<Proposal>) = self.route(&message)?;
         // Served only as leader: a forwarded write is never forwarded again.
-        self.reply(&message, &group.write_local(proposal).await)
+        // One answer per write, in order.
+        self.reply(&message, &group.write_local_many(proposals).await)
     }
 
     async fn read_index(

@@ -1,0 +1,84 @@
+//! openraft's configuration of a node's groups, from Regatta's timing flags.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The configuration every group of a node runs with.
+#[derive(Clone)]
+pub struct RaftTiming {
+    config: Arc<openraft::Config>,
+}
+
+impl RaftTiming {
+    /// A follower (openraft 0.10) starts an election once the leader's
+    /// lease (`election_timeout_max`) and then a timeout drawn from
+    /// [min, max) have passed since the last heartbeat, so min = E/3,
+    /// max = 2E/3 starts it E to 4E/3 after the leader was lost: never
+    /// sooner than Regatta's E (`election`), and a new leader in about 1.1
+    /// to 1.4 s with the defaults (E/2, E waited 1.5E to 2E). The stale read
+    /// its first trial met was openraft's, not the timing's
+    /// (`answer_credit.rs`). `snapshot_entries` 0 never snapshots.
+    pub fn new(
+        heartbeat: Duration,
+        election: Duration,
+        snapshot_entries: u64,
+        compaction_overhead: u64,
+    ) -> Result<RaftTiming, String> {
+        let heartbeat = heartbeat.as_millis() as u64;
+        let election = election.as_millis() as u64;
+        let config = openraft::Config {
+            cluster_name: "regatta".into(),
+            heartbeat_interval: heartbeat,
+            election_timeout_min: (election / 3).max(heartbeat + 1),
+            election_timeout_max: (election * 2 / 3).max(heartbeat + 2),
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: if snapshot_entries == 0 {
+                openraft::SnapshotPolicy::Never
+            } else {
+                openraft::SnapshotPolicy::LogsSinceLast(snapshot_entries)
+            },
+            max_in_snapshot_log_to_keep: compaction_overhead,
+            replication_lag_threshold: snapshot_entries.max(5_000),
+            // Purging is one range delete; batch it, but not beyond what a
+            // small snapshot interval would ever reach.
+            purge_batch_size: (snapshot_entries / 10).clamp(1, 256),
+            ..openraft::Config::default()
+        };
+        let config = config.validate().map_err(|err| err.to_string())?;
+        Ok(RaftTiming {
+            config: Arc::new(config),
+        })
+    }
+
+    /// The leader's heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.config.heartbeat_interval)
+    }
+
+    pub(super) fn openraft(&self) -> Arc<openraft::Config> {
+        self.config.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elections_start_between_e_and_four_thirds_e() {
+        let timing = RaftTiming::new(
+            Duration::from_millis(50),
+            Duration::from_secs(1),
+            10_000,
+            5_000,
+        )
+        .expect("valid");
+        let config = timing.openraft();
+        assert_eq!(config.heartbeat_interval, 50);
+        assert_eq!(
+            (config.election_timeout_min, config.election_timeout_max),
+            (333, 666)
+        );
+        assert_eq!(timing.heartbeat(), Duration::from_millis(50));
+    }
+}
