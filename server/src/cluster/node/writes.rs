@@ -174,14 +174,22 @@ impl Node {
     /// One attempt: here when this node leads, otherwise forwarded to the
     /// leader it knows of.
     async fn propose_once(&self, group: &Group, request: &Request, remaining: Duration) -> Attempt {
-        // A leader that lost its quorum never commits: bound the wait.
-        let local = tokio::time::timeout(remaining, group.write_local(request.clone()))
-            .await
-            .unwrap_or_else(|_| {
-                Err(GroupError::Unavailable(
-                    "write outcome unknown: not committed in time".into(),
-                ))
-            });
+        // Another node leads, as far as this one knows: straight to it,
+        // without asking the Raft core here first (a hop on every
+        // forwarded write). Should it no longer lead, it refuses and the
+        // next attempt starts over.
+        let known = group.leader().filter(|leader| *leader != self.id());
+        let local = match known {
+            Some(leader) => Err(GroupError::NotLeader(Some(leader))),
+            // A leader that lost its quorum never commits: bound the wait.
+            None => tokio::time::timeout(remaining, group.write_local(request.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(GroupError::Unavailable(
+                        "write outcome unknown: not committed in time".into(),
+                    ))
+                }),
+        };
         let leader = match local {
             Ok(response) => return Attempt::Applied(response),
             Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason)) => {
