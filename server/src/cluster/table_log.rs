@@ -61,7 +61,10 @@ impl Node {
         }
         let log = self.log_db().group(group.id);
         let purged = log.last_purged_index().map_err(storage_error)?;
-        if purged.is_some_and(|purged| purged >= from) {
+        // Entries up to an installed snapshot may be another term's until
+        // the purge behind it has run (see `raft/state_machine.rs`).
+        let installed = *group.installed.borrow();
+        if purged.unwrap_or(0).max(installed) >= from {
             return Ok((applied, TableLogRead::Compacted));
         }
         let mut entries = Vec::new();

@@ -311,8 +311,15 @@ async fn wait_until_dropped(node: Arc<Node>) {
 /// whose every link runs through one of them, table "t",
 /// its leader, and a follower `via` whose connection to the leader is open.
 pub async fn proxied_cluster() -> (BTreeMap<(u64, u64), ReplyProxy>, Cluster, u64, u64) {
+    proxied_cluster_with(10_000).await
+}
+
+/// [`proxied_cluster`] snapshotting every `snapshot_entries` entries.
+pub async fn proxied_cluster_with(
+    snapshot_entries: u64,
+) -> (BTreeMap<(u64, u64), ReplyProxy>, Cluster, u64, u64) {
     let mut proxies: BTreeMap<(u64, u64), ReplyProxy> = BTreeMap::new();
-    let cluster = Cluster::start_with_routes(3, 10_000, |from, to, target| {
+    let cluster = Cluster::start_with_routes(3, snapshot_entries, |from, to, target| {
         let proxy = ReplyProxy::start(target);
         let address = proxy.address.clone();
         proxies.insert((from, to), proxy);

@@ -7,4 +7,5 @@ mod harness;
 mod read_index;
 mod reply_proxy;
 mod scenarios;
+mod table_log;
 mod transport;

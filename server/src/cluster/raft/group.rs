@@ -43,6 +43,9 @@ pub struct Group {
     pub(super) raft: Raft,
     /// The applied index, published by the state machine.
     pub(in crate::cluster) applied: watch::Receiver<u64>,
+    /// Index of the last snapshot installed from a leader (0: none): log
+    /// entries at or below it may be stale (`state_machine.rs`).
+    pub(in crate::cluster) installed: watch::Receiver<u64>,
     /// Read-index rounds of this node's linearizable reads (local or asked
     /// of the leader).
     pub(in crate::cluster) reads: Arc<ReadRounds>,
@@ -72,7 +75,7 @@ impl Group {
         id: GroupId,
         name: &[u8],
     ) -> Result<Arc<Group>, String> {
-        let (state_machine, applied) = GroupStateMachine::open(parts.storage.clone(), name, id)
+        let (state_machine, published) = GroupStateMachine::open(parts.storage.clone(), name, id)
             .map_err(|err| err.to_string())?;
         let table = parts
             .storage
@@ -106,7 +109,8 @@ impl Group {
             id,
             raft,
             table,
-            applied,
+            applied: published.applied,
+            installed: published.installed,
             reads: Arc::default(),
             leader_reads: Arc::default(),
             forwards: ForwardBatcher::start(id, parts.peers.clone()),

@@ -31,6 +31,13 @@ struct RaftState {
     group: GroupId,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// Index of the last snapshot installed from a leader. openraft keeps
+    /// the local log when it is shorter than the snapshot, so entries at or
+    /// below this index may be another term's, never committed, until the
+    /// purge behind the snapshot removes them: they are never read as
+    /// committed (`table_log.rs`).
+    #[serde(default)]
+    installed: Option<u64>,
 }
 
 fn sm_err(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
@@ -54,6 +61,17 @@ pub struct GroupStateMachine {
     current: CurrentSnapshot,
     /// The applied index, for readers waiting on a read index.
     applied: watch::Sender<u64>,
+    /// `RaftState::installed` (0 for none), for readers of the log.
+    installed: watch::Sender<u64>,
+}
+
+/// What a group's state machine publishes as it goes.
+pub struct Published {
+    /// The applied index.
+    pub applied: watch::Receiver<u64>,
+    /// Index of the last snapshot installed from a leader (0: none); log
+    /// entries at or below it are not to be trusted.
+    pub installed: watch::Receiver<u64>,
 }
 
 impl GroupStateMachine {
@@ -63,7 +81,7 @@ impl GroupStateMachine {
         storage: Arc<Storage>,
         name: &[u8],
         group: GroupId,
-    ) -> io::Result<(Self, watch::Receiver<u64>)> {
+    ) -> io::Result<(Self, Published)> {
         let mut table = storage.create_table(name).map_err(sm_err)?;
         let mut state: RaftState = match table.raft_state().map_err(read_err)? {
             Some(raw) => serde_json::from_slice(&raw).map_err(read_err)?,
@@ -81,6 +99,7 @@ impl GroupStateMachine {
         }
         state.group = group;
         let (applied, applied_rx) = watch::channel(state.last_applied.map_or(0, |id| id.index));
+        let (installed, installed_rx) = watch::channel(state.installed.unwrap_or(0));
         Ok((
             GroupStateMachine {
                 storage,
@@ -88,8 +107,12 @@ impl GroupStateMachine {
                 state,
                 current: Arc::default(),
                 applied,
+                installed,
             },
-            applied_rx,
+            Published {
+                applied: applied_rx,
+                installed: installed_rx,
+            },
         ))
     }
 
@@ -265,6 +288,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             group: self.state.group,
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
+            installed: meta.last_log_id.map(|id| id.index),
         };
         let raft_state = serde_json::to_vec(&state).map_err(sm_err)?;
         let bytes = snapshot.into_inner();
@@ -283,6 +307,10 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         self.state = state;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((meta.clone(), Arc::new(bytes)));
+        // Published before the applied index, so a reader that sees the
+        // new applied index also sees the floor under it.
+        self.installed
+            .send_replace(meta.last_log_id.map_or(0, |id| id.index));
         self.applied
             .send_replace(meta.last_log_id.map_or(0, |id| id.index));
         Ok(())
@@ -308,5 +336,54 @@ impl SnapshotReceiverFactory<TypeConfig> for GroupStateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> io::Result<SnapshotData> {
         Ok(Cursor::new(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::testing::common::log_id;
+
+    use super::*;
+    use crate::storage::StorageOptions;
+
+    /// A snapshot installed at index 50 sets the floor under which the
+    /// local log is not trusted, for readers now and after a restart.
+    #[tokio::test]
+    async fn an_installed_snapshot_is_the_floor_of_the_trusted_log() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let open_storage = || {
+            Arc::new(
+                Storage::open(&dir.path().join("sm"), &StorageOptions::default()).expect("storage"),
+            )
+        };
+        let storage = open_storage();
+        let (mut source, _) =
+            GroupStateMachine::open(storage.clone(), b"source", 10001).expect("source");
+        let built = source
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("snapshot");
+        let (mut target, published) =
+            GroupStateMachine::open(storage.clone(), b"target", 10002).expect("target");
+        assert_eq!(*published.installed.borrow(), 0, "nothing installed yet");
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id::<TypeConfig>(3, 1, 50)),
+            last_membership: built.meta.last_membership.clone(),
+        };
+        target
+            .install_snapshot(&meta, built.snapshot)
+            .await
+            .expect("install");
+        assert_eq!(*published.installed.borrow(), 50);
+        assert_eq!(*published.applied.borrow(), 50);
+        drop((source, target, published));
+        drop(storage);
+
+        let (_, reopened) =
+            GroupStateMachine::open(open_storage(), b"target", 10002).expect("reopen");
+        assert_eq!(*reopened.installed.borrow(), 50, "kept across a restart");
     }
 }
