@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::replication::chunked_copy;
 use crate::api::status::Error;
-use crate::cluster::{self, Node, RestoreStep};
+use crate::cluster::{self, Consistency, Node, RestoreStep};
 use crate::storage::Trailer;
 
 /// How long one step of a restore or reset may wait for the table's group.
@@ -112,7 +112,16 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<Self::BackupStream>, Status> {
         self.serve_only(MaintenanceRole::Leader, "Backup")?;
         let table = request.into_inner().table;
-        let data = self.node.table(&table).map_err(Error::from)?;
+        // A backup holds every write acknowledged before it began, on
+        // whichever node it is taken (a follower may not have applied the
+        // last ones yet: `.ci/run` once saw 48 of 50 keys).
+        let (data, _) = self
+            .node
+            .read(&table, Consistency::Linearizable, STEP_TIMEOUT, |data| {
+                data.clone()
+            })
+            .await
+            .map_err(Error::from)?;
         tracing::info!(table = %String::from_utf8_lossy(&table), "backup started");
         Ok(Response::new(chunked_copy(data, Trailer::None)))
     }
