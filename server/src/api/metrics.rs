@@ -173,31 +173,33 @@ fn render_tables(out: &mut String, node: &Node) {
         }
     }
     let (appends, syncs) = node.log_sync_stats();
-    let _ = writeln!(
-        out,
-        "# HELP regatta_raft_log_appends_total Raft log appends made durable."
-    );
-    let _ = writeln!(out, "# TYPE regatta_raft_log_appends_total counter");
-    let _ = writeln!(out, "regatta_raft_log_appends_total {appends}");
-    let _ = writeln!(
-        out,
-        "# HELP regatta_raft_log_syncs_total WAL syncs of the Raft log (group commit shares them)."
-    );
-    let _ = writeln!(out, "# TYPE regatta_raft_log_syncs_total counter");
-    let _ = writeln!(out, "regatta_raft_log_syncs_total {syncs}");
     let (writes, batches) = node.forward_stats();
-    let _ = writeln!(
-        out,
-        "# HELP regatta_forwarded_writes_total Writes this node forwarded to a table's leader."
-    );
-    let _ = writeln!(out, "# TYPE regatta_forwarded_writes_total counter");
-    let _ = writeln!(out, "regatta_forwarded_writes_total {writes}");
-    let _ = writeln!(
-        out,
-        "# HELP regatta_forward_batches_total Calls that carried the forwarded writes (batched per table)."
-    );
-    let _ = writeln!(out, "# TYPE regatta_forward_batches_total counter");
-    let _ = writeln!(out, "regatta_forward_batches_total {batches}");
+    for (name, help, value) in [
+        (
+            "regatta_raft_log_appends_total",
+            "Raft log appends made durable.",
+            appends,
+        ),
+        (
+            "regatta_raft_log_syncs_total",
+            "WAL syncs of the Raft log (group commit shares them).",
+            syncs,
+        ),
+        (
+            "regatta_forwarded_writes_total",
+            "Writes this node forwarded to a table's leader.",
+            writes,
+        ),
+        (
+            "regatta_forward_batches_total",
+            "Calls that carried the forwarded writes (batched per table).",
+            batches,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 /// The usual `process_*` metrics, read from `/proc` (Linux); absent elsewhere.
