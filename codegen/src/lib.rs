@@ -61,6 +61,8 @@ pub mod bench {
     }
 }
 
+pub mod raw;
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every public proto file,
 /// with comments; what gRPC reflection serves.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/descriptor.bin");

@@ -60,6 +60,8 @@ fn req_delete() -> mvcc::request_op::DeleteRange {
         key: b"d".to_vec(),
         range_end: b"e".to_vec(),
         prev_kv: true,
+        prev_kv_v0_5: true,
+        count: true,
     }
 }
 
@@ -132,6 +134,13 @@ fn command() -> mvcc::Command {
         txn: Some(txn()),
         range_end: Some(b"\0".to_vec()),
         prev_kvs: true,
+        sequence: vec![mvcc::Command {
+            table: b"regatta-test".to_vec(),
+            r#type: mvcc::command::CommandType::Sequence as i32,
+            kv: Some(kv(8)),
+            ..mvcc::Command::default()
+        }],
+        count: true,
     }
 }
 
@@ -230,6 +239,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 key: b"k".to_vec(),
                 range_end: b"l".to_vec(),
                 prev_kv: true,
+                count: true,
             }
             .encode_to_vec(),
         ),

@@ -4,10 +4,14 @@
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use regatta_proto::mvcc::v1::request_op::{self, Request};
-use regatta_proto::mvcc::v1::{Compare, RequestOp};
+use regatta_proto::mvcc::v1::{response_op, Compare, RequestOp};
+use regatta_proto::raw::{Fields, RawCodec};
 use regatta_proto::regatta::v1::kv_client::KvClient;
-use regatta_proto::regatta::v1::{DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
+use regatta_proto::regatta::v1::{
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, RangeRequest, TxnRequest, TxnResponse,
+};
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -203,7 +207,7 @@ async fn every_check_of_behaviour_2_1_answers_its_code_and_message() {
         table: table.into(),
         key: key.to_vec(),
         range_end: end.to_vec(),
-        prev_kv: false,
+        ..DeleteRangeRequest::default()
     };
     expect_status(
         kv.delete_range(delete("", b"", b"")).await,
@@ -336,6 +340,7 @@ async fn writes_and_reads_carry_headers_with_increasing_revisions() {
             key: b"a".to_vec(),
             range_end: vec![0],
             prev_kv: true,
+            count: false,
         })
         .await
         .expect("delete")
@@ -866,4 +871,87 @@ async fn a_rest_client_that_never_sends_its_request_is_cut_off() {
         closed_after < Duration::from_secs(5),
         "the server waited {closed_after:?} for the headers (timeout 300ms)"
     );
+}
+
+/// One unary call with a body sent exactly as given (another generation's
+/// encoding); the answer comes back undecoded.
+async fn raw_call(api: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let channel = Channel::from_shared(format!("http://{api}"))
+        .expect("address")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+    grpc.unary(
+        tonic::Request::new(body),
+        http::uri::PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn regatta_2022_and_0_5_encodings_of_a_txn_delete_with_prev_kv_both_return_the_pair() {
+    let (server, mut kv) = start().await;
+    // RequestOp.DeleteRange.prev_kv is field 3 in 2022 and field 4 in 0.5;
+    // 0.5 also adds `count` (field 5), which is accepted.
+    for (generation, delete) in [
+        ("2022", Fields::new().bytes(1, b"k").flag(3)),
+        ("0.5", Fields::new().bytes(1, b"k").flag(4)),
+        (
+            "0.5 with count",
+            Fields::new().bytes(1, b"k").flag(4).flag(5),
+        ),
+    ] {
+        kv.put(put("t", b"k", b"v")).await.expect("put");
+        let txn = Fields::new()
+            .bytes(1, b"t")
+            .message(3, Fields::new().message(3, delete))
+            .into_bytes();
+        let answer = raw_call(&server.api, "/regatta.v1.KV/Txn", txn)
+            .await
+            .unwrap_or_else(|status| panic!("{generation}: {status}"));
+        let answer = TxnResponse::decode(answer.as_slice()).expect("a TxnResponse");
+        assert!(answer.succeeded, "{generation}");
+        match &answer.responses[0].response {
+            Some(response_op::Response::ResponseDeleteRange(delete)) => {
+                assert_eq!(delete.deleted, 1, "{generation}");
+                let values: Vec<&[u8]> = delete.prev_kvs.iter().map(|kv| &kv.value[..]).collect();
+                assert_eq!(values, vec![&b"v"[..]], "{generation}");
+            }
+            other => panic!("{generation}: not a DeleteRange response: {other:?}"),
+        }
+    }
+    // Without either number, no pairs come back.
+    kv.put(put("t", b"k", b"v")).await.expect("put");
+    let txn = Fields::new()
+        .bytes(1, b"t")
+        .message(3, Fields::new().message(3, Fields::new().bytes(1, b"k")))
+        .into_bytes();
+    let answer = raw_call(&server.api, "/regatta.v1.KV/Txn", txn)
+        .await
+        .expect("txn");
+    let answer = TxnResponse::decode(answer.as_slice()).expect("a TxnResponse");
+    match &answer.responses[0].response {
+        Some(response_op::Response::ResponseDeleteRange(delete)) => {
+            assert_eq!((delete.deleted, delete.prev_kvs.len()), (1, 0));
+        }
+        other => panic!("not a DeleteRange response: {other:?}"),
+    }
+    // DeleteRangeRequest.count (0.5, field 5) is accepted; `deleted` is filled anyway.
+    kv.put(put("t", b"k", b"v")).await.expect("put");
+    let delete = Fields::new()
+        .bytes(1, b"t")
+        .bytes(2, b"k")
+        .flag(5)
+        .into_bytes();
+    let answer = raw_call(&server.api, "/regatta.v1.KV/DeleteRange", delete)
+        .await
+        .expect("delete with count");
+    let answer = DeleteRangeResponse::decode(answer.as_slice()).expect("a DeleteRangeResponse");
+    assert_eq!(answer.deleted, 1);
 }

@@ -30,6 +30,12 @@ pub struct Command {
     /// Whether DELETE reports the pairs it removed.
     #[prost(bool, tag = "9")]
     pub prev_kvs: bool,
+    /// Regatta 0.5: the commands a SEQUENCE applies, in order, as one step.
+    #[prost(message, repeated, tag = "10")]
+    pub sequence: ::prost::alloc::vec::Vec<Command>,
+    /// Regatta 0.5: whether DELETE counts the keys it removed (they are always counted).
+    #[prost(bool, tag = "11")]
+    pub count: bool,
 }
 /// Nested message and enum types in `Command`.
 pub mod command {
@@ -54,6 +60,8 @@ pub mod command {
         PutBatch = 3,
         DeleteBatch = 4,
         Txn = 5,
+        /// Regatta 0.5: the `sequence` sub-commands, applied in order as one step.
+        Sequence = 6,
     }
     impl CommandType {
         /// String value of the enum field names used in the ProtoBuf definition.
@@ -68,6 +76,7 @@ pub mod command {
                 Self::PutBatch => "PUT_BATCH",
                 Self::DeleteBatch => "DELETE_BATCH",
                 Self::Txn => "TXN",
+                Self::Sequence => "SEQUENCE",
             }
         }
         /// Creates an enum from field names used in the ProtoBuf definition.
@@ -79,6 +88,7 @@ pub mod command {
                 "PUT_BATCH" => Some(Self::PutBatch),
                 "DELETE_BATCH" => Some(Self::DeleteBatch),
                 "TXN" => Some(Self::Txn),
+                "SEQUENCE" => Some(Self::Sequence),
                 _ => None,
             }
         }
@@ -267,9 +277,16 @@ pub mod request_op {
         /// End (exclusive) of the range; "\0" means no upper bound.
         #[prost(bytes = "vec", tag = "2")]
         pub range_end: ::prost::alloc::vec::Vec<u8>,
-        /// Return the pairs removed.
+        /// Return the pairs removed (the number Regatta 2022 clients send).
         #[prost(bool, tag = "3")]
         pub prev_kv: bool,
+        /// Return the pairs removed (the number Regatta 0.5 clients send); either
+        /// number set asks for them.
+        #[prost(bool, tag = "4")]
+        pub prev_kv_v0_5: bool,
+        /// Regatta 0.5: count the keys removed (they are always counted).
+        #[prost(bool, tag = "5")]
+        pub count: bool,
     }
     /// The operation.
     #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]

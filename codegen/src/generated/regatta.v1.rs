@@ -113,6 +113,9 @@ pub struct DeleteRangeRequest {
     /// Return the pairs removed.
     #[prost(bool, tag = "4")]
     pub prev_kv: bool,
+    /// Regatta 0.5: count the keys removed (they are always counted).
+    #[prost(bool, tag = "5")]
+    pub count: bool,
 }
 /// The outcome of a DeleteRange.
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -71,7 +71,7 @@ async fn start(world: &mut RegattaWorld, nodes: usize, tables: &str, flags: &str
                     table: table.clone().into_bytes(),
                     key: vec![0],
                     range_end: vec![0],
-                    prev_kv: false,
+                    ..DeleteRangeRequest::default()
                 })
                 .await
                 .with_context(|| format!("emptying table {table}"))?;

@@ -137,6 +137,7 @@ async fn delete_range(
         key: values::parse(&key)?,
         range_end: values::parse(&range_end)?,
         prev_kv: !prev_kv.is_empty(),
+        count: false,
     };
     send_delete(world, &at, request).await
 }
@@ -154,6 +155,7 @@ async fn delete_key(
         key: values::parse(&key)?,
         range_end: Vec::new(),
         prev_kv: !prev_kv.is_empty(),
+        count: false,
     };
     send_delete(world, &at, request).await
 }

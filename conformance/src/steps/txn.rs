@@ -117,6 +117,7 @@ fn request_op(
             key,
             range_end,
             prev_kv: has("prev_kv"),
+            ..request_op::DeleteRange::default()
         }),
         other => bail!("unknown op {other}"),
     };

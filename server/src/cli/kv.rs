@@ -210,6 +210,7 @@ fn txn_request(table: String, input: &str) -> Result<TxnRequest, String> {
                         key: key.into_bytes(),
                         range_end: range_end.into_bytes(),
                         prev_kv,
+                        ..request_op::DeleteRange::default()
                     }),
                 }),
             })
@@ -319,7 +320,7 @@ async fn execute(args: KvArgs) -> Result<String, String> {
                     table,
                     key,
                     range_end,
-                    prev_kv: false,
+                    ..DeleteRangeRequest::default()
                 })
                 .await
                 .map_err(status)?

@@ -93,6 +93,8 @@ pub struct CommandStreamReader<R: Read> {
     decoder: snap::read::FrameDecoder<R>,
     /// A DUMMY seen last; it counts only if nothing follows it.
     pending_trailer: Option<Command>,
+    /// The sub-commands of a Regatta 0.5 SEQUENCE record not yet read, in order.
+    unpacked: std::collections::VecDeque<Command>,
     finished: bool,
 }
 
@@ -101,6 +103,7 @@ impl<R: Read> CommandStreamReader<R> {
         CommandStreamReader {
             decoder: snap::read::FrameDecoder::new(input),
             pending_trailer: None,
+            unpacked: std::collections::VecDeque::new(),
             finished: false,
         }
     }
@@ -137,7 +140,11 @@ impl<R: Read> CommandStreamReader<R> {
 
     fn step(&mut self) -> Result<Option<Record>> {
         loop {
-            let Some(command) = self.next_command()? else {
+            let next = match self.unpacked.pop_front() {
+                Some(command) => Some(command),
+                None => self.next_command()?,
+            };
+            let Some(command) = next else {
                 self.finished = true;
                 return Ok(self.pending_trailer.take().map(|dummy| Record::Trailer {
                     leader_index: dummy.leader_index,
@@ -147,6 +154,13 @@ impl<R: Read> CommandStreamReader<R> {
                         .filter(|revision| *revision > 0),
                 }));
             };
+            if command.r#type == CommandType::Sequence as i32 {
+                // Read as the records it holds, in their order.
+                for sub in command.sequence.into_iter().rev() {
+                    self.unpacked.push_front(sub);
+                }
+                continue;
+            }
             self.pending_trailer = None;
             if command.r#type == CommandType::Dummy as i32 {
                 self.pending_trailer = Some(command);
@@ -256,6 +270,40 @@ mod tests {
         assert_eq!(
             read_all(&bytes).unwrap(),
             vec![Record::Data(kv(b"a", b"1"))]
+        );
+    }
+
+    #[test]
+    fn a_regatta_0_5_sequence_record_reads_as_the_records_it_holds() {
+        let sequence = |commands: Vec<Command>| Command {
+            table: b"t".to_vec(),
+            r#type: CommandType::Sequence as i32,
+            sequence: commands,
+            ..Command::default()
+        };
+        let bytes = write_all(&[
+            sequence(vec![
+                data_record(b"t", kv(b"a", b"1")),
+                sequence(vec![data_record(b"t", kv(b"b", b"2"))]),
+            ]),
+            data_record(b"t", kv(b"c", b"3")),
+            sequence(vec![
+                data_record(b"t", kv(b"d", b"4")),
+                trailer_record(b"t", Some(9), None),
+            ]),
+        ]);
+        assert_eq!(
+            read_all(&bytes).unwrap(),
+            vec![
+                Record::Data(kv(b"a", b"1")),
+                Record::Data(kv(b"b", b"2")),
+                Record::Data(kv(b"c", b"3")),
+                Record::Data(kv(b"d", b"4")),
+                Record::Trailer {
+                    leader_index: Some(9),
+                    revision: None
+                },
+            ]
         );
     }
 

@@ -76,7 +76,12 @@ fn run_op<V: View>(
             let removed = delete_range(overlay, &KeyRange::new(&delete.key, &delete.range_end))?;
             Response::ResponseDeleteRange(response_op::DeleteRange {
                 deleted: removed.len() as i64,
-                prev_kvs: if delete.prev_kv { removed } else { Vec::new() },
+                // 2022 clients send prev_kv as field 3, Regatta 0.5 as field 4.
+                prev_kvs: if delete.prev_kv || delete.prev_kv_v0_5 {
+                    removed
+                } else {
+                    Vec::new()
+                },
             })
         }
         // An op with nothing set: answer with nothing, deterministically.

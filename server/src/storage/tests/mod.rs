@@ -7,6 +7,7 @@ mod restart;
 mod restore;
 mod snapshot;
 mod txn_rules;
+mod wire_generations;
 
 use regatta_proto::mvcc::v1::command::CommandType;
 use regatta_proto::mvcc::v1::{Command, KeyValue, Txn};

@@ -182,7 +182,11 @@ fn model_apply(
                         let removed = model_delete(model, &d.key, &d.range_end);
                         wrap(Response::ResponseDeleteRange(response_op::DeleteRange {
                             deleted: removed.len() as i64,
-                            prev_kvs: if d.prev_kv { removed } else { vec![] },
+                            prev_kvs: if d.prev_kv || d.prev_kv_v0_5 {
+                                removed
+                            } else {
+                                vec![]
+                            },
                         }))
                     }
                 })
@@ -190,6 +194,16 @@ fn model_apply(
             (responses, Some(succeeded))
         }
         CommandType::Dummy => (vec![], None),
+        CommandType::Sequence => {
+            let mut responses = Vec::new();
+            let mut succeeded = None;
+            for sub in &command.sequence {
+                let (more, outcome) = model_apply(model, sub, revision);
+                responses.extend(more);
+                succeeded = outcome.or(succeeded);
+            }
+            (responses, succeeded)
+        }
     }
 }
 
@@ -225,13 +239,17 @@ fn request_op() -> impl Strategy<Value = RequestOp> {
                 prev_kv
             }
         )),
-        (key(), range_end(), any::<bool>()).prop_map(|(key, range_end, prev_kv)| {
-            Request::RequestDeleteRange(request_op::DeleteRange {
-                key,
-                range_end,
-                prev_kv,
-            })
-        }),
+        (key(), range_end(), any::<bool>(), any::<bool>()).prop_map(
+            |(key, range_end, prev_kv, prev_kv_v0_5)| {
+                Request::RequestDeleteRange(request_op::DeleteRange {
+                    key,
+                    range_end,
+                    prev_kv,
+                    prev_kv_v0_5,
+                    count: false,
+                })
+            }
+        ),
     ]
     .prop_map(|request| RequestOp {
         request: Some(request),
@@ -258,7 +276,19 @@ fn kv(key: Vec<u8>, value: Vec<u8>) -> KeyValue {
     }
 }
 
+/// Any command, a Regatta 0.5 SEQUENCE of them among others.
 fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        8 => plain_command(),
+        1 => prop::collection::vec(plain_command(), 1..4).prop_map(|sequence| Command {
+            r#type: CommandType::Sequence as i32,
+            sequence,
+            ..Command::default()
+        }),
+    ]
+}
+
+fn plain_command() -> impl Strategy<Value = Command> {
     let typed = |r#type: CommandType| Command {
         r#type: r#type as i32,
         ..Command::default()

@@ -50,6 +50,7 @@ fn delete_op(key: &[u8], range_end: &[u8]) -> RequestOp {
             key: key.to_vec(),
             range_end: range_end.to_vec(),
             prev_kv: true,
+            ..Default::default()
         })),
     }
 }
