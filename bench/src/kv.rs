@@ -36,6 +36,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// Cluster sizes to run.
     pub sizes: Vec<usize>,
+    /// How many times each workload runs on each system (the median counts).
+    pub rounds: usize,
 }
 
 /// What a workload does per request.
@@ -512,6 +514,42 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
+/// One measurement on a fresh system, so one workload's data and
+/// compaction debt do not weigh on the next.
+async fn run_once(
+    options: &Options,
+    etcd: std::result::Result<&PathBuf, &String>,
+    system: System,
+    nodes: usize,
+    workload: Workload,
+) -> Result<Report> {
+    let running = match system {
+        System::Regatta => systems::start_regatta(&options.binary, nodes, workload.tables).await?,
+        _ => {
+            let binary = etcd.map_err(|e| anyhow::anyhow!("{e}"))?;
+            systems::start_etcd(binary, nodes).await?
+        }
+    };
+    if !matches!(workload.kind, Kind::Put) {
+        populate(options, &running, system)
+            .await
+            .with_context(|| format!("populating {}", system.label()))?;
+    }
+    let report = measure(options, &running, system, workload)
+        .await
+        .with_context(|| format!("{} on {}", workload.name, system.label()))?;
+    if std::env::var_os("BENCH_SERVER_METRICS").is_some() {
+        print!("{}", running.raft_metrics().await);
+    }
+    Ok(report)
+}
+
+/// The report of median throughput (the lower middle one of an even count).
+fn median(mut reports: Vec<Report>) -> Report {
+    reports.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+    reports.swap_remove((reports.len() - 1) / 2)
+}
+
 pub async fn main(options: Options) -> Result<()> {
     let etcd = systems::etcd_binary();
     if let Err(missing) = &etcd {
@@ -525,70 +563,82 @@ pub async fn main(options: Options) -> Result<()> {
     if workloads.is_empty() {
         bail!("no workload matches {:?}", options.only);
     }
+    // Each workload runs on both systems back to back, `rounds` times, the
+    // order alternating; a row is the round of median throughput. Pairs
+    // close in time see the same machine: on shared 2-core machines the
+    // same binary's throughput moved by a third between minutes.
     let mut rows = Vec::new();
+    let mut runs = Vec::new();
     for &nodes in &options.sizes {
-        let mut systems = vec![System::Regatta];
-        if etcd.is_ok() {
-            systems.push(System::Etcd);
-        }
-        for system in systems {
-            // A fresh system per workload, so one workload's data and
-            // compaction debt do not weigh on the next.
-            for workload in workloads.iter().filter(|w| w.runs_on(system)) {
-                let running = match system {
-                    System::Regatta => {
-                        systems::start_regatta(&options.binary, nodes, workload.tables).await?
+        for workload in &workloads {
+            let mut systems = vec![System::Regatta];
+            if etcd.is_ok() && workload.runs_on(System::Etcd) {
+                systems.push(System::Etcd);
+            }
+            let mut reports: Vec<(System, Vec<Report>)> =
+                systems.iter().map(|&system| (system, Vec::new())).collect();
+            for round in 0..options.rounds {
+                for i in 0..systems.len() {
+                    let system = systems[if round % 2 == 0 { i } else { systems.len() - 1 - i }];
+                    let report = run_once(&options, etcd.as_ref(), system, nodes, *workload).await?;
+                    let row = Row {
+                        workload: workload.name,
+                        nodes,
+                        system,
+                        report,
+                    };
+                    println!("{}", summary(&row));
+                    runs.push(summary(&row));
+                    if let Some((_, kept)) = reports.iter_mut().find(|(s, _)| *s == system) {
+                        kept.push(row.report);
                     }
-                    _ => {
-                        let binary = etcd.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                        systems::start_etcd(binary, nodes).await?
-                    }
-                };
-                if !matches!(workload.kind, Kind::Put) {
-                    populate(&options, &running, system)
-                        .await
-                        .with_context(|| format!("populating {}", system.label()))?;
                 }
-                let report = measure(&options, &running, system, *workload)
-                    .await
-                    .with_context(|| format!("{} on {}", workload.name, system.label()))?;
-                let row = Row {
+            }
+            for (system, reports) in reports {
+                rows.push(Row {
                     workload: workload.name,
                     nodes,
                     system,
-                    report,
-                };
-                println!("{}", summary(&row));
-                if std::env::var_os("BENCH_SERVER_METRICS").is_some() {
-                    print!("{}", running.raft_metrics().await);
-                }
-                rows.push(row);
+                    report: median(reports),
+                });
             }
         }
     }
     let noop = systems::start_noop().await?;
     let ceiling = Workload::new("no-op-64", 64, 8, Kind::Noop);
-    let report = measure(&options, &noop, System::Noop, ceiling).await?;
-    let row = Row {
+    let mut ceilings = Vec::new();
+    for _ in 0..options.rounds {
+        let report = measure(&options, &noop, System::Noop, ceiling).await?;
+        let row = Row {
+            workload: ceiling.name,
+            nodes: 1,
+            system: System::Noop,
+            report,
+        };
+        println!("{}", summary(&row));
+        runs.push(summary(&row));
+        ceilings.push(row.report);
+    }
+    rows.push(Row {
         workload: ceiling.name,
         nodes: 1,
         system: System::Noop,
-        report,
-    };
-    println!("{}", summary(&row));
-    rows.push(row);
+        report: median(ceilings),
+    });
 
     let command = recorded_arguments(std::env::args().skip(1));
     let mut document = String::from("# Benchmarks\n\n");
     let _ = write!(
         document,
         "Produced by `cargo xtask bench kv{}` (arguments: `{}`), regatta-rs vs etcd {} on the same machine, \
-         back to back in one run, client and servers on loopback, fsync on for both. \
-         Each workload runs on a fresh system; reads run over a pre-written key space of {} keys; \
+         client and servers on loopback, fsync on for both. \
+         Each workload runs {} times on each system, on a fresh system each time, the two systems back to back \
+         and their order alternating; a row is the run of median throughput. Reads run over a pre-written key space of {} keys; \
          keys of {} bytes, values of {} bytes; {} per workload.\n\nMachine:\n{}\n",
         if options.quick { " --quick" } else { "" },
         command,
         etcd_version(etcd.as_ref().ok()),
+        options.rounds,
         options.key_space_size,
         options.key_size,
         options.val_size,
@@ -599,9 +649,9 @@ pub async fn main(options: Options) -> Result<()> {
         machine()
     );
     document.push_str(&table(&rows));
-    document.push_str("\nPer run (latency percentiles in ms):\n\n```\n");
-    for row in &rows {
-        document.push_str(&summary(row));
+    document.push_str("\nEvery run, in the order they ran (latency percentiles in ms):\n\n```\n");
+    for run in &runs {
+        document.push_str(run);
         document.push('\n');
     }
     document.push_str("```\n");

@@ -19,7 +19,7 @@ const USAGE: &str = "\
 usage:
   bench kv --binary PATH [--out FILE] [--quick] [--duration SECS | --total N]
            [--key-size N] [--val-size N] [--key-space-size N] [--sequential-keys]
-           [--workload NAME]... [--nodes 1|3|both]
+           [--workload NAME]... [--nodes 1|3|both] [--rounds N]
   bench replication-lag --binary PATH [--rate N] [--duration SECS] [--mode follow|poll|both]
   bench noop-server --address HOST:PORT";
 
@@ -36,6 +36,7 @@ fn parse_kv(args: &[String]) -> Result<kv::Options> {
         quick: false,
         only: Vec::new(),
         sizes: vec![1, 3],
+        rounds: 3,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -54,6 +55,7 @@ fn parse_kv(args: &[String]) -> Result<kv::Options> {
             "--key-space-size" => options.key_space_size = value()?.parse()?,
             "--sequential-keys" => options.sequential_keys = true,
             "--workload" => options.only.push(value()?),
+            "--rounds" => options.rounds = value()?.parse::<usize>()?.max(1),
             "--nodes" => {
                 options.sizes = match value()?.as_str() {
                     "1" => vec![1],
@@ -67,6 +69,7 @@ fn parse_kv(args: &[String]) -> Result<kv::Options> {
                 options.quick = true;
                 options.duration = Duration::from_secs(2);
                 options.key_space_size = 2_000;
+                options.rounds = 1;
             }
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
