@@ -43,14 +43,16 @@ impl Drop for Process {
 pub struct Running {
     _processes: Vec<Process>,
     pub clients: Vec<String>,
-    /// Regatta nodes' REST addresses (`/metrics`), for `BENCH_SERVER_METRICS`.
+    /// Where each node serves `/metrics` (Regatta's REST address, etcd's
+    /// client address), for `BENCH_SERVER_METRICS`.
     pub rest: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Running {
-    /// The Raft log, forwarding and table lines of each node's `/metrics`
-    /// (Regatta only).
+    /// The Raft log, forwarding and table lines of each node's `/metrics`,
+    /// and whether an etcd node leads (which node a single client's writes
+    /// reach first matters: a follower forwards).
     pub async fn raft_metrics(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut out = String::new();
@@ -67,6 +69,7 @@ impl Running {
                 line.starts_with("regatta_raft_log_")
                     || line.starts_with("regatta_forward")
                     || line.starts_with("regatta_table_applied_index")
+                    || line.starts_with("etcd_server_is_leader")
             }) {
                 out.push_str(&format!("  {address} {line}\n"));
             }
@@ -225,8 +228,9 @@ pub async fn start_etcd(binary: &Path, members: usize) -> Result<Running> {
     }
     Ok(Running {
         _processes: processes,
+        // etcd serves /metrics on its client address.
+        rest: clients.clone(),
         clients,
-        rest: Vec::new(),
         _dir: dir,
     })
 }
