@@ -579,8 +579,13 @@ pub async fn main(options: Options) -> Result<()> {
                 systems.iter().map(|&system| (system, Vec::new())).collect();
             for round in 0..options.rounds {
                 for i in 0..systems.len() {
-                    let system = systems[if round % 2 == 0 { i } else { systems.len() - 1 - i }];
-                    let report = run_once(&options, etcd.as_ref(), system, nodes, *workload).await?;
+                    let system = systems[if round % 2 == 0 {
+                        i
+                    } else {
+                        systems.len() - 1 - i
+                    }];
+                    let report =
+                        run_once(&options, etcd.as_ref(), system, nodes, *workload).await?;
                     let row = Row {
                         workload: workload.name,
                         nodes,

@@ -44,6 +44,8 @@ pub enum Answer {
     Put(PutResponse),
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
+    /// Every message of a server stream (IterateRange), in order.
+    Stream(Vec<RangeResponse>),
 }
 
 impl Answer {
@@ -53,6 +55,7 @@ impl Answer {
             Answer::Put(r) => r.header.as_ref(),
             Answer::DeleteRange(r) => r.header.as_ref(),
             Answer::Txn(r) => r.header.as_ref(),
+            Answer::Stream(messages) => messages.first().and_then(|m| m.header.as_ref()),
         }
     }
 }
@@ -83,6 +86,9 @@ pub struct RegattaWorld {
     pub background_writers: Option<crate::steps::faults::BackgroundWriters>,
     /// Readers counting pairs on the follower nodes in the background.
     pub counters: Option<crate::steps::recovery::Counters>,
+    /// An IterateRange stream the scenario is reading: its node, the stream
+    /// and the messages read so far.
+    pub open_stream: Option<(usize, tonic::Streaming<RangeResponse>, Vec<RangeResponse>)>,
     /// Backups taken in the scenario, by name: the streamed bytes.
     pub backups: HashMap<String, Vec<u8>>,
     /// Whole tables read earlier, by name: key -> value, ascending.
@@ -132,6 +138,7 @@ impl RegattaWorld {
             acknowledged: BTreeMap::new(),
             background_writers: None,
             counters: None,
+            open_stream: None,
             backups: HashMap::new(),
             pair_sets: HashMap::new(),
             maintenance: None,

@@ -10,7 +10,8 @@ use regatta_proto::mvcc::v1::{response_op, Compare, RequestOp};
 use regatta_proto::raw::{Fields, RawCodec};
 use regatta_proto::regatta::v1::kv_client::KvClient;
 use regatta_proto::regatta::v1::{
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, RangeRequest, TxnRequest, TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, RangeRequest, RangeResponse, TxnRequest,
+    TxnResponse,
 };
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
@@ -586,6 +587,21 @@ async fn the_kv_client_commands_work_against_a_running_server() {
         let (ok, out, _) = regatta_kv(&api, &["get", "t", "user/", "--prefix", "--count-only", "--linearizable"], "");
         assert!(ok);
         assert_eq!(out, "count: 2");
+        // IterateRange: one JSON object a line, as the pairs arrive.
+        let (ok, out, err) = regatta_kv(&api, &["--json", "iterate", "t", "user/", "--prefix"], "");
+        assert!(ok, "{err}");
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON object a line"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert_eq!(lines[1]["value"], "Ym9i", "base64 of bob");
+        let (ok, out, _) = regatta_kv(&api, &["iterate", "t", "user/", "--range-end", "user/2", "--keys-only"], "");
+        assert!(ok);
+        assert_eq!(out, "user/1");
+        let (ok, out, _) = regatta_kv(&api, &["get", "t", "user/", "--prefix", "--limit", "1"], "");
+        assert!(ok);
+        assert_eq!(out, "user/1=alice\n(more keys in the range)");
         let (ok, out, _) = regatta_kv(&api, &["--json", "get", "t", "user/1"], "");
         assert!(ok);
         let json: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -954,4 +970,132 @@ async fn regatta_2022_and_0_5_encodings_of_a_txn_delete_with_prev_kv_both_return
         .expect("delete with count");
     let answer = DeleteRangeResponse::decode(answer.as_slice()).expect("a DeleteRangeResponse");
     assert_eq!(answer.deleted, 1);
+}
+
+/// Every message of an IterateRange call, or its error.
+async fn iterate_all(
+    kv: &mut KvClient<Channel>,
+    request: RangeRequest,
+) -> Result<Vec<RangeResponse>, tonic::Status> {
+    let mut stream = kv.iterate_range(request).await?.into_inner();
+    let mut messages = Vec::new();
+    while let Some(message) = stream.message().await? {
+        messages.push(message);
+    }
+    Ok(messages)
+}
+
+#[tokio::test]
+async fn iterate_range_streams_a_view_in_messages_under_4_mib() {
+    let (server, mut kv) = start().await;
+    // Values near 2 MiB: two do not fit one message, so each travels alone,
+    // and a client with gRPC's default 4 MiB receive limit reads them all.
+    let big = 2 * 1024 * 1024 - 100;
+    for i in 0..4u8 {
+        kv.put(put("t", &[b'b', i], &vec![i; big]))
+            .await
+            .expect("put");
+    }
+    let revision = kv
+        .range(range("t", b"b"))
+        .await
+        .expect("range")
+        .into_inner()
+        .header
+        .expect("header")
+        .revision;
+    let messages = iterate_all(&mut kv, range_all("t", b"b", b"c"))
+        .await
+        .expect("iterate");
+    assert_eq!(messages.len(), 4);
+    for (i, message) in messages.iter().enumerate() {
+        assert!(message.encoded_len() < 4 * 1024 * 1024 - 1024);
+        assert_eq!((message.count, message.kvs.len()), (1, 1));
+        assert_eq!(message.more, i < 3, "message {i}");
+        assert_eq!(message.kvs[0].key, vec![b'b', i as u8]);
+        let header = message.header.as_ref().expect("header");
+        assert_eq!(
+            header.revision, revision,
+            "the view's revision on every message"
+        );
+    }
+
+    // Many small pairs: counts add up, `limit` is exact.
+    for i in 0..300u32 {
+        kv.put(put("t", format!("s{i:03}").as_bytes(), b"v"))
+            .await
+            .expect("put");
+    }
+    for (limit, total, more) in [
+        (0, 300, false),
+        (299, 299, true),
+        (300, 300, false),
+        (301, 300, false),
+    ] {
+        let request = RangeRequest {
+            limit,
+            linearizable: true,
+            ..range_all("t", b"s", b"t")
+        };
+        let messages = iterate_all(&mut kv, request).await.expect("iterate");
+        let counted: i64 = messages.iter().map(|m| m.count).sum();
+        assert_eq!(counted, total, "limit {limit}");
+        assert_eq!(messages.last().map(|m| m.more), Some(more), "limit {limit}");
+    }
+    // count_only: one message with the total.
+    let request = RangeRequest {
+        count_only: true,
+        ..range_all("t", b"s", b"t")
+    };
+    let messages = iterate_all(&mut kv, request).await.expect("count");
+    assert_eq!(messages.len(), 1);
+    assert_eq!((messages[0].count, messages[0].kvs.len()), (300, 0));
+    // An empty result is one message with a header.
+    let messages = iterate_all(&mut kv, range_all("t", b"x", b"y"))
+        .await
+        .expect("empty");
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].header.is_some());
+    assert_eq!((messages[0].count, messages[0].more), (0, false));
+
+    // Range's validation, codes and messages, before any message.
+    for bad in [
+        RangeRequest {
+            limit: -1,
+            ..range("t", b"k")
+        },
+        range("", b"k"),
+        range("t", b""),
+        range("nope", b"k"),
+        range("t", &[b'k'; 1025]),
+    ] {
+        let by_range = kv.range(bad.clone()).await.expect_err("range refuses");
+        let by_iterate = iterate_all(&mut kv, bad)
+            .await
+            .expect_err("iterate refuses");
+        assert_eq!(
+            (by_iterate.code(), by_iterate.message()),
+            (by_range.code(), by_range.message())
+        );
+    }
+
+    // A client that reads one message and goes away leaves the server serving.
+    let mut stream = kv
+        .iterate_range(range_all("t", b"b", b"c"))
+        .await
+        .expect("iterate")
+        .into_inner();
+    assert!(stream.message().await.expect("first").is_some());
+    drop(stream);
+    kv.put(put("t", b"after", b"1")).await.expect("put after");
+    let found = kv.range(range("t", b"after")).await.expect("range after");
+    assert_eq!(found.into_inner().count, 1);
+    drop(server);
+}
+
+fn range_all(table: &str, key: &[u8], range_end: &[u8]) -> RangeRequest {
+    RangeRequest {
+        range_end: range_end.to_vec(),
+        ..range(table, key)
+    }
 }

@@ -268,6 +268,32 @@ pub mod kv_client {
             req.extensions_mut().insert(GrpcMethod::new("regatta.v1.KV", "Range"));
             self.inner.unary(req, path, codec).await
         }
+        /// Regatta 0.5: streams a key range from one point-in-time view, in
+        /// messages under 4 MiB; `more` is set on every message but the last.
+        pub async fn iterate_range(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RangeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::RangeResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/regatta.v1.KV/IterateRange",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("regatta.v1.KV", "IterateRange"));
+            self.inner.server_streaming(req, path, codec).await
+        }
         /// Writes one key.
         pub async fn put(
             &mut self,
@@ -350,6 +376,21 @@ pub mod kv_server {
             &self,
             request: tonic::Request<super::RangeRequest>,
         ) -> std::result::Result<tonic::Response<super::RangeResponse>, tonic::Status>;
+        /// Server streaming response type for the IterateRange method.
+        type IterateRangeStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::RangeResponse, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Regatta 0.5: streams a key range from one point-in-time view, in
+        /// messages under 4 MiB; `more` is set on every message but the last.
+        async fn iterate_range(
+            &self,
+            request: tonic::Request<super::RangeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::IterateRangeStream>,
+            tonic::Status,
+        >;
         /// Writes one key.
         async fn put(
             &self,
@@ -485,6 +526,52 @@ pub mod kv_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/regatta.v1.KV/IterateRange" => {
+                    #[allow(non_camel_case_types)]
+                    struct IterateRangeSvc<T: Kv>(pub Arc<T>);
+                    impl<
+                        T: Kv,
+                    > tonic::server::ServerStreamingService<super::RangeRequest>
+                    for IterateRangeSvc<T> {
+                        type Response = super::RangeResponse;
+                        type ResponseStream = T::IterateRangeStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RangeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Kv>::iterate_range(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = IterateRangeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -52,7 +52,7 @@ async fn send_delete(
 }
 
 /// Replaces `$name` with the revision or shard id remembered as `name`.
-fn substitute(world: &RegattaWorld, text: &str) -> Result<String> {
+pub(crate) fn substitute(world: &RegattaWorld, text: &str) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {

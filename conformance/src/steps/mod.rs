@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod faults;
 pub mod follower;
 pub mod headers;
+pub mod iterate;
 pub mod kv;
 pub mod maintenance;
 pub mod recovery;

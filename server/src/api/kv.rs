@@ -18,7 +18,7 @@ use super::metrics::ApiMetrics;
 use super::status::Error;
 use super::validate;
 use crate::cluster::{Consistency, GroupInfo, Node};
-use crate::storage::{is_read_only, RangeQuery};
+use crate::storage::{is_read_only, RangeQuery, Table, STREAM_MESSAGE_PAIR_BYTES};
 
 /// Deadline of a KV call that brings none (behaviour.md §1).
 pub const DEFAULT_KV_DEADLINE: Duration = Duration::from_secs(5);
@@ -106,6 +106,25 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
+/// What a Range or IterateRange request asks of the table.
+fn range_query(request: &RangeRequest) -> RangeQuery {
+    RangeQuery {
+        key: request.key.clone(),
+        range_end: request.range_end.clone(),
+        limit: request.limit.max(0) as u64,
+        keys_only: request.keys_only,
+        count_only: request.count_only,
+        min_mod_revision: request.min_mod_revision.max(0) as u64,
+        max_mod_revision: request.max_mod_revision.max(0) as u64,
+        min_create_revision: request.min_create_revision.max(0) as u64,
+        max_create_revision: request.max_create_revision.max(0) as u64,
+    }
+}
+
+/// The messages of one IterateRange call.
+type RangeStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<RangeResponse, Status>> + Send>>;
+
 impl KvService {
     async fn write(
         &self,
@@ -130,17 +149,7 @@ impl KvService {
         } else {
             Consistency::Serializable
         };
-        let query = RangeQuery {
-            key: request.key,
-            range_end: request.range_end,
-            limit: request.limit as u64,
-            keys_only: request.keys_only,
-            count_only: request.count_only,
-            min_mod_revision: request.min_mod_revision.max(0) as u64,
-            max_mod_revision: request.max_mod_revision.max(0) as u64,
-            min_create_revision: request.min_create_revision.max(0) as u64,
-            max_create_revision: request.max_create_revision.max(0) as u64,
-        };
+        let query = range_query(&request);
         let (found, info) = self
             .node
             .read(&request.table, consistency, timeout, |data| {
@@ -155,6 +164,52 @@ impl KvService {
             more: found.value.more,
             count: found.value.count as i64,
         }))
+    }
+
+    /// IterateRange (regatta-0.5.md §3): Range's validation, then one
+    /// point-in-time view streamed in messages under 4 MiB. The view is read
+    /// on a blocking thread that hands over one message at a time, so the
+    /// server holds at most a couple ahead of the client; a client that goes
+    /// away closes the channel, which ends the thread and frees the view.
+    async fn iterate_range_inner(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeStream>, Status> {
+        let timeout = deadline(&request);
+        let request = request.into_inner();
+        validate::range(&request, &self.exists())?;
+        let consistency = if request.linearizable {
+            Consistency::Linearizable
+        } else {
+            Consistency::Serializable
+        };
+        let query = range_query(&request);
+        // The deadline covers opening the view only; the stream runs as long
+        // as the client reads.
+        let (data, info) = self
+            .node
+            .read(&request.table, consistency, timeout, Table::clone)
+            .await
+            .map_err(Error::from)?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        tokio::task::spawn_blocking(move || {
+            let failed = sender.clone();
+            let streamed = data.iterate(&query, STREAM_MESSAGE_PAIR_BYTES, |found, revision| {
+                let message = RangeResponse {
+                    header: header(info, revision),
+                    kvs: found.kvs,
+                    more: found.more,
+                    count: found.count as i64,
+                };
+                sender.blocking_send(Ok(message)).is_ok()
+            });
+            if let Err(err) = streamed {
+                let _ = failed.blocking_send(Err(Status::from(Error::from(err))));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 
     async fn put_inner(
@@ -295,6 +350,19 @@ impl Kv for KvService {
         let started = Instant::now();
         let result = self.range_inner(request).await;
         self.observe("Range", started, &result);
+        result
+    }
+
+    type IterateRangeStream = RangeStream;
+
+    async fn iterate_range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeStream>, Status> {
+        let started = Instant::now();
+        let result = self.iterate_range_inner(request).await;
+        // Observed when the stream opens (or is refused), not when it ends.
+        self.observe("IterateRange", started, &result);
         result
     }
 

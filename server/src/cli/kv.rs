@@ -43,8 +43,22 @@ pub enum KvCommand {
         key: String,
         value: String,
     },
-    /// Read a key, a range or a prefix.
+    /// Read a key, a range or a prefix (a prefix is streamed, as `iterate`).
     Get {
+        #[command(flatten)]
+        keys: KeysArgs,
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
+        #[arg(long)]
+        keys_only: bool,
+        #[arg(long)]
+        count_only: bool,
+        #[arg(long)]
+        linearizable: bool,
+    },
+    /// Stream a range or a prefix of any size (IterateRange), printing pairs
+    /// as they arrive: `key=value` lines, or with --json one object a line.
+    Iterate {
         #[command(flatten)]
         keys: KeysArgs,
         #[arg(long, default_value_t = 0)]
@@ -268,6 +282,65 @@ async fn execute(args: KvArgs) -> Result<String, String> {
                 format!("OK (revision {revision})")
             })
         }
+        KvCommand::Iterate {
+            keys,
+            limit,
+            keys_only,
+            count_only,
+            linearizable,
+        }
+        | KvCommand::Get {
+            keys: keys @ KeysArgs { prefix: true, .. },
+            limit,
+            keys_only,
+            count_only,
+            linearizable,
+        } => {
+            let (table, key, range_end) = keys.into_request_parts();
+            let request = RangeRequest {
+                table,
+                key,
+                range_end,
+                limit,
+                keys_only,
+                count_only,
+                linearizable,
+                ..RangeRequest::default()
+            };
+            let mut stream = client
+                .iterate_range(request)
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut printer = Printer {
+                out: std::io::BufWriter::new(std::io::stdout().lock()),
+                json: args.json,
+                keys_only,
+            };
+            let (mut total, mut more) = (0, false);
+            while let Some(message) = stream.message().await.map_err(status)? {
+                total += message.count;
+                more = message.more;
+                match printer.pairs(&message.kvs) {
+                    Ok(()) => {}
+                    // The reader went away (`| head`): done, not failed.
+                    Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                        return Ok(String::new())
+                    }
+                    Err(err) => return Err(format!("writing the output: {err}")),
+                }
+            }
+            let mut lines = Vec::new();
+            match (count_only, args.json) {
+                (true, true) => lines.push(json!({"count": total}).to_string()),
+                (true, false) => lines.push(format!("count: {total}")),
+                (false, _) => {}
+            }
+            if more && !args.json {
+                lines.push("(more keys in the range)".into());
+            }
+            Ok(lines.join("\n"))
+        }
         KvCommand::Get {
             keys,
             limit,
@@ -359,6 +432,28 @@ async fn execute(args: KvArgs) -> Result<String, String> {
     }
 }
 
+/// Prints streamed pairs as they arrive.
+struct Printer<W: std::io::Write> {
+    out: W,
+    json: bool,
+    keys_only: bool,
+}
+
+impl<W: std::io::Write> Printer<W> {
+    fn pairs(&mut self, kvs: &[KeyValue]) -> std::io::Result<()> {
+        for kv in kvs {
+            if self.json {
+                writeln!(self.out, "{}", kv_json(kv))?;
+            } else if self.keys_only {
+                writeln!(self.out, "{}", text(&kv.key))?;
+            } else {
+                writeln!(self.out, "{}={}", text(&kv.key), text(&kv.value))?;
+            }
+        }
+        self.out.flush()
+    }
+}
+
 /// Runs one `regatta kv` command; errors go to stderr with exit code 1.
 pub fn run(args: KvArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -373,7 +468,10 @@ pub fn run(args: KvArgs) -> ExitCode {
     };
     match runtime.block_on(execute(args)) {
         Ok(output) => {
-            println!("{output}");
+            // A streamed command has printed everything already.
+            if !output.is_empty() {
+                println!("{output}");
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -104,6 +104,23 @@ pub(crate) fn to_i64(revision: u64) -> i64 {
     i64::try_from(revision).unwrap_or(i64::MAX)
 }
 
+type Matches<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Stored)>> + 'a>;
+
+/// The stored pairs `query` selects, ascending, before its limit.
+fn matching<'a>(view: &'a impl View, query: &'a RangeQuery) -> Result<Matches<'a>> {
+    let all: Matches<'a> = match KeyRange::new(&query.key, &query.range_end) {
+        KeyRange::Single(key) => {
+            Box::new(view.get(&key)?.map(|stored| Ok((key, stored))).into_iter())
+        }
+        range if range.is_empty() => Box::new(std::iter::empty()),
+        KeyRange::Span { start, end } => view.scan(&start, end.as_deref()),
+    };
+    Ok(Box::new(all.filter(|item| {
+        item.as_ref()
+            .map_or(true, |(_, stored)| query.passes(stored))
+    })))
+}
+
 /// Runs a range read against `view`.
 pub fn range(
     view: &impl View,
@@ -111,18 +128,7 @@ pub fn range(
     budget: &mut ResponseBudget,
 ) -> Result<RangeResult> {
     let mut result = RangeResult::default();
-    let matches: Box<dyn Iterator<Item = Result<(Vec<u8>, Stored)>>> =
-        match KeyRange::new(&query.key, &query.range_end) {
-            KeyRange::Single(key) => {
-                Box::new(view.get(&key)?.map(|stored| Ok((key, stored))).into_iter())
-            }
-            range if range.is_empty() => return Ok(result),
-            KeyRange::Span { start, end } => view.scan(&start, end.as_deref()),
-        };
-    for item in matches.filter(|item| {
-        item.as_ref()
-            .map_or(true, |(_, stored)| query.passes(stored))
-    }) {
+    for item in matching(view, query)? {
         let (key, stored) = item?;
         if query.limit > 0 && result.count >= query.limit {
             result.more = true;
@@ -139,4 +145,60 @@ pub fn range(
         result.count += 1;
     }
     Ok(result)
+}
+
+/// Most bytes of pairs one streamed message carries: every message stays
+/// under 4 MiB - 1 KiB encoded (regatta-0.5.md §3), header, count and
+/// framing included.
+pub const STREAM_MESSAGE_PAIR_BYTES: usize = MAX_MESSAGE_BYTES - 1024 - 256;
+
+/// Streams the pairs `query` selects from `view` as messages of at most
+/// `message_bytes` of pairs (a larger pair travels alone), calling `emit`
+/// for each until it returns false (the reader went away). `more` is set on
+/// every message but the last, and on the last exactly when keys beyond the
+/// limit match; `count` is the pairs of the message, or with `count_only`
+/// the total in one message. At least one message is emitted.
+pub fn iterate(
+    view: &impl View,
+    query: &RangeQuery,
+    message_bytes: usize,
+    mut emit: impl FnMut(RangeResult) -> bool,
+) -> Result<()> {
+    let mut matches = matching(view, query)?;
+    let mut message = RangeResult::default();
+    let mut message_size = 0;
+    let mut taken = 0u64;
+    for item in matches.by_ref() {
+        let (key, stored) = item?;
+        taken += 1;
+        if query.count_only {
+            message.count += 1;
+        } else {
+            let kv = query.pair(key, stored);
+            let size = 1 + 10 + kv.encoded_len();
+            if !message.kvs.is_empty() && message_size + size > message_bytes {
+                message.more = true;
+                if !emit(std::mem::take(&mut message)) {
+                    return Ok(());
+                }
+                message_size = 0;
+            }
+            message_size += size;
+            message.kvs.push(kv);
+            message.count += 1;
+        }
+        if query.limit > 0 && taken >= query.limit {
+            break;
+        }
+    }
+    // Exact: the range holds a key beyond the limit only if one more matches.
+    message.more = match matches.next() {
+        Some(item) => {
+            item?;
+            true
+        }
+        None => false,
+    };
+    emit(message);
+    Ok(())
 }

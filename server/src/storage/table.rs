@@ -283,6 +283,24 @@ impl Table {
         self.with_snapshot(|view| query::range(view, query, &mut ResponseBudget::default()))
     }
 
+    /// Streams a range read (IterateRange) from one point-in-time view,
+    /// taken now and held until the last message: `emit` gets each message
+    /// and the view's revision, and returning false ends the stream.
+    pub fn iterate(
+        &self,
+        query: &RangeQuery,
+        message_bytes: usize,
+        mut emit: impl FnMut(RangeResult, u64) -> bool,
+    ) -> Result<()> {
+        self.with_snapshot(|view| {
+            let revision = read_state(view)?.revision;
+            query::iterate(view, query, message_bytes, |message| {
+                emit(message, revision)
+            })
+        })
+        .map(|_| ())
+    }
+
     /// Evaluates a read-only Txn from one consistent view. Write ops, which
     /// the API never sends here, are evaluated and then discarded.
     pub fn txn_read(&self, request: &Txn) -> Result<Versioned<TxnOutcome>> {

@@ -1,6 +1,7 @@
 //! Tests of the storage layer against real RocksDB in temporary directories.
 
 mod fixtures;
+mod iterate;
 mod kv_rules;
 mod model;
 mod restart;
