@@ -599,6 +599,13 @@ async fn the_kv_client_commands_work_against_a_running_server() {
         let (ok, out, _) = regatta_kv(&api, &["iterate", "t", "user/", "--range-end", "user/2", "--keys-only"], "");
         assert!(ok);
         assert_eq!(out, "user/1");
+        // The whole table, and every key from one on: "\0" cannot be an argument.
+        let (ok, out, err) = regatta_kv(&api, &["iterate", "t", "--all", "--keys-only"], "");
+        assert!(ok, "{err}");
+        assert_eq!(out, "user/1\nuser/2");
+        let (ok, out, _) = regatta_kv(&api, &["get", "t", "user/2", "--to-end"], "");
+        assert!(ok);
+        assert_eq!(out, "user/2=bob");
         let (ok, out, _) = regatta_kv(&api, &["get", "t", "user/", "--prefix", "--limit", "1"], "");
         assert!(ok);
         assert_eq!(out, "user/1=alice\n(more keys in the range)");

@@ -43,7 +43,8 @@ pub enum KvCommand {
         key: String,
         value: String,
     },
-    /// Read a key, a range or a prefix (a prefix is streamed, as `iterate`).
+    /// Read a key, a range or a prefix (--prefix, --to-end and --all are
+    /// streamed, as `iterate`).
     Get {
         #[command(flatten)]
         keys: KeysArgs,
@@ -81,28 +82,48 @@ pub enum KvCommand {
     Txn { table: String },
 }
 
-/// The keys a `get` or `delete` selects.
+/// The keys a `get`, `iterate` or `delete` selects.
 #[derive(Debug, Clone, Args)]
 pub struct KeysArgs {
     table: String,
-    key: String,
-    /// End (exclusive) of the range; "\0" (write `--range-end ''$'\0'`) selects to the end.
-    #[arg(long, conflicts_with = "prefix")]
+    /// The key, or the first key of the range.
+    #[arg(required_unless_present = "all")]
+    key: Option<String>,
+    /// End (exclusive) of the range.
+    #[arg(long, conflicts_with_all = ["prefix", "to_end", "all"])]
     range_end: Option<String>,
     /// Select every key starting with KEY.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["to_end", "all"])]
     prefix: bool,
+    /// Select every key from KEY on (the API's range_end "\0", which a shell
+    /// cannot pass as an argument).
+    #[arg(long, conflicts_with = "all")]
+    to_end: bool,
+    /// Select every key of the table.
+    #[arg(long, conflicts_with = "key")]
+    all: bool,
 }
 
 impl KeysArgs {
+    /// Whether the selection is open-ended enough to be streamed by `get`.
+    fn is_open(&self) -> bool {
+        self.prefix || self.to_end || self.all
+    }
+
     /// (table, key, range_end) as the API spells them.
     fn into_request_parts(self) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        if self.all {
+            return (self.table.into_bytes(), vec![0], vec![0]);
+        }
+        let key = self.key.unwrap_or_default().into_bytes();
         let range_end = if self.prefix {
-            prefix_end(self.key.as_bytes())
+            prefix_end(&key)
+        } else if self.to_end {
+            vec![0]
         } else {
             self.range_end.map(String::into_bytes).unwrap_or_default()
         };
-        (self.table.into_bytes(), self.key.into_bytes(), range_end)
+        (self.table.into_bytes(), key, range_end)
     }
 }
 
@@ -263,7 +284,25 @@ async fn execute(args: KvArgs) -> Result<String, String> {
         .map_err(|e| format!("cannot reach {}: {e}", args.address))?
         .max_decoding_message_size(8 * 1024 * 1024);
     let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
-    match args.command {
+    // An open-ended `get` (a prefix, to the end, the whole table) is
+    // streamed: its result may be any size.
+    let command = match args.command {
+        KvCommand::Get {
+            keys,
+            limit,
+            keys_only,
+            count_only,
+            linearizable,
+        } if keys.is_open() => KvCommand::Iterate {
+            keys,
+            limit,
+            keys_only,
+            count_only,
+            linearizable,
+        },
+        other => other,
+    };
+    match command {
         KvCommand::Put { table, key, value } => {
             let answer = client
                 .put(PutRequest {
@@ -284,13 +323,6 @@ async fn execute(args: KvArgs) -> Result<String, String> {
         }
         KvCommand::Iterate {
             keys,
-            limit,
-            keys_only,
-            count_only,
-            linearizable,
-        }
-        | KvCommand::Get {
-            keys: keys @ KeysArgs { prefix: true, .. },
             limit,
             keys_only,
             count_only,
