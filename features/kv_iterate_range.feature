@@ -103,3 +103,12 @@ Feature: IterateRange
       | table: "nope", key: 1025 bytes of "k"                                | NotFound        | table not found                                            |
       | table: "regatta-test", key: 1025 bytes of "k"                        | InvalidArgument | key length exceeded max allowed value                      |
       | table: "regatta-test", key: "a", range_end: 1025 bytes of "k"        | InvalidArgument | key length exceeded max allowed value                      |
+
+  Scenario: A follower cluster streams from its own copy
+    Given table "regatta-test" holds "a=1, b=2, c=3"
+    And a follower cluster of 3 nodes following it
+    Then every follower node eventually holds "c" = "3" in "regatta-test"
+    When I send IterateRange {table: "regatta-test", key: "a", range_end: "\x00"} to follower node 2
+    Then the stream's pairs are "a=1, b=2, c=3"
+    And more is true on every message but the last, which has more false
+    And every message has a header with the same revision
