@@ -49,7 +49,7 @@ fn field(full_name: &str, field: &str) -> (i32, Option<String>, bool) {
 }
 
 #[test]
-fn descriptor_holds_the_five_services_and_ten_methods() {
+fn descriptor_holds_the_five_services_and_their_methods() {
     let set = descriptor_set();
     let mut methods = Vec::new();
     for file in &set.file {
@@ -74,6 +74,8 @@ fn descriptor_holds_the_five_services_and_ten_methods() {
             "maintenance.v1.Maintenance/Reset client_streaming=false server_streaming=false",
             "maintenance.v1.Maintenance/Restore client_streaming=true server_streaming=false",
             "regatta.v1.KV/DeleteRange client_streaming=false server_streaming=false",
+            // Regatta 0.5 (docs/spec/regatta-0.5.md §2).
+            "regatta.v1.KV/IterateRange client_streaming=false server_streaming=true",
             "regatta.v1.KV/Put client_streaming=false server_streaming=false",
             "regatta.v1.KV/Range client_streaming=false server_streaming=false",
             "regatta.v1.KV/Txn client_streaming=false server_streaming=false",

@@ -193,7 +193,6 @@ impl KvService {
             .map_err(Error::from)?;
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         tokio::task::spawn_blocking(move || {
-            let failed = sender.clone();
             let streamed = data.iterate(&query, STREAM_MESSAGE_PAIR_BYTES, |found, revision| {
                 let message = RangeResponse {
                     header: header(info, revision),
@@ -204,7 +203,7 @@ impl KvService {
                 sender.blocking_send(Ok(message)).is_ok()
             });
             if let Err(err) = streamed {
-                let _ = failed.blocking_send(Err(Status::from(Error::from(err))));
+                let _ = sender.blocking_send(Err(Status::from(Error::from(err))));
             }
         });
         Ok(Response::new(Box::pin(
