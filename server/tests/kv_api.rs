@@ -58,7 +58,7 @@ async fn start() -> (Server, KvClient<Channel>) {
         .args([
             "--rest.address",
             &rest,
-            "--api.reflection-api",
+            // Reflection is not asked for: it is on by default (Regatta 0.5).
             "--rest.read-timeout",
             "300ms",
         ])
@@ -545,6 +545,37 @@ async fn health_metrics_and_reflection_describe_the_node() {
     assert!(
         !services.iter().any(|s| s.contains("internal")),
         "the internal transport is not advertised: {services:?}"
+    );
+
+    // v1alpha, the only version many tools (grpcurl 1.8) ask for.
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+    let channel = Channel::from_shared(format!("http://{}", server.api))
+        .expect("address")
+        .connect()
+        .await
+        .expect("connect");
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(AlphaRequest::ListServices(String::new())),
+    };
+    let answer = AlphaClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection v1alpha")
+        .into_inner()
+        .message()
+        .await
+        .expect("answer")
+        .expect("one answer");
+    let Some(AlphaResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected v1alpha answer {answer:?}");
+    };
+    assert!(
+        list.service.iter().any(|s| s.name == "regatta.v1.KV"),
+        "{:?}",
+        list.service
     );
 }
 

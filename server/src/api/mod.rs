@@ -6,6 +6,7 @@ pub mod kv;
 pub mod limits;
 pub mod maintenance;
 pub mod metrics;
+pub mod reflection;
 pub mod replication;
 pub mod rest;
 pub mod status;

@@ -43,8 +43,9 @@ pub struct LeaderArgs {
     /// TLS key of the API.
     #[arg(long = "api.key-filename", env = "REGATTA_API_KEY_FILENAME")]
     pub api_key_filename: Option<PathBuf>,
-    /// Serve gRPC reflection on the API port.
-    #[arg(long = "api.reflection-api", env = "REGATTA_API_REFLECTION_API", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    /// Serve gRPC reflection (v1 and v1alpha) on the API port; on by default
+    /// as in Regatta 0.5, `--api.reflection-api=false` turns it off.
+    #[arg(long = "api.reflection-api", env = "REGATTA_API_REFLECTION_API", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub api_reflection_api: bool,
 
     /// Address of the REST listener (health and metrics).
@@ -355,15 +356,11 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     .await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(node.clone(), health));
-    let reflection = if args.api_reflection_api {
-        Some(
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(regatta_proto::FILE_DESCRIPTOR_SET)
-                .build_v1()
-                .map_err(|e| format!("gRPC reflection: {e}"))?,
-        )
+    let (reflection, reflection_v1alpha) = if args.api_reflection_api {
+        let (v1, v1alpha) = crate::api::reflection::services()?;
+        (Some(v1), Some(v1alpha))
     } else {
-        None
+        (None, None)
     };
     let kv = match role {
         Role::Leader => KvService::new(node.clone(), metrics.clone()),
@@ -432,7 +429,8 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         ))
         .add_service(api)
         .add_service(health_service)
-        .add_optional_service(reflection);
+        .add_optional_service(reflection)
+        .add_optional_service(reflection_v1alpha);
     let served = match tls {
         Some(acceptor) => {
             let incoming = crate::tls::incoming(listener, acceptor);

@@ -39,6 +39,8 @@ pub async fn replication_server(
         }
     };
     let max_message = args.replication_max_send_message_size_bytes;
+    // Regatta 0.5 serves reflection on the replication port too.
+    let (reflection, reflection_v1alpha) = crate::api::reflection::services()?;
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -50,7 +52,9 @@ pub async fn replication_server(
                 .send_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Zstd),
         )
-        .add_service(SnapshotServer::new(SnapshotService::new(node)));
+        .add_service(SnapshotServer::new(SnapshotService::new(node)))
+        .add_service(reflection)
+        .add_service(reflection_v1alpha);
     let listener = tokio::net::TcpListener::bind(&args.replication_address)
         .await
         .map_err(|e| {
