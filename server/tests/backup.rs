@@ -269,6 +269,57 @@ async fn go_backups_restore_and_bad_ones_change_nothing() {
     let ours = records(&std::fs::read(dir.path().join("regatta-test.bak")).expect("ours"));
     let theirs = records(&std::fs::read(go_backup("complete/regatta-test.bak")).expect("go"));
     assert_eq!(ours, theirs);
+
+    // Regatta 0.4+ serves Maintenance on the API port too, behind the same
+    // token: a backup through it is the same, a wrong token is refused.
+    let via_api = tempfile::TempDir::new().expect("temp dir");
+    let backup_via_api = |token: &str| {
+        regatta(&[
+            "backup",
+            "--address",
+            &leader.api,
+            "--token",
+            token,
+            "--dir",
+            via_api.path().to_str().expect("utf-8"),
+        ])
+    };
+    let out = backup_via_api("wrong");
+    assert!(
+        !out.status.success() && stderr(&out).contains("Invalid token"),
+        "{}",
+        stderr(&out)
+    );
+    let out = backup_via_api("s3cret");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let via_api =
+        records(&std::fs::read(via_api.path().join("regatta-test.bak")).expect("via the API port"));
+    assert_eq!(via_api, theirs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_api_port_offers_no_maintenance() {
+    let leader = start_leader("t", &[]);
+    let _ = kv(&leader).await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let out = regatta(&[
+        "backup",
+        "--address",
+        &leader.api,
+        "--dir",
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Unimplemented"), "{}", stderr(&out));
+    // The maintenance port still serves it, as in 2022.
+    let out = regatta(&[
+        "backup",
+        "--address",
+        &leader.maintenance,
+        "--dir",
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]

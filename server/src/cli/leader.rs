@@ -402,15 +402,17 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
             )
         }
     };
+    let maintenance_role = match role {
+        Role::Leader => MaintenanceRole::Leader,
+        Role::Follower { .. } => MaintenanceRole::Follower,
+    };
     let maintenance = if args.maintenance_enabled {
-        let maintenance_role = match role {
-            Role::Leader => MaintenanceRole::Leader,
-            Role::Follower { .. } => MaintenanceRole::Follower,
-        };
         Some(super::listeners::maintenance_server(&args, node.clone(), maintenance_role).await?)
     } else {
         None
     };
+    let (maintenance_on_api, metadata_on_api) =
+        super::listeners::maintenance_on_api(&args, node.clone(), maintenance_role);
     let listener = tokio::net::TcpListener::bind(&args.api_address)
         .await
         .map_err(|e| format!("binding the API address {}: {e}", args.api_address))?;
@@ -430,7 +432,9 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         .add_service(api)
         .add_service(health_service)
         .add_optional_service(reflection)
-        .add_optional_service(reflection_v1alpha);
+        .add_optional_service(reflection_v1alpha)
+        .add_optional_service(maintenance_on_api)
+        .add_optional_service(metadata_on_api);
     let served = match tls {
         Some(acceptor) => {
             let incoming = crate::tls::incoming(listener, acceptor);

@@ -10,6 +10,8 @@ use super::leader::LeaderArgs;
 use crate::api::maintenance::{MaintenanceRole, MaintenanceService, TokenCheck};
 use crate::cluster::Node;
 use crate::storage::MAX_MESSAGE_BYTES;
+use regatta_proto::maintenance::v1::maintenance_server::MaintenanceServer;
+use regatta_proto::replication::v1::metadata_server::MetadataServer;
 
 /// Serves the replication API (behaviour.md §4) on `--replication.address`.
 pub async fn replication_server(
@@ -77,8 +79,6 @@ pub async fn maintenance_server(
     role: MaintenanceRole,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     use crate::api::replication::MetadataService;
-    use regatta_proto::maintenance::v1::maintenance_server::MaintenanceServer;
-    use regatta_proto::replication::v1::metadata_server::MetadataServer;
     let tls = match (
         &args.maintenance_cert_filename,
         &args.maintenance_key_filename,
@@ -126,6 +126,40 @@ pub async fn maintenance_server(
     );
     Ok(spawn_router(router, listener, tls, "maintenance"))
 }
+
+/// Maintenance services on the API port (Regatta 0.4+), behind the
+/// maintenance token, and served there only when `--maintenance.token` is
+/// set, so a client-facing port never offers Restore or Reset
+/// unauthenticated. `Metadata.Get` comes along, as on the maintenance port:
+/// `regatta backup` lists the tables with it.
+#[allow(clippy::type_complexity)]
+pub fn maintenance_on_api(
+    args: &LeaderArgs,
+    node: Arc<Node>,
+    role: MaintenanceRole,
+) -> (
+    Option<Intercepted<MaintenanceServer<MaintenanceService>>>,
+    Option<Intercepted<MetadataServer<crate::api::replication::MetadataService>>>,
+) {
+    use crate::api::replication::MetadataService;
+    if !args.maintenance_enabled || args.maintenance_token.is_none() {
+        return (None, None);
+    }
+    let token = TokenCheck::new(args.maintenance_token.as_deref());
+    let maintenance = MaintenanceServer::new(MaintenanceService::new(node.clone(), role))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let metadata = match role {
+        MaintenanceRole::Leader => MetadataService::new(node),
+        MaintenanceRole::Follower => MetadataService::unserved(),
+    };
+    (
+        Some(tonic_interceptor(maintenance, token.clone())),
+        Some(tonic_interceptor(MetadataServer::new(metadata), token)),
+    )
+}
+
+type Intercepted<S> = tonic::service::interceptor::InterceptedService<S, TokenCheck>;
 
 fn tonic_interceptor<S>(
     service: S,
