@@ -137,10 +137,12 @@ impl KvService {
 }
 
 impl KvService {
-    async fn range_inner(
+    /// What Range and IterateRange share: the deadline, behaviour.md §2.1's
+    /// checks, the consistency asked for and the query.
+    fn checked_read(
         &self,
         request: Request<RangeRequest>,
-    ) -> Result<Response<RangeResponse>, Status> {
+    ) -> Result<(Duration, RangeRequest, Consistency, RangeQuery), Status> {
         let timeout = deadline(&request);
         let request = request.into_inner();
         validate::range(&request, &self.exists())?;
@@ -150,6 +152,14 @@ impl KvService {
             Consistency::Serializable
         };
         let query = range_query(&request);
+        Ok((timeout, request, consistency, query))
+    }
+
+    async fn range_inner(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let (timeout, request, consistency, query) = self.checked_read(request)?;
         let (found, info) = self
             .node
             .read(&request.table, consistency, timeout, |data| {
@@ -175,15 +185,7 @@ impl KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeStream>, Status> {
-        let timeout = deadline(&request);
-        let request = request.into_inner();
-        validate::range(&request, &self.exists())?;
-        let consistency = if request.linearizable {
-            Consistency::Linearizable
-        } else {
-            Consistency::Serializable
-        };
-        let query = range_query(&request);
+        let (timeout, request, consistency, query) = self.checked_read(request)?;
         // The deadline covers opening the view only; the stream runs as long
         // as the client reads.
         let (data, info) = self

@@ -45,32 +45,10 @@ pub enum KvCommand {
     },
     /// Read a key, a range or a prefix (--prefix, --to-end and --all are
     /// streamed, as `iterate`).
-    Get {
-        #[command(flatten)]
-        keys: KeysArgs,
-        #[arg(long, default_value_t = 0)]
-        limit: i64,
-        #[arg(long)]
-        keys_only: bool,
-        #[arg(long)]
-        count_only: bool,
-        #[arg(long)]
-        linearizable: bool,
-    },
+    Get(ReadArgs),
     /// Stream a range or a prefix of any size (IterateRange), printing pairs
     /// as they arrive: `key=value` lines, or with --json one object a line.
-    Iterate {
-        #[command(flatten)]
-        keys: KeysArgs,
-        #[arg(long, default_value_t = 0)]
-        limit: i64,
-        #[arg(long)]
-        keys_only: bool,
-        #[arg(long)]
-        count_only: bool,
-        #[arg(long)]
-        linearizable: bool,
-    },
+    Iterate(ReadArgs),
     /// Delete a key, a range or a prefix.
     Delete {
         #[command(flatten)]
@@ -80,6 +58,38 @@ pub enum KvCommand {
     /// {"compare":[{"key":"k","result":"EQUAL","value":"v"}],
     ///  "success":[{"put":{"key":"k","value":"v"}}], "failure":[{"get":{"key":"k"}}]}
     Txn { table: String },
+}
+
+/// What a `get` or `iterate` reads.
+#[derive(Debug, Clone, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    keys: KeysArgs,
+    #[arg(long, default_value_t = 0)]
+    limit: i64,
+    #[arg(long)]
+    keys_only: bool,
+    #[arg(long)]
+    count_only: bool,
+    #[arg(long)]
+    linearizable: bool,
+}
+
+impl ReadArgs {
+    /// The request both Range and IterateRange take.
+    fn into_request(self) -> RangeRequest {
+        let (table, key, range_end) = self.keys.into_request_parts();
+        RangeRequest {
+            table,
+            key,
+            range_end,
+            limit: self.limit,
+            keys_only: self.keys_only,
+            count_only: self.count_only,
+            linearizable: self.linearizable,
+            ..RangeRequest::default()
+        }
+    }
 }
 
 /// The keys a `get`, `iterate` or `delete` selects.
@@ -287,19 +297,7 @@ async fn execute(args: KvArgs) -> Result<String, String> {
     // An open-ended `get` (a prefix, to the end, the whole table) is
     // streamed: its result may be any size.
     let command = match args.command {
-        KvCommand::Get {
-            keys,
-            limit,
-            keys_only,
-            count_only,
-            linearizable,
-        } if keys.is_open() => KvCommand::Iterate {
-            keys,
-            limit,
-            keys_only,
-            count_only,
-            linearizable,
-        },
+        KvCommand::Get(read) if read.keys.is_open() => KvCommand::Iterate(read),
         other => other,
     };
     match command {
@@ -321,24 +319,9 @@ async fn execute(args: KvArgs) -> Result<String, String> {
                 format!("OK (revision {revision})")
             })
         }
-        KvCommand::Iterate {
-            keys,
-            limit,
-            keys_only,
-            count_only,
-            linearizable,
-        } => {
-            let (table, key, range_end) = keys.into_request_parts();
-            let request = RangeRequest {
-                table,
-                key,
-                range_end,
-                limit,
-                keys_only,
-                count_only,
-                linearizable,
-                ..RangeRequest::default()
-            };
+        KvCommand::Iterate(read) => {
+            let (keys_only, count_only) = (read.keys_only, read.count_only);
+            let request = read.into_request();
             let mut stream = client
                 .iterate_range(request)
                 .await
@@ -373,25 +356,10 @@ async fn execute(args: KvArgs) -> Result<String, String> {
             }
             Ok(lines.join("\n"))
         }
-        KvCommand::Get {
-            keys,
-            limit,
-            keys_only,
-            count_only,
-            linearizable,
-        } => {
-            let (table, key, range_end) = keys.into_request_parts();
+        KvCommand::Get(read) => {
+            let (keys_only, count_only) = (read.keys_only, read.count_only);
             let answer = client
-                .range(RangeRequest {
-                    table,
-                    key,
-                    range_end,
-                    limit,
-                    keys_only,
-                    count_only,
-                    linearizable,
-                    ..RangeRequest::default()
-                })
+                .range(read.into_request())
                 .await
                 .map_err(status)?
                 .into_inner();
