@@ -8,6 +8,7 @@ use tonic::codec::CompressionEncoding;
 
 use super::leader::LeaderArgs;
 use crate::api::maintenance::{MaintenanceRole, MaintenanceService, TokenCheck};
+use crate::api::replication::MetadataService;
 use crate::cluster::Node;
 use crate::storage::MAX_MESSAGE_BYTES;
 use regatta_proto::maintenance::v1::maintenance_server::MaintenanceServer;
@@ -78,7 +79,6 @@ pub async fn maintenance_server(
     node: Arc<Node>,
     role: MaintenanceRole,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    use crate::api::replication::MetadataService;
     let tls = match (
         &args.maintenance_cert_filename,
         &args.maintenance_key_filename,
@@ -93,21 +93,12 @@ pub async fn maintenance_server(
             )
         }
     };
-    let token = TokenCheck::new(args.maintenance_token.as_deref());
-    let maintenance = MaintenanceServer::new(MaintenanceService::new(node.clone(), role))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    // A follower does not serve Metadata.Get here; it says so like Regatta.
-    let metadata = match role {
-        MaintenanceRole::Leader => MetadataService::new(node),
-        MaintenanceRole::Follower => MetadataService::unserved(),
-    };
-    let metadata = tonic_interceptor(MetadataServer::new(metadata), token.clone());
+    let (maintenance, metadata) = maintenance_services(args, node, role);
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(tonic_interceptor(maintenance, token))
+        .add_service(maintenance)
         .add_service(metadata);
     let listener = tokio::net::TcpListener::bind(&args.maintenance_address)
         .await
@@ -139,32 +130,43 @@ pub fn maintenance_on_api(
     role: MaintenanceRole,
 ) -> (
     Option<Intercepted<MaintenanceServer<MaintenanceService>>>,
-    Option<Intercepted<MetadataServer<crate::api::replication::MetadataService>>>,
+    Option<Intercepted<MetadataServer<MetadataService>>>,
 ) {
-    use crate::api::replication::MetadataService;
     if !args.maintenance_enabled || args.maintenance_token.is_none() {
         return (None, None);
     }
+    let (maintenance, metadata) = maintenance_services(args, node, role);
+    (Some(maintenance), Some(metadata))
+}
+
+/// Maintenance and Metadata.Get behind the bearer token (when one is set),
+/// for whichever port serves them.
+fn maintenance_services(
+    args: &LeaderArgs,
+    node: Arc<Node>,
+    role: MaintenanceRole,
+) -> (
+    Intercepted<MaintenanceServer<MaintenanceService>>,
+    Intercepted<MetadataServer<MetadataService>>,
+) {
     let token = TokenCheck::new(args.maintenance_token.as_deref());
     let maintenance = MaintenanceServer::new(MaintenanceService::new(node.clone(), role))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // A follower does not serve Metadata.Get; it says so like Regatta.
     let metadata = match role {
         MaintenanceRole::Leader => MetadataService::new(node),
         MaintenanceRole::Follower => MetadataService::unserved(),
     };
     (
-        Some(tonic_interceptor(maintenance, token.clone())),
-        Some(tonic_interceptor(MetadataServer::new(metadata), token)),
+        tonic_interceptor(maintenance, token.clone()),
+        tonic_interceptor(MetadataServer::new(metadata), token),
     )
 }
 
 type Intercepted<S> = tonic::service::interceptor::InterceptedService<S, TokenCheck>;
 
-fn tonic_interceptor<S>(
-    service: S,
-    token: TokenCheck,
-) -> tonic::service::interceptor::InterceptedService<S, TokenCheck> {
+fn tonic_interceptor<S>(service: S, token: TokenCheck) -> Intercepted<S> {
     tonic::service::interceptor::InterceptedService::new(service, token)
 }
 
