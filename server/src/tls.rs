@@ -10,13 +10,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::crypto::ring::default_provider;
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+use crate::net::{Conn, Listener};
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -120,15 +121,17 @@ impl ResolvesServerCert for ReloadingCert {
 /// A TLS acceptor over reloading certificate files, speaking HTTP/2 (gRPC)
 /// and HTTP/1.1 (REST) by ALPN.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    acceptor_with_client_ca(cert, key, None)
+    acceptor_with_client_ca(cert, key, None, true)
 }
 
-/// As [`acceptor`]; with `client_ca`, clients must present a certificate
-/// signed by one of the CA file's certificates (mutual TLS).
+/// As [`acceptor`]; with `client_ca`, a client certificate must be signed
+/// by one of the CA file's certificates (mutual TLS), and must be presented
+/// at all when `required` (otherwise it is checked only when sent).
 pub fn acceptor_with_client_ca(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
+    required: bool,
 ) -> Result<TlsAcceptor, TlsError> {
     let resolver = ReloadingCert::new(cert, key)?;
     let provider = Arc::new(default_provider());
@@ -153,9 +156,13 @@ pub fn acceptor_with_client_ca(
                 tokio_rustls::rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
-                )
-                .build()
-                .map_err(|e| fail(ca, e))?;
+                );
+            let verifier = if required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier.build().map_err(|e| fail(ca, e))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -164,27 +171,25 @@ pub fn acceptor_with_client_ca(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepted TLS connections of `listener`; handshakes run concurrently so a
-/// slow or broken client does not hold up others.
+/// Accepted TLS connections of `listener` (TCP or Unix socket); handshakes
+/// run concurrently so a slow or broken client does not hold up others.
 pub fn incoming(
-    listener: TcpListener,
+    listener: Listener,
     acceptor: TlsAcceptor,
-) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsStream<Conn>>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
+            // `accept` turns Nagle's algorithm off (see `net`): small TLS
+            // records must not wait for delayed ACKs.
+            let stream = match listener.accept().await {
+                Ok(stream) => stream,
                 Err(err) => {
                     tracing::warn!(error = %err, "accepting a connection");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
-            // See `net.rs`: small TLS records must not wait for delayed ACKs.
-            if let Err(err) = stream.set_nodelay(true) {
-                tracing::debug!(%peer, error = %err, "setting TCP_NODELAY");
-            }
             let acceptor = acceptor.clone();
             let handshake_sender = sender.clone();
             tokio::spawn(async move {
@@ -192,8 +197,8 @@ pub fn incoming(
                     Ok(Ok(tls)) => {
                         let _ = handshake_sender.send(Ok(tls)).await;
                     }
-                    Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
             });
             if sender.is_closed() {

@@ -6,7 +6,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 use md5::{Digest, Md5};
@@ -17,7 +17,7 @@ use regatta_proto::replication::v1::metadata_client::MetadataClient;
 use regatta_proto::replication::v1::{MetadataRequest, SnapshotChunk};
 use serde_json::json;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 use crate::backup::{self, Manifest, ManifestTable};
 
@@ -27,7 +27,9 @@ const CHUNK_BYTES: usize = 1024 * 1024;
 /// How to reach a node's maintenance API.
 #[derive(Debug, Clone, Args)]
 pub struct MaintenanceAddress {
-    /// The maintenance API of a leader-cluster node (`host:port`, or an `http(s)://` URL).
+    /// The maintenance API of a node (`host:port`, or an `http(s)://` or
+    /// `unix(s)://` URL): its --maintenance.address, or its --api.address
+    /// when it has a --maintenance.token.
     #[arg(
         long,
         env = "REGATTA_MAINTENANCE_ADDRESS",
@@ -37,9 +39,8 @@ pub struct MaintenanceAddress {
     /// The bearer token the server's `--maintenance.token` requires.
     #[arg(long, env = "REGATTA_MAINTENANCE_TOKEN")]
     pub token: Option<String>,
-    /// CA certificate (PEM) of a TLS maintenance listener (turns TLS on).
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: super::client::ClientTlsArgs,
     /// Print JSON lines instead of progress bars or plain lines.
     #[arg(long)]
     pub json: bool,
@@ -87,30 +88,7 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 async fn connect(server: &MaintenanceAddress) -> Result<(Channel, Bearer), String> {
-    let secure = server.address.starts_with("https://") || server.ca.is_some();
-    let url = match (server.address.contains("://"), secure) {
-        (true, _) => server.address.clone(),
-        (false, true) => format!("https://{}", server.address),
-        (false, false) => format!("http://{}", server.address),
-    };
-    let mut endpoint = Endpoint::from_shared(url)
-        .map_err(|e| format!("--address {}: {e}", server.address))?
-        .connect_timeout(Duration::from_secs(5));
-    if secure {
-        let mut tls = ClientTlsConfig::new().with_enabled_roots();
-        if let Some(ca) = &server.ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
-        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
-    }
-    let channel = endpoint.connect().await.map_err(|e| {
-        format!(
-            "cannot reach the server at {}: {}",
-            server.address,
-            source_chain(&e)
-        )
-    })?;
+    let channel = server.tls.connect(&server.address).await?;
     let bearer = match &server.token {
         Some(token) => Some(
             format!("Bearer {token}")
@@ -120,17 +98,6 @@ async fn connect(server: &MaintenanceAddress) -> Result<(Channel, Bearer), Strin
         None => None,
     };
     Ok((channel, Bearer(bearer)))
-}
-
-fn source_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A failed call as an operator reads it.

@@ -17,7 +17,8 @@ use crate::storage::prefix_end;
 /// Options shared by every `regatta kv` command.
 #[derive(Debug, Clone, Args)]
 pub struct KvArgs {
-    /// Address of a node's KV API.
+    /// Address of a node's KV API: `host:port`, or a URL (`http://`,
+    /// `https://`, `unix:///path`, `unixs:///path`).
     #[arg(
         long,
         env = "REGATTA_KV_ADDRESS",
@@ -25,9 +26,8 @@ pub struct KvArgs {
         global = true
     )]
     pub address: String,
-    /// CA certificate for a TLS API (not supported by this version yet).
-    #[arg(long, global = true)]
-    pub ca: Option<String>,
+    #[command(flatten)]
+    pub tls: super::client::ClientTlsArgs,
     /// Print JSON (keys and values base64-encoded) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -286,13 +286,8 @@ fn op_json(op: &ResponseOp) -> Value {
 }
 
 async fn execute(args: KvArgs) -> Result<String, String> {
-    if args.ca.is_some() {
-        return Err("TLS (--ca) is not supported by this version yet".into());
-    }
-    let mut client = KvClient::connect(format!("http://{}", args.address))
-        .await
-        .map_err(|e| format!("cannot reach {}: {e}", args.address))?
-        .max_decoding_message_size(8 * 1024 * 1024);
+    let channel = args.tls.connect(&args.address).await?;
+    let mut client = KvClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
     let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
     // An open-ended `get` (a prefix, to the end, the whole table) is
     // streamed: its result may be any size.

@@ -29,7 +29,8 @@ pub struct LeaderArgs {
     #[arg(long = "config", env = "REGATTA_CONFIG")]
     pub config: Option<String>,
 
-    /// Address the KV API listens on.
+    /// Address the KV API listens on: `host:port`, or a URL (`http://`,
+    /// `https://`, `unix:///path`, `unixs:///path`; the `s` ones serve TLS).
     #[arg(
         long = "api.address",
         env = "REGATTA_API_ADDRESS",
@@ -43,12 +44,20 @@ pub struct LeaderArgs {
     /// TLS key of the API.
     #[arg(long = "api.key-filename", env = "REGATTA_API_KEY_FILENAME")]
     pub api_key_filename: Option<PathBuf>,
+    /// CA (PEM) that client certificates on the API must be signed by; a
+    /// certificate a client sends is checked against it.
+    #[arg(long = "api.ca-filename", env = "REGATTA_API_CA_FILENAME")]
+    pub api_ca_filename: Option<PathBuf>,
+    /// Require a client certificate signed by --api.ca-filename (mutual TLS).
+    #[arg(long = "api.client-cert-auth", env = "REGATTA_API_CLIENT_CERT_AUTH", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub api_client_cert_auth: bool,
     /// Serve gRPC reflection (v1 and v1alpha) on the API port; on by default
     /// as in Regatta 0.5, `--api.reflection-api=false` turns it off.
     #[arg(long = "api.reflection-api", env = "REGATTA_API_REFLECTION_API", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub api_reflection_api: bool,
 
-    /// Address of the REST listener (health and metrics).
+    /// Address of the REST listener (health and metrics), in either form as
+    /// --api.address; TLS with the API's certificate unless `http://`.
     #[arg(
         long = "rest.address",
         env = "REGATTA_REST_ADDRESS",
@@ -299,15 +308,50 @@ pub fn run_role(args: LeaderArgs, role: Role) -> ExitCode {
     }
 }
 
-async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
-    // TLS on the API and REST listeners when a certificate and key are given.
-    let tls = match (&args.api_cert_filename, &args.api_key_filename) {
-        (Some(cert), Some(key)) => {
-            Some(crate::tls::acceptor(cert, key).map_err(|e| format!("TLS: {e}"))?)
+/// The API's and the REST listener's TLS acceptors, when a certificate and
+/// key are given; client certificates are asked for on the API only.
+fn api_tls(
+    args: &LeaderArgs,
+) -> Result<
+    (
+        Option<tokio_rustls::TlsAcceptor>,
+        Option<tokio_rustls::TlsAcceptor>,
+    ),
+    String,
+> {
+    let (cert, key) = match (&args.api_cert_filename, &args.api_key_filename) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) if args.api_ca_filename.is_some() || args.api_client_cert_auth => {
+            return Err(
+                "--api.ca-filename and --api.client-cert-auth need --api.cert-filename and --api.key-filename"
+                    .into(),
+            )
         }
-        (None, None) => None,
+        (None, None) => return Ok((None, None)),
         _ => return Err("--api.cert-filename and --api.key-filename go together".into()),
     };
+    if args.api_client_cert_auth && args.api_ca_filename.is_none() {
+        return Err("--api.client-cert-auth needs --api.ca-filename".into());
+    }
+    let api = crate::tls::acceptor_with_client_ca(
+        cert,
+        key,
+        args.api_ca_filename.as_deref(),
+        args.api_client_cert_auth,
+    )
+    .map_err(|e| format!("TLS: {e}"))?;
+    let rest = crate::tls::acceptor(cert, key).map_err(|e| format!("TLS: {e}"))?;
+    Ok((Some(api), Some(rest)))
+}
+
+async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
+    use super::listeners::API_CERT_FLAGS;
+    super::listeners::check_addresses(&args, matches!(role, Role::Leader))?;
+    if let Role::Follower { leader_address, .. } = &role {
+        crate::net::Address::parse("--replication.leader-address", leader_address)
+            .map_err(|e| e.to_string())?;
+    }
+    let (tls, rest_tls) = api_tls(&args)?;
     // Refused before the node starts, so a bad name writes nothing.
     for table in args.tables_names.iter().chain(&args.tables_delete) {
         crate::cluster::table_name::check_user_table(table.as_bytes())
@@ -350,18 +394,12 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         &args.rest_address,
         node.clone(),
         metrics.clone(),
-        tls.clone(),
+        rest_tls,
         args.rest_read_timeout,
     )
     .await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(node.clone(), health));
-    let (reflection, reflection_v1alpha) = if args.api_reflection_api {
-        let (v1, v1alpha) = crate::api::reflection::services()?;
-        (Some(v1), Some(v1alpha))
-    } else {
-        (None, None)
-    };
     let kv = match role {
         Role::Leader => KvService::new(node.clone(), metrics.clone()),
         Role::Follower { .. } => KvService::read_only(node.clone(), metrics.clone()),
@@ -413,15 +451,29 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     };
     let (maintenance_on_api, metadata_on_api) =
         super::listeners::maintenance_on_api(&args, node.clone(), maintenance_role);
-    let listener = tokio::net::TcpListener::bind(&args.api_address)
-        .await
-        .map_err(|e| format!("binding the API address {}: {e}", args.api_address))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let (reflection, reflection_v1alpha) = if args.api_reflection_api {
+        use crate::api::reflection::{services, API_SERVICES, MAINTENANCE_SERVICES};
+        let mut served = API_SERVICES.to_vec();
+        if maintenance_on_api.is_some() {
+            served.extend(MAINTENANCE_SERVICES);
+        }
+        let (v1, v1alpha) = services(&served)?;
+        (Some(v1), Some(v1alpha))
+    } else {
+        (None, None)
+    };
+    let (listener, tls) =
+        super::listeners::bind("--api.address", &args.api_address, tls, API_CERT_FLAGS).await?;
+    let reach = match (&listener, tls.is_some()) {
+        (crate::net::Listener::Unix(_, path), true) => format!("unixs://{}", path.display()),
+        (crate::net::Listener::Unix(_, path), false) => format!("unix://{}", path.display()),
+        (_, true) => format!("https://{}", listener.describe()),
+        (_, false) => format!("http://{}", listener.describe()),
+    };
     tracing::info!(
-        api = %bound,
+        api = %reach,
         tables = ?node.tables().keys().map(|t| String::from_utf8_lossy(t).into_owned()).collect::<Vec<_>>(),
-        "regatta {} is serving: reach the KV API at {scheme}://{bound}",
+        "regatta {} is serving: reach the KV API at {reach}",
         if matches!(role, Role::Leader) { "leader" } else { "follower" }
     );
     let router = tonic::transport::Server::builder()
@@ -467,9 +519,13 @@ async fn rest_server(
     tls: Option<tokio_rustls::TlsAcceptor>,
     read_timeout: Duration,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| format!("binding the REST address {address}: {e}"))?;
+    let (listener, tls) = super::listeners::bind(
+        "--rest.address",
+        address,
+        tls,
+        super::listeners::API_CERT_FLAGS,
+    )
+    .await?;
     let router = crate::api::rest::router(node, metrics);
     Ok(tokio::spawn(async move {
         match tls {
@@ -478,7 +534,7 @@ async fn rest_server(
                 crate::api::rest::serve(connections, router, read_timeout).await;
             }
             None => {
-                let connections = crate::net::incoming(listener);
+                let connections = Box::pin(crate::net::incoming(listener));
                 crate::api::rest::serve(connections, router, read_timeout).await;
             }
         }
@@ -510,51 +566,24 @@ async fn report_health(node: Arc<Node>, health: tonic_health::server::HealthRepo
     }
 }
 
-/// A channel to the leader cluster's replication API; TLS (with a client
-/// certificate when given) for `https://` addresses or when a CA is given.
+/// A channel to the leader cluster's replication API, in any address form;
+/// TLS (with a client certificate when given) for `https://` and
+/// `unixs://` addresses, or when a CA is given.
 fn leader_channel(args: &LeaderArgs, address: &str) -> Result<tonic::transport::Channel, String> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-    let secure = address.starts_with("https://") || args.replication_ca_filename.is_some();
-    let url = if address.contains("://") {
-        address.to_string()
-    } else if secure {
-        format!("https://{address}")
-    } else {
-        format!("http://{address}")
-    };
-    let mut endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| format!("--replication.leader-address {address}: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    if secure {
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
-        };
-        let mut tls = ClientTlsConfig::new();
-        if let Some(ca) = &args.replication_ca_filename {
-            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-        }
-        match (
-            &args.replication_cert_filename,
-            &args.replication_key_filename,
-        ) {
-            (Some(cert), Some(key)) => {
-                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?))
-            }
-            (None, None) => {}
-            _ => {
-                return Err(
-                    "--replication.cert-filename and --replication.key-filename go together".into(),
-                )
-            }
-        }
-        endpoint = endpoint
-            .tls_config(tls)
-            .map_err(|e| format!("replication client TLS: {e}"))?;
+    use crate::net::dial::{DialSettings, Dialer};
+    if args.replication_cert_filename.is_some() != args.replication_key_filename.is_some() {
+        return Err(
+            "--replication.cert-filename and --replication.key-filename go together".into(),
+        );
     }
-    Ok(endpoint.connect_lazy())
+    let settings = DialSettings {
+        ca: args.replication_ca_filename.clone(),
+        cert: args.replication_cert_filename.clone(),
+        key: args.replication_key_filename.clone(),
+        keep_alive: true,
+        ..DialSettings::new("--replication.leader-address", address)
+    };
+    Ok(Dialer::new(&settings)?.connect_lazy())
 }
 
 async fn shutdown_signal() {

@@ -10,9 +10,59 @@ use super::leader::LeaderArgs;
 use crate::api::maintenance::{MaintenanceRole, MaintenanceService, TokenCheck};
 use crate::api::replication::MetadataService;
 use crate::cluster::Node;
+use crate::net::{Address, Listener};
 use crate::storage::MAX_MESSAGE_BYTES;
 use regatta_proto::maintenance::v1::maintenance_server::MaintenanceServer;
 use regatta_proto::replication::v1::metadata_server::MetadataServer;
+
+pub const API_CERT_FLAGS: &str = "--api.cert-filename and --api.key-filename";
+const REPLICATION_CERT_FLAGS: &str = "--replication.cert-filename and --replication.key-filename";
+const MAINTENANCE_CERT_FLAGS: &str = "--maintenance.cert-filename and --maintenance.key-filename";
+
+/// Refuses a malformed address flag, or a TLS address whose certificate
+/// flags are missing, before the node starts: a typo writes no data.
+pub fn check_addresses(args: &LeaderArgs, serves_replication: bool) -> Result<(), String> {
+    let api_cert = args.api_cert_filename.is_some();
+    let listeners = [
+        (
+            "--api.address",
+            &args.api_address,
+            api_cert,
+            API_CERT_FLAGS,
+            true,
+        ),
+        (
+            "--rest.address",
+            &args.rest_address,
+            api_cert,
+            API_CERT_FLAGS,
+            true,
+        ),
+        (
+            "--replication.address",
+            &args.replication_address,
+            args.replication_cert_filename.is_some(),
+            REPLICATION_CERT_FLAGS,
+            serves_replication && args.replication_enabled,
+        ),
+        (
+            "--maintenance.address",
+            &args.maintenance_address,
+            args.maintenance_cert_filename.is_some(),
+            MAINTENANCE_CERT_FLAGS,
+            args.maintenance_enabled,
+        ),
+    ];
+    for (flag, text, has_cert, cert_flags, used) in listeners {
+        if used {
+            Address::parse(flag, text)
+                .map_err(|e| e.to_string())?
+                .listen_tls(has_cert, cert_flags)
+                .map_err(|e| format!("{flag} {text}: {e}"))?;
+        }
+    }
+    Ok(())
+}
 
 /// Serves the replication API (behaviour.md §4) on `--replication.address`.
 pub async fn replication_server(
@@ -28,8 +78,13 @@ pub async fn replication_server(
         &args.replication_key_filename,
     ) {
         (Some(cert), Some(key)) => Some(
-            crate::tls::acceptor_with_client_ca(cert, key, args.replication_ca_filename.as_deref())
-                .map_err(|e| format!("replication TLS: {e}"))?,
+            crate::tls::acceptor_with_client_ca(
+                cert,
+                key,
+                args.replication_ca_filename.as_deref(),
+                true,
+            )
+            .map_err(|e| format!("replication TLS: {e}"))?,
         ),
         (None, None) if args.replication_ca_filename.is_some() => {
             return Err("--replication.ca-filename needs --replication.cert-filename and --replication.key-filename".into())
@@ -43,7 +98,8 @@ pub async fn replication_server(
     };
     let max_message = args.replication_max_send_message_size_bytes;
     // Regatta 0.5 serves reflection on the replication port too.
-    let (reflection, reflection_v1alpha) = crate::api::reflection::services()?;
+    let (reflection, reflection_v1alpha) =
+        crate::api::reflection::services(&crate::api::reflection::REPLICATION_SERVICES)?;
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -58,16 +114,14 @@ pub async fn replication_server(
         .add_service(SnapshotServer::new(SnapshotService::new(node)))
         .add_service(reflection)
         .add_service(reflection_v1alpha);
-    let listener = tokio::net::TcpListener::bind(&args.replication_address)
-        .await
-        .map_err(|e| {
-            format!(
-                "binding the replication address {}: {e}",
-                args.replication_address
-            )
-        })?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(replication = %bound, tls = tls.is_some(), "serving the replication API");
+    let (listener, tls) = bind(
+        "--replication.address",
+        &args.replication_address,
+        tls,
+        REPLICATION_CERT_FLAGS,
+    )
+    .await?;
+    tracing::info!(replication = %listener.describe(), tls = tls.is_some(), "serving the replication API");
     Ok(spawn_router(router, listener, tls, "replication"))
 }
 
@@ -100,17 +154,15 @@ pub async fn maintenance_server(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(maintenance)
         .add_service(metadata);
-    let listener = tokio::net::TcpListener::bind(&args.maintenance_address)
-        .await
-        .map_err(|e| {
-            format!(
-                "binding the maintenance address {}: {e}",
-                args.maintenance_address
-            )
-        })?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, tls) = bind(
+        "--maintenance.address",
+        &args.maintenance_address,
+        tls,
+        MAINTENANCE_CERT_FLAGS,
+    )
+    .await?;
     tracing::info!(
-        maintenance = %bound,
+        maintenance = %listener.describe(),
         tls = tls.is_some(),
         token = args.maintenance_token.is_some(),
         "serving the maintenance API"
@@ -170,11 +222,36 @@ fn tonic_interceptor<S>(service: S, token: TokenCheck) -> Intercepted<S> {
     tonic::service::interceptor::InterceptedService::new(service, token)
 }
 
+/// Binds the address of `flag` (either Regatta form) and decides its TLS:
+/// the scheme when it has one (`https://` needs the certificate flags named
+/// by `cert_flags`), else whether a certificate is configured.
+pub async fn bind(
+    flag: &'static str,
+    text: &str,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    cert_flags: &str,
+) -> Result<(Listener, Option<tokio_rustls::TlsAcceptor>), String> {
+    let address = Address::parse(flag, text).map_err(|e| e.to_string())?;
+    let serve_tls = address
+        .listen_tls(tls.is_some(), cert_flags)
+        .map_err(|e| format!("{flag} {text}: {e}"))?;
+    if tls.is_some() && !serve_tls {
+        tracing::warn!(
+            address = text,
+            "{flag} is an http:// or unix:// address: serving plaintext, {cert_flags} unused"
+        );
+    }
+    let listener = Listener::bind(&address)
+        .await
+        .map_err(|e| format!("binding {flag} {text}: {e}"))?;
+    Ok((listener, tls.filter(|_| serve_tls)))
+}
+
 /// Serves `router` on `listener` (TLS when an acceptor is given) until the
 /// task is aborted; logs why it stopped otherwise.
 fn spawn_router(
     router: tonic::transport::server::Router,
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     name: &'static str,
 ) -> tokio::task::JoinHandle<()> {

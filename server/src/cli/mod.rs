@@ -1,6 +1,7 @@
 //! Command line: the entry point of every `regatta` subcommand.
 
 mod backup;
+mod client;
 mod config_file;
 mod follower;
 mod kv;

@@ -148,7 +148,7 @@ impl Node {
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut stop_rx = stop_rx;
         let server = tokio::spawn(async move {
-            let incoming = crate::net::incoming(listener);
+            let incoming = crate::net::incoming(crate::net::Listener::Tcp(listener));
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 // A peer resuming from a pause cancels every call it had
