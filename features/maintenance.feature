@@ -98,6 +98,24 @@ Feature: Maintenance: backup, restore and reset
     When I call Metadata.Get on the maintenance API of node 1 with authorization "Bearer s3cret"
     Then the maintenance call succeeds
 
+  @v0.5
+  Scenario: With a token the API port serves the maintenance API too (Regatta 0.4+)
+    Given a leader cluster of 1 node with tables "regatta-test" and flags "--maintenance.token=s3cret"
+    When I call Backup of "regatta-test" on the API port of node 1 without authorization
+    Then the maintenance call fails with Unauthenticated "Request unauthenticated with bearer"
+    When I call Backup of "regatta-test" on the API port of node 1 with authorization "Bearer wrong"
+    Then the maintenance call fails with Unauthenticated "Invalid token"
+    When I call Backup of "regatta-test" on the API port of node 1 with authorization "Bearer s3cret"
+    Then the maintenance call succeeds
+    When I call Metadata.Get on the API port of node 1 with authorization "Bearer s3cret"
+    Then the maintenance call succeeds
+
+  @v0.5
+  Scenario: Without a token the API port offers no maintenance API
+    Given a leader cluster of 1 node with tables "regatta-test"
+    When I call Backup of "regatta-test" on the API port of node 1 without authorization
+    Then the maintenance call fails with Unimplemented
+
   @replication
   Scenario: A restored table reaches the follower clusters
     Given a leader cluster of 3 nodes with tables "regatta-test"

@@ -190,16 +190,31 @@ impl RegattaWorld {
         Ok(live[self.next_node])
     }
 
-    /// A KV client for node `n`, rebuilt when its address changed.
-    pub fn client(&mut self, n: usize) -> Result<KvClient<Channel>> {
-        let endpoint = if n > FOLLOWER_NODES {
+    /// `http://host:port` of node `n`'s KV API (`n` > [`FOLLOWER_NODES`]:
+    /// a follower node's).
+    fn api_endpoint(&self, n: usize) -> Result<String> {
+        Ok(if n > FOLLOWER_NODES {
             self.follower
                 .as_deref()
                 .context("the scenario has no follower cluster")?
                 .api_endpoint(n - FOLLOWER_NODES)
         } else {
             self.cluster()?.api_endpoint(n)
-        };
+        })
+    }
+
+    /// A fresh channel to node `n`'s KV API, for steps that send raw
+    /// encodings rather than our generated messages.
+    pub fn api_channel(&self, n: usize) -> Result<Channel> {
+        Ok(Endpoint::from_shared(self.api_endpoint(n)?)?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(RPC_TIMEOUT)
+            .connect_lazy())
+    }
+
+    /// A KV client for node `n`, rebuilt when its address changed.
+    pub fn client(&mut self, n: usize) -> Result<KvClient<Channel>> {
+        let endpoint = self.api_endpoint(n)?;
         if let Some((known, client)) = self.clients.get(&n) {
             if *known == endpoint {
                 return Ok(client.clone());

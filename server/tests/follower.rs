@@ -136,7 +136,7 @@ async fn a_follower_copies_tables_existing_data_and_new_writes() {
     must_put(&leader.api, "beta", "x", "9").await;
 
     let dir = tempfile::TempDir::new().expect("temp dir");
-    let (node, metrics, follower) = start_follower(&leader, &dir).await;
+    let (node, metrics, follower) = start_follower(&leader.replication, &dir).await;
 
     // The catalogue and the data already there.
     wait_for(&node, "alpha", &[("a", "1"), ("b", "2")]).await;
@@ -165,9 +165,10 @@ async fn a_follower_copies_tables_existing_data_and_new_writes() {
     node.shutdown().await;
 }
 
-/// Starts an in-process follower node of `leader`.
+/// Starts an in-process follower node of the leader cluster whose
+/// replication API is at `replication`.
 async fn start_follower(
-    leader: &Leader,
+    replication: &str,
     dir: &tempfile::TempDir,
 ) -> (
     Arc<Node>,
@@ -179,7 +180,7 @@ async fn start_follower(
     let node = Node::start(settings, StorageOptions::default())
         .await
         .expect("follower node starts");
-    let channel = Channel::from_shared(format!("http://{}", leader.replication))
+    let channel = Channel::from_shared(format!("http://{replication}"))
         .expect("uri")
         .connect_lazy();
     let metrics = Arc::new(ReplicationMetrics::default());
@@ -230,7 +231,7 @@ async fn a_follower_behind_a_compacted_leader_recovers_by_snapshot() {
         .collect();
 
     let dir = tempfile::TempDir::new().expect("temp dir");
-    let (node, metrics, follower) = start_follower(&leader, &dir).await;
+    let (node, metrics, follower) = start_follower(&leader.replication, &dir).await;
     wait_for(&node, "t", &expected).await;
     let rendered = metrics.render();
     assert!(
@@ -420,4 +421,150 @@ async fn get_metrics(rest: &str) -> String {
     let mut body = String::new();
     socket.read_to_string(&mut body).await.expect("response");
     body
+}
+
+/// A leader cluster reduced to its replication API: one table, and a log
+/// whose entries the test writes, as Regatta 0.5 (Go) sends them.
+mod scripted_leader {
+    use regatta_proto::mvcc::v1::Command;
+    use regatta_proto::replication::v1::log_server::{Log, LogServer};
+    use regatta_proto::replication::v1::metadata_server::{Metadata, MetadataServer};
+    use regatta_proto::replication::v1::replicate_response::Response as Reply;
+    use regatta_proto::replication::v1::{
+        table, MetadataRequest, MetadataResponse, ReplicateCommand, ReplicateCommandsResponse,
+        ReplicateErrResponse, ReplicateError, ReplicateRequest, ReplicateResponse, Table,
+    };
+    use tonic::{Request, Response, Status};
+
+    #[derive(Clone)]
+    pub struct Script {
+        pub table: String,
+        /// Entries from leader index 1 on.
+        pub log: Vec<Command>,
+    }
+
+    #[tonic::async_trait]
+    impl Metadata for Script {
+        async fn get(
+            &self,
+            _request: Request<MetadataRequest>,
+        ) -> Result<Response<MetadataResponse>, Status> {
+            Ok(Response::new(MetadataResponse {
+                tables: vec![Table {
+                    name: self.table.clone(),
+                    r#type: table::Type::Replicated as i32,
+                }],
+            }))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Log for Script {
+        type ReplicateStream =
+            futures::stream::Iter<std::vec::IntoIter<Result<ReplicateResponse, Status>>>;
+
+        async fn replicate(
+            &self,
+            request: Request<ReplicateRequest>,
+        ) -> Result<Response<Self::ReplicateStream>, Status> {
+            let from = request.into_inner().leader_index.max(1);
+            let last = self.log.len() as u64;
+            let message = if from > last {
+                ReplicateResponse {
+                    response: Some(Reply::ErrorResponse(ReplicateErrResponse {
+                        error: ReplicateError::LeaderBehind as i32,
+                    })),
+                    leader_index: last,
+                }
+            } else {
+                ReplicateResponse {
+                    response: Some(Reply::CommandsResponse(ReplicateCommandsResponse {
+                        commands: (from..=last)
+                            .map(|index| ReplicateCommand {
+                                leader_index: index,
+                                command: Some(self.log[index as usize - 1].clone()),
+                            })
+                            .collect(),
+                    })),
+                    leader_index: last,
+                }
+            };
+            Ok(Response::new(futures::stream::iter(vec![Ok(message)])))
+        }
+    }
+
+    /// Serves `script` on a free loopback port; returns its address.
+    pub async fn serve(script: Script) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(MetadataServer::new(script.clone()))
+                .add_service(LogServer::new(script))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        address
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_entry_from_a_leader_stream_applies_its_commands_in_order_as_one_step() {
+    use regatta_proto::mvcc::v1::command::CommandType;
+    use regatta_proto::mvcc::v1::{Command, KeyValue};
+
+    let command = |kind: CommandType, key: &str, value: &str| Command {
+        table: b"seq".to_vec(),
+        r#type: kind as i32,
+        kv: Some(KeyValue {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..KeyValue::default()
+        }),
+        ..Command::default()
+    };
+    // Entry 1: a plain put. Entry 2: a SEQUENCE that puts, overwrites and
+    // deletes; applied in order, as one step (one revision).
+    let sequence = Command {
+        table: b"seq".to_vec(),
+        r#type: CommandType::Sequence as i32,
+        sequence: vec![
+            command(CommandType::Put, "a", "1"),
+            command(CommandType::Put, "b", "2"),
+            command(CommandType::Put, "a", "3"),
+            command(CommandType::Delete, "b", ""),
+            command(CommandType::Put, "c", "4"),
+        ],
+        ..Command::default()
+    };
+    let address = scripted_leader::serve(scripted_leader::Script {
+        table: "seq".into(),
+        log: vec![command(CommandType::Put, "z", "0"), sequence],
+    })
+    .await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (node, _metrics, follower) = start_follower(&address, &dir).await;
+    wait_for(&node, "seq", &[("a", "3"), ("c", "4"), ("z", "0")]).await;
+    // One step: the sequence's pairs share one revision, the put's is before.
+    let table = node.table(b"seq").expect("table seq");
+    let all = table
+        .range(&RangeQuery {
+            key: vec![0],
+            range_end: vec![0],
+            ..RangeQuery::default()
+        })
+        .expect("range")
+        .value;
+    let revision = |key: &[u8]| {
+        all.kvs
+            .iter()
+            .find(|kv| kv.key == key)
+            .map(|kv| kv.mod_revision)
+            .expect("key present")
+    };
+    assert_eq!(revision(b"a"), revision(b"c"));
+    assert!(revision(b"z") < revision(b"a"));
+    follower.abort();
+    node.shutdown().await;
 }

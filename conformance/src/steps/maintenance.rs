@@ -12,6 +12,7 @@ use regatta_proto::maintenance::v1::{BackupRequest, ResetRequest, RestoreInfo, R
 use regatta_proto::mvcc::v1::command::CommandType;
 use regatta_proto::replication::v1::metadata_client::MetadataClient;
 use regatta_proto::replication::v1::{MetadataRequest, SnapshotChunk};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use super::node;
@@ -51,13 +52,11 @@ async fn maintenance_node(world: &mut RegattaWorld, at: &str) -> Result<usize> {
 
 /// Streams a backup of `table`; the bytes, or the status it failed with.
 async fn backup(
-    world: &mut RegattaWorld,
-    n: usize,
+    channel: Channel,
     table: &str,
     authorization: Option<&str>,
 ) -> Result<Result<Vec<u8>, Status>> {
-    let mut client = MaintenanceClient::new(world.maintenance_channel(n)?)
-        .max_decoding_message_size(8 * 1024 * 1024);
+    let mut client = MaintenanceClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
     let request = authorized(
         BackupRequest {
             table: table.as_bytes().to_vec(),
@@ -123,9 +122,11 @@ fn chunks(bytes: &[u8]) -> Vec<RestoreMessage> {
 #[when(regex = r#"^I back up "([^"]*)" from (.+?) as "([^"]*)"$"#)]
 async fn back_up(world: &mut RegattaWorld, table: String, at: String, name: String) -> Result<()> {
     let n = maintenance_node(world, &at).await?;
-    let bytes = backup(world, n, &table, None).await?.map_err(|status| {
-        anyhow::anyhow!("Backup failed: {:?} {}", status.code(), status.message())
-    })?;
+    let bytes = backup(world.maintenance_channel(n)?, &table, None)
+        .await?
+        .map_err(|status| {
+            anyhow::anyhow!("Backup failed: {:?} {}", status.code(), status.message())
+        })?;
     world.backups.insert(name, bytes);
     Ok(())
 }
@@ -166,35 +167,49 @@ async fn backup_holds(world: &mut RegattaWorld, name: String, records: usize) ->
     Ok(())
 }
 
+/// The maintenance port of node `n`, or its API port, which serves the
+/// maintenance API too when the node has a token (Regatta 0.4+).
+fn port_channel(world: &RegattaWorld, n: usize, port: &str) -> Result<Channel> {
+    if port.is_empty() {
+        world.maintenance_channel(n)
+    } else {
+        world.api_channel(n)
+    }
+}
+
 #[when(
-    regex = r#"^I call Backup of "([^"]*)" on (.+?) (with authorization "(.*)"|without authorization)$"#
+    regex = r#"^I call Backup of "([^"]*)" on (the API port of )?(.+?) (with authorization "(.*)"|without authorization)$"#
 )]
 async fn call_backup(
     world: &mut RegattaWorld,
     table: String,
+    port: String,
     at: String,
     how: String,
     header: String,
 ) -> Result<()> {
     let n = maintenance_node(world, &at).await?;
     let authorization = how.starts_with("with ").then_some(header.as_str());
-    let outcome = backup(world, n, &table, authorization).await?;
+    let channel = port_channel(world, n, &port)?;
+    let outcome = backup(channel, &table, authorization).await?;
     world.maintenance = Some(outcome.map(|_| ()));
     Ok(())
 }
 
 #[when(
-    regex = r#"^I call Metadata.Get on the maintenance API of (.+?) (with authorization "(.*)"|without authorization)$"#
+    regex = r#"^I call Metadata.Get on the (maintenance API|API port) of (.+?) (with authorization "(.*)"|without authorization)$"#
 )]
 async fn call_metadata(
     world: &mut RegattaWorld,
+    port: String,
     at: String,
     how: String,
     header: String,
 ) -> Result<()> {
     let n = maintenance_node(world, &at).await?;
     let authorization = how.starts_with("with ").then_some(header.as_str());
-    let mut client = MetadataClient::new(world.maintenance_channel(n)?);
+    let port = if port == "API port" { "api" } else { "" };
+    let mut client = MetadataClient::new(port_channel(world, n, port)?);
     let outcome = client
         .get(authorized(MetadataRequest {}, authorization)?)
         .await

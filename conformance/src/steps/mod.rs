@@ -18,6 +18,7 @@ pub mod recovery;
 pub mod replication;
 pub mod request;
 pub mod txn;
+pub mod wire;
 
 use anyhow::{bail, Context, Result};
 use regatta_proto::mvcc::v1::KeyValue;

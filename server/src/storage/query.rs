@@ -31,14 +31,19 @@ impl Default for ResponseBudget {
 impl ResponseBudget {
     /// Takes room for one pair; false when it does not fit.
     fn take(&mut self, kv: &KeyValue) -> bool {
-        // Tag, length prefix and the message itself.
-        let needed = 1 + 10 + kv.encoded_len();
+        let needed = encoded_pair_bytes(kv);
         if needed > self.remaining {
             return false;
         }
         self.remaining -= needed;
         true
     }
+}
+
+/// Bytes one pair adds to a response: its tag, length prefix (at most 10)
+/// and the message itself.
+fn encoded_pair_bytes(kv: &KeyValue) -> usize {
+    1 + 10 + kv.encoded_len()
 }
 
 /// What a range read asks for.
@@ -175,7 +180,7 @@ pub fn iterate(
             message.count += 1;
         } else {
             let kv = query.pair(key, stored);
-            let size = 1 + 10 + kv.encoded_len();
+            let size = encoded_pair_bytes(&kv);
             if !message.kvs.is_empty() && message_size + size > message_bytes {
                 message.more = true;
                 if !emit(std::mem::take(&mut message)) {
