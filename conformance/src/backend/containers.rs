@@ -23,7 +23,7 @@ use testcontainers::core::{Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use super::{node_args, Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses};
+use super::{node_args, Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses, API_SOCKET};
 
 /// Label on every container and network the suite makes, valued with the run
 /// id, so leftovers of a killed run can be found and removed.
@@ -106,6 +106,7 @@ impl Backend for ContainersBackend {
         }
         let mut cluster = ContainerCluster {
             docker,
+            api_socket: spec.api_socket,
             image: (name.to_string(), tag.to_string()),
             run_id: self.run_id.clone(),
             owns_network: shared.is_none(),
@@ -139,6 +140,9 @@ struct ContainerNode {
 
 pub struct ContainerCluster {
     docker: Docker,
+    /// The KV API is on a Unix socket in each node's data directory, which
+    /// the host reaches through the bind mount.
+    api_socket: bool,
     image: (String, String),
     run_id: String,
     /// Whether this cluster made its network (a follower cluster borrows its leader's).
@@ -289,6 +293,11 @@ impl Cluster for ContainerCluster {
     }
 
     fn api_endpoint(&self, n: usize) -> String {
+        if self.api_socket {
+            if let Some(node) = self.nodes.get(n.wrapping_sub(1)) {
+                return format!("unix://{}/{API_SOCKET}", node.host_dir);
+            }
+        }
         match self.nodes.get(n.wrapping_sub(1)).and_then(|node| node.ip) {
             Some(ip) => format!("http://{ip}:{API_PORT}"),
             // A stopped node: an address that refuses, like a dead host.

@@ -73,6 +73,9 @@ impl Backend for ExternalBackend {
         if spec.follow.is_some() {
             bail!("the scenario needs a follower cluster; {NO_FAULTS}");
         }
+        if spec.api_socket {
+            bail!("the scenario needs a cluster serving its KV API on a Unix socket; an external cluster (REGATTA_ENDPOINTS) is reached over TCP");
+        }
         if !spec.extra_args.is_empty() {
             bail!(
                 "the scenario needs server flags {:?}; {NO_FAULTS}",

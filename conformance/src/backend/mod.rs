@@ -30,7 +30,14 @@ pub struct ClusterSpec {
     /// For a follower cluster: where its nodes reach the leader cluster's
     /// replication API, and (containers) the Docker network they share.
     pub follow: Option<FollowTarget>,
+    /// Serve each node's KV API on a Unix socket, [`API_SOCKET`] in its data
+    /// directory, instead of TCP (Regatta 0.3+ `unix://` addresses).
+    pub api_socket: bool,
 }
+
+/// The KV API's socket file in a node's data directory, for
+/// [`ClusterSpec::api_socket`].
+pub const API_SOCKET: &str = "api.sock";
 
 /// The leader cluster a follower cluster copies.
 #[derive(Debug, Clone)]
@@ -65,7 +72,11 @@ pub fn node_args(
         format!("--raft.initial-members={members}"),
         format!("--raft.node-host-dir={data_dir}/raft"),
         format!("--raft.state-machine-dir={data_dir}/state-machine"),
-        format!("--api.address={}", bind.api),
+        if spec.api_socket {
+            format!("--api.address=unix://{data_dir}/{API_SOCKET}")
+        } else {
+            format!("--api.address={}", bind.api)
+        },
         format!("--rest.address={}", bind.rest),
         format!("--replication.address={}", bind.replication),
         format!("--maintenance.address={}", bind.maintenance),

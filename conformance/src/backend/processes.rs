@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 
 use super::proxy::LinkProxy;
-use super::{node_args, Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses};
+use super::{node_args, Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses, API_SOCKET};
 
 #[derive(Debug)]
 pub struct ProcessesBackend {
@@ -98,7 +98,11 @@ impl Backend for ProcessesBackend {
             nodes.push(ProcessNode {
                 args,
                 log: node_dir.join("node.log"),
-                api: bind.api.clone(),
+                api: if spec.api_socket {
+                    format!("unix://{}/data/{API_SOCKET}", node_dir.display())
+                } else {
+                    format!("http://{}", bind.api)
+                },
                 rest: bind.rest.clone(),
                 replication: bind.replication.clone(),
                 maintenance: bind.maintenance.clone(),
@@ -205,7 +209,7 @@ impl Cluster for ProcessCluster {
     }
 
     fn api_endpoint(&self, n: usize) -> String {
-        format!("http://{}", self.nodes[n - 1].api)
+        self.nodes[n - 1].api.clone()
     }
 
     fn maintenance_endpoint(&self, n: usize) -> Option<String> {

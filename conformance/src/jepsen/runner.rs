@@ -153,6 +153,7 @@ pub async fn run(backend: Arc<dyn Backend>, name: &str, options: &RunOptions) ->
             format!("--raft.compaction-overhead={overhead}"),
         ],
         follow: None,
+        api_socket: false,
     };
     let mut cluster = backend.start_cluster(&spec).await?;
     if let Some(reason) = cluster.fault_support() {
@@ -171,6 +172,7 @@ pub async fn run(backend: Arc<dyn Backend>, name: &str, options: &RunOptions) ->
                         tables: spec.tables.clone(),
                         extra_args: Vec::new(),
                         follow: Some(target),
+                        api_socket: false,
                     })
                     .await
             }

@@ -23,6 +23,21 @@ async fn leader_cluster_with_flags(
     start(world, nodes, &tables, &flags).await.map_err(flatten)
 }
 
+#[given(
+    regex = r#"^a leader cluster of (\d+) nodes? with tables? "([^"]*)" serving its KV API on a Unix socket$"#
+)]
+async fn leader_cluster_on_a_socket(
+    world: &mut RegattaWorld,
+    nodes: usize,
+    tables: String,
+) -> Result<()> {
+    let spec = ClusterSpec {
+        api_socket: true,
+        ..spec(nodes, &tables, "")
+    };
+    start_spec(world, spec).await.map_err(flatten)
+}
+
 #[given(regex = r#"^a fresh leader cluster of (\d+) nodes? with tables? "([^"]*)" replacing it$"#)]
 async fn fresh_leader_cluster(
     world: &mut RegattaWorld,
@@ -41,14 +56,23 @@ async fn fresh_leader_cluster(
     start(world, nodes, &tables, "").await.map_err(flatten)
 }
 
-async fn start(world: &mut RegattaWorld, nodes: usize, tables: &str, flags: &str) -> Result<()> {
-    let spec = ClusterSpec {
+fn spec(nodes: usize, tables: &str, flags: &str) -> ClusterSpec {
+    ClusterSpec {
         name: RegattaWorld::scenario_name(),
         nodes,
         tables: tables.split(',').map(|t| t.trim().to_string()).collect(),
         extra_args: flags.split_whitespace().map(String::from).collect(),
         follow: None,
-    };
+        api_socket: false,
+    }
+}
+
+async fn start(world: &mut RegattaWorld, nodes: usize, tables: &str, flags: &str) -> Result<()> {
+    start_spec(world, spec(nodes, tables, flags)).await
+}
+
+async fn start_spec(world: &mut RegattaWorld, spec: ClusterSpec) -> Result<()> {
+    let nodes = spec.nodes;
     let backend = backend()?;
     let cluster = tokio::time::timeout(START_TIMEOUT, backend.start_cluster(&spec))
         .await

@@ -30,6 +30,7 @@ async fn start(world: &mut RegattaWorld, nodes: usize) -> Result<()> {
         tables: leader_spec.tables.clone(),
         extra_args: Vec::new(),
         follow: Some(target),
+        api_socket: false,
     };
     let cluster = tokio::time::timeout(START_TIMEOUT, backend()?.start_cluster(&spec))
         .await
