@@ -1,10 +1,13 @@
 //! Benchmarks of Regatta-rs, driven by `cargo xtask bench`:
 //! - `kv`: the KV workloads against Regatta and etcd side by side
 //!   (`kv.rs`, with etcd's `benchmark` semantics: `load.rs`);
+//! - `iterate`: a whole table read by IterateRange vs etcd's paged Range
+//!   (`iterate.rs`);
 //! - `replication-lag`: follower visibility lag (`lag.rs`);
 //! - `noop-server`: the no-op RPC server the `kv` run starts for the
 //!   transport ceiling.
 
+mod iterate;
 mod kv;
 mod lag;
 mod load;
@@ -20,6 +23,7 @@ usage:
   bench kv --binary PATH [--out FILE] [--quick] [--duration SECS | --total N]
            [--key-size N] [--val-size N] [--key-space-size N] [--sequential-keys]
            [--workload NAME]... [--nodes 1|3|both] [--rounds N]
+  bench iterate --binary PATH [--out FILE] [--keys N] [--val-size N] [--page N] [--rounds N] [--quick]
   bench replication-lag --binary PATH [--rate N] [--duration SECS] [--mode follow|poll|both]
   bench noop-server --address HOST:PORT";
 
@@ -85,6 +89,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("kv") => kv::main(parse_kv(&args[1..])?).await,
+        Some("iterate") => iterate::main(iterate::parse(&args[1..])?).await,
         Some("replication-lag") => lag::main(lag::parse(&args[1..])?).await,
         Some("noop-server") => match args.get(1..) {
             Some([flag, address]) if flag == "--address" => systems::serve_noop(address).await,

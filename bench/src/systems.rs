@@ -41,7 +41,7 @@ impl Drop for Process {
 
 /// A running system: its processes, its client addresses, its data.
 pub struct Running {
-    _processes: Vec<Process>,
+    processes: Vec<Process>,
     pub clients: Vec<String>,
     /// Where each node serves `/metrics` (Regatta's REST address, etcd's
     /// client address), for `BENCH_SERVER_METRICS`.
@@ -50,6 +50,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The process ids of the nodes, in node order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.iter().map(|p| p.0.id()).collect()
+    }
+
     /// The Raft log, forwarding and table lines of each node's `/metrics`,
     /// and whether an etcd node leads (which node a single client's writes
     /// reach first matters: a follower forwards).
@@ -105,6 +110,16 @@ pub fn table_name(i: usize) -> String {
 /// Starts Regatta with `nodes` nodes serving `tables` tables
 /// ([`table_name`] 0 to `tables - 1`).
 pub async fn start_regatta(binary: &Path, nodes: usize, tables: usize) -> Result<Running> {
+    start_regatta_with(binary, nodes, tables, &[]).await
+}
+
+/// As [`start_regatta`], every node with the flags `extra` too.
+pub async fn start_regatta_with(
+    binary: &Path,
+    nodes: usize,
+    tables: usize,
+    extra: &[&str],
+) -> Result<Running> {
     let names: Vec<String> = (0..tables.max(1)).map(table_name).collect();
     let dir = tempfile::tempdir()?;
     let raft: Vec<String> = (0..nodes).map(|_| free_address()).collect::<Result<_>>()?;
@@ -137,6 +152,7 @@ pub async fn start_regatta(binary: &Path, nodes: usize, tables: usize) -> Result
             .arg(node_dir.join("raft"))
             .arg("--raft.state-machine-dir")
             .arg(node_dir.join("sm"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -161,7 +177,7 @@ pub async fn start_regatta(binary: &Path, nodes: usize, tables: usize) -> Result
         }
     }
     Ok(Running {
-        _processes: processes,
+        processes,
         clients,
         rest: rests,
         _dir: dir,
@@ -227,7 +243,7 @@ pub async fn start_etcd(binary: &Path, members: usize) -> Result<Running> {
         wait_etcd(client).await?;
     }
     Ok(Running {
-        _processes: processes,
+        processes,
         // etcd serves /metrics on its client address.
         rest: clients.clone(),
         clients,
@@ -266,7 +282,7 @@ pub async fn start_noop() -> Result<Running> {
         .spawn()
         .context("starting the no-op server")?;
     let running = Running {
-        _processes: vec![Process(child)],
+        processes: vec![Process(child)],
         clients: vec![address.clone()],
         rest: Vec::new(),
         _dir: dir,

@@ -22,9 +22,13 @@ tasks:
                     (in release, for --release)
   server-binary [--release]
                     build the server binary and print its path
-  bench [kv] [--quick] [--duration SECS] [--workload NAME]... [--nodes 1|3|both]
+  bench [--quick]   the KV comparison, then the whole-table read (both below)
+  bench kv [--quick] [--duration SECS] [--workload NAME]... [--nodes 1|3|both]
                     KV workloads against regatta-rs and etcd (etcd-server package)
                     side by side; writes BENCHMARKS.md (not with --quick)
+  bench iterate [--quick] [--keys N] [--val-size N] [--page N] [--rounds N]
+                    100,000 keys of 1 KiB read by IterateRange vs etcd paging Range;
+                    its section of BENCHMARKS.md (not with --quick)
   bench replication-lag [--rate N] [--duration SECS] [--mode follow|poll|both]
                     follower visibility lag after the leader's acknowledgement
   jepsen [--runs N] [--nemesis NAME|all] [--time SECS] [--nodes 3|5] [--follower N]
@@ -88,12 +92,30 @@ fn image_task(args: &[&str]) -> anyhow::Result<()> {
 fn bench(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
     let binary = image::build_binary(root, Profile::Release)?;
     let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    // With nothing named: the KV comparison, then the whole-table read
+    // (`--quick` alone runs both quickly).
+    let both = args.iter().all(|arg| arg == "--quick");
     if args.first().is_none_or(|first| first.starts_with("--")) {
         args.insert(0, "kv".into());
     }
-    // A full run is the record; a --quick smoke run only prints.
+    run_bench(root, &binary, args.clone())?;
+    if both {
+        args[0] = "iterate".into();
+        run_bench(root, &binary, args)?;
+    }
+    Ok(())
+}
+
+/// One benchmark of the `bench` crate; a full run is recorded in
+/// BENCHMARKS.md, a --quick smoke run only prints.
+fn run_bench(
+    root: &std::path::Path,
+    binary: &std::path::Path,
+    mut args: Vec<String>,
+) -> anyhow::Result<()> {
     let quick = args.iter().any(|arg| arg == "--quick");
-    if args[0] == "kv" && !quick && !args.iter().any(|arg| arg == "--out") {
+    let recorded = matches!(args[0].as_str(), "kv" | "iterate");
+    if recorded && !quick && !args.iter().any(|arg| arg == "--out") {
         args.push("--out".into());
         args.push(root.join("BENCHMARKS.md").to_string_lossy().into_owned());
     }
@@ -102,7 +124,7 @@ fn bench(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
         .args(["run", "--quiet", "--release", "--package", "bench", "--"])
         .args(&args)
         .arg("--binary")
-        .arg(&binary)
+        .arg(binary)
         .status()?;
     if !status.success() {
         anyhow::bail!("the benchmark failed ({status})");

@@ -18,7 +18,7 @@ use super::metrics::ApiMetrics;
 use super::status::Error;
 use super::validate;
 use crate::cluster::{Consistency, GroupInfo, Node};
-use crate::storage::{is_read_only, RangeQuery, Table, STREAM_MESSAGE_PAIR_BYTES};
+use crate::storage::{is_read_only, MessageSizes, RangeQuery, Table};
 
 /// Deadline of a KV call that brings none (behaviour.md §1).
 pub const DEFAULT_KV_DEADLINE: Duration = Duration::from_secs(5);
@@ -195,7 +195,7 @@ impl KvService {
             .map_err(Error::from)?;
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         tokio::task::spawn_blocking(move || {
-            let streamed = data.iterate(&query, STREAM_MESSAGE_PAIR_BYTES, |found, revision| {
+            let streamed = data.iterate(&query, MessageSizes::STREAM, |found, revision| {
                 let message = RangeResponse {
                     header: header(info, revision),
                     kvs: found.kvs,

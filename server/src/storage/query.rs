@@ -152,23 +152,46 @@ pub fn range(
     Ok(result)
 }
 
-/// Most bytes of pairs one streamed message carries: every message stays
-/// under 4 MiB - 1 KiB encoded (regatta-0.5.md §3), header, count and
-/// framing included.
-pub const STREAM_MESSAGE_PAIR_BYTES: usize = MAX_MESSAGE_BYTES - 1024 - 256;
+/// How many bytes of pairs each streamed message may carry: the first
+/// message a little, so that a client sees pairs at once (the first message
+/// waits for nothing but its own pairs), the others up to `rest`. A pair
+/// larger than its message's share travels alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageSizes {
+    pub first: usize,
+    pub rest: usize,
+}
 
-/// Streams the pairs `query` selects from `view` as messages of at most
-/// `message_bytes` of pairs (a larger pair travels alone), calling `emit`
-/// for each until it returns false (the reader went away). `more` is set on
-/// every message but the last, and on the last exactly when keys beyond the
-/// limit match; `count` is the pairs of the message, or with `count_only`
-/// the total in one message. At least one message is emitted.
+impl MessageSizes {
+    /// IterateRange's: 64 KiB first, then every message under 4 MiB - 1 KiB
+    /// encoded (regatta-0.5.md §3), header, count and framing included.
+    pub const STREAM: MessageSizes = MessageSizes {
+        first: 64 * 1024,
+        rest: MAX_MESSAGE_BYTES - 1024 - 256,
+    };
+
+    /// Every message the same size.
+    pub const fn uniform(bytes: usize) -> MessageSizes {
+        MessageSizes {
+            first: bytes,
+            rest: bytes,
+        }
+    }
+}
+
+/// Streams the pairs `query` selects from `view` as messages of `sizes`,
+/// calling `emit` for each until it returns false (the reader went away).
+/// `more` is set on every message but the last, and on the last exactly
+/// when keys beyond the limit match; `count` is the pairs of the message,
+/// or with `count_only` the total in one message. At least one message is
+/// emitted.
 pub fn iterate(
     view: &impl View,
     query: &RangeQuery,
-    message_bytes: usize,
+    sizes: MessageSizes,
     mut emit: impl FnMut(RangeResult) -> bool,
 ) -> Result<()> {
+    let mut message_bytes = sizes.first;
     let mut matches = matching(view, query)?;
     let mut message = RangeResult::default();
     let mut message_size = 0;
@@ -187,6 +210,7 @@ pub fn iterate(
                     return Ok(());
                 }
                 message_size = 0;
+                message_bytes = sizes.rest;
             }
             message_size += size;
             message.kvs.push(kv);

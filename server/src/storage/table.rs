@@ -289,12 +289,12 @@ impl Table {
     pub fn iterate(
         &self,
         query: &RangeQuery,
-        message_bytes: usize,
+        sizes: query::MessageSizes,
         mut emit: impl FnMut(RangeResult, u64) -> bool,
     ) -> Result<()> {
         self.with_snapshot(|view| {
             let revision = read_state(view)?.revision;
-            query::iterate(view, query, message_bytes, |message| {
+            query::iterate(view, query, sizes, |message| {
                 emit(message, revision)
             })
         })

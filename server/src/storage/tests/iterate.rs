@@ -3,13 +3,17 @@
 //! the limit, counts per message.
 
 use super::{range, Fixture};
-use crate::storage::{RangeQuery, RangeResult};
+use crate::storage::{MessageSizes, RangeQuery, RangeResult};
 
 /// Every message of one iteration, with the revision each carried.
 fn messages(f: &Fixture, query: &RangeQuery, message_bytes: usize) -> Vec<(RangeResult, u64)> {
+    messages_of(f, query, MessageSizes::uniform(message_bytes))
+}
+
+fn messages_of(f: &Fixture, query: &RangeQuery, sizes: MessageSizes) -> Vec<(RangeResult, u64)> {
     let mut out = Vec::new();
     f.table
-        .iterate(query, message_bytes, |message, revision| {
+        .iterate(query, sizes, |message, revision| {
             out.push((message, revision));
             true
         })
@@ -42,6 +46,21 @@ fn messages_are_cut_by_size_with_more_on_all_but_the_last() {
     assert_eq!(keys, expected);
     assert!(got.iter().all(|(m, _)| m.count == m.kvs.len() as u64));
     assert!(got.iter().all(|(_, revision)| *revision == 10));
+}
+
+#[test]
+fn the_first_message_is_small_so_pairs_reach_the_client_at_once() {
+    let f = filled(10, 100);
+    // Room for one pair first, then three a message.
+    let sizes = MessageSizes {
+        first: 150,
+        rest: 400,
+    };
+    let got = messages_of(&f, &range(b"k", b"l"), sizes);
+    let counts: Vec<u64> = got.iter().map(|(m, _)| m.count).collect();
+    assert_eq!(counts, vec![1, 3, 3, 3]);
+    let stream = MessageSizes::STREAM;
+    assert!(stream.first < stream.rest && stream.rest < 4 * 1024 * 1024 - 1024);
 }
 
 #[test]
@@ -122,7 +141,7 @@ fn the_view_is_the_table_when_the_call_began() {
     let mut keys = Vec::new();
     let mut revisions = Vec::new();
     table
-        .iterate(&range(b"k", b"l"), 30, |message, revision| {
+        .iterate(&range(b"k", b"l"), MessageSizes::uniform(30), |message, revision| {
             keys.extend(message.kvs.into_iter().map(|kv| kv.key));
             revisions.push(revision);
             // Within the range, after every key so far: a live iterator
@@ -141,7 +160,7 @@ fn a_reader_that_stops_ends_the_iteration() {
     let f = filled(6, 10);
     let mut calls = 0;
     f.table
-        .iterate(&range(b"k", b"l"), 30, |_, _| {
+        .iterate(&range(b"k", b"l"), MessageSizes::uniform(30), |_, _| {
             calls += 1;
             calls < 2
         })
