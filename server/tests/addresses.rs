@@ -202,10 +202,19 @@ impl Pki {
 
     /// Writes `<file>.pem` and `<file>.key` for `names`.
     fn sign(&self, dir: &Path, file: &str, names: &[&str]) {
+        self.sign_with_cn(dir, file, "rcgen", names);
+    }
+
+    /// As [`Pki::sign`], the subject's common name `cn`.
+    fn sign_with_cn(&self, dir: &Path, file: &str, cn: &str, names: &[&str]) {
         let key = rcgen::KeyPair::generate().expect("key");
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let cert = rcgen::CertificateParams::new(names)
-            .expect("params")
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .expect("signed certificate");
         std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).expect("write cert");
@@ -303,6 +312,81 @@ fn tls_follows_the_scheme_and_the_api_can_require_client_certificates() {
     // The REST listener was asked for plaintext (http://) beside a TLS API.
     let health = http_get(&rest, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+}
+
+#[test]
+fn the_api_can_require_a_common_name_or_a_host_name_on_client_certificates() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let d = dir.path();
+    let pki = Pki::new(d);
+    pki.sign(d, "server", &["localhost", "127.0.0.1"]);
+    pki.sign_with_cn(d, "operator", "operator", &["ops.example"]);
+    pki.sign_with_cn(d, "intruder", "intruder", &["operator", "other.example"]);
+    for (flag, value, allowed, refused) in [
+        ("--api.allowed-cn", "operator", "operator", "intruder"),
+        (
+            "--api.allowed-hostname",
+            "ops.example",
+            "operator",
+            "intruder",
+        ),
+    ] {
+        let api = format!("https://{}", free_address());
+        let args: Vec<String> = [
+            "--api.address",
+            &api,
+            "--api.cert-filename",
+            &path(d, "server.pem"),
+            "--api.key-filename",
+            &path(d, "server.key"),
+            "--api.ca-filename",
+            &path(d, "ca.pem"),
+            "--api.client-cert-auth",
+            flag,
+            value,
+            "--rest.address",
+            &free_address(),
+            "--replication.enabled=false",
+            "--maintenance.enabled=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let _leader = spawn("leader", &d.join(flag.trim_start_matches('-')), &args);
+        let put = |who: &str| {
+            let (cert, key) = (
+                path(d, &format!("{who}.pem")),
+                path(d, &format!("{who}.key")),
+            );
+            let ca = path(d, "ca.pem");
+            vec![
+                "kv",
+                "--address",
+                &api,
+                "--ca",
+                &ca,
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                "put",
+                "t",
+                "k",
+                who,
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+        };
+        let ok = eventually(&put(allowed));
+        assert!(ok.starts_with("OK (revision "), "{flag} {value}: {ok}");
+        let refused_put = regatta(&put(refused));
+        assert!(
+            !refused_put.status.success(),
+            "{flag} {value}: {}",
+            text(&refused_put)
+        );
+    }
 }
 
 /// A plain HTTP/1.1 GET; returns the whole answer.

@@ -288,7 +288,17 @@ fn op_json(op: &ResponseOp) -> Value {
 async fn execute(args: KvArgs) -> Result<String, String> {
     let channel = args.tls.connect(&args.address).await?;
     let mut client = KvClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
-    let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
+    // A transport failure (say, a client certificate the server refused)
+    // says why only in the status's sources.
+    let status = |s: tonic::Status| match std::error::Error::source(&s) {
+        Some(cause) => format!(
+            "{:?}: {}: {}",
+            s.code(),
+            s.message(),
+            super::client::source_chain(cause)
+        ),
+        None => format!("{:?}: {}", s.code(), s.message()),
+    };
     // An open-ended `get` (a prefix, to the end, the whole table) is
     // streamed: its result may be any size.
     let command = match args.command {

@@ -51,6 +51,18 @@ pub struct LeaderArgs {
     /// Require a client certificate signed by --api.ca-filename (mutual TLS).
     #[arg(long = "api.client-cert-auth", env = "REGATTA_API_CLIENT_CERT_AUTH", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub api_client_cert_auth: bool,
+    /// With --api.client-cert-auth: the common name a client certificate's
+    /// subject must carry.
+    #[arg(
+        long = "api.allowed-cn",
+        env = "REGATTA_API_ALLOWED_CN",
+        conflicts_with = "api_allowed_hostname"
+    )]
+    pub api_allowed_cn: Option<String>,
+    /// With --api.client-cert-auth: a DNS name or IP address the client
+    /// certificate must be valid for.
+    #[arg(long = "api.allowed-hostname", env = "REGATTA_API_ALLOWED_HOSTNAME")]
+    pub api_allowed_hostname: Option<String>,
     /// Serve gRPC reflection (v1 and v1alpha) on the API port; on by default
     /// as in Regatta 0.5, `--api.reflection-api=false` turns it off.
     #[arg(long = "api.reflection-api", env = "REGATTA_API_REFLECTION_API", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
@@ -321,9 +333,14 @@ fn api_tls(
 > {
     let (cert, key) = match (&args.api_cert_filename, &args.api_key_filename) {
         (Some(cert), Some(key)) => (cert, key),
-        (None, None) if args.api_ca_filename.is_some() || args.api_client_cert_auth => {
+        (None, None)
+            if args.api_ca_filename.is_some()
+                || args.api_client_cert_auth
+                || args.api_allowed_cn.is_some()
+                || args.api_allowed_hostname.is_some() =>
+        {
             return Err(
-                "--api.ca-filename and --api.client-cert-auth need --api.cert-filename and --api.key-filename"
+                "--api.ca-filename, --api.client-cert-auth and --api.allowed-* need --api.cert-filename and --api.key-filename"
                     .into(),
             )
         }
@@ -333,11 +350,25 @@ fn api_tls(
     if args.api_client_cert_auth && args.api_ca_filename.is_none() {
         return Err("--api.client-cert-auth needs --api.ca-filename".into());
     }
+    let allowed = match (&args.api_allowed_cn, &args.api_allowed_hostname) {
+        (Some(cn), None) => Some(crate::tls::AllowedClient::CommonName(cn.clone())),
+        (None, Some(name)) => Some(crate::tls::AllowedClient::Hostname(name.clone())),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err("--api.allowed-cn and --api.allowed-hostname exclude each other".into())
+        }
+    };
+    if allowed.is_some() && !args.api_client_cert_auth {
+        return Err(
+            "--api.allowed-cn and --api.allowed-hostname need --api.client-cert-auth".into(),
+        );
+    }
     let api = crate::tls::acceptor_with_client_ca(
         cert,
         key,
         args.api_ca_filename.as_deref(),
         args.api_client_cert_auth,
+        allowed,
     )
     .map_err(|e| format!("TLS: {e}"))?;
     let rest = crate::tls::acceptor(cert, key).map_err(|e| format!("TLS: {e}"))?;

@@ -83,6 +83,7 @@ pub async fn replication_server(
                 key,
                 args.replication_ca_filename.as_deref(),
                 true,
+                None,
             )
             .map_err(|e| format!("replication TLS: {e}"))?,
         ),

@@ -294,9 +294,7 @@ impl Table {
     ) -> Result<()> {
         self.with_snapshot(|view| {
             let revision = read_state(view)?.revision;
-            query::iterate(view, query, sizes, |message| {
-                emit(message, revision)
-            })
+            query::iterate(view, query, sizes, |message| emit(message, revision))
         })
         .map(|_| ())
     }

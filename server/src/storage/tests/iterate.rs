@@ -141,14 +141,18 @@ fn the_view_is_the_table_when_the_call_began() {
     let mut keys = Vec::new();
     let mut revisions = Vec::new();
     table
-        .iterate(&range(b"k", b"l"), MessageSizes::uniform(30), |message, revision| {
-            keys.extend(message.kvs.into_iter().map(|kv| kv.key));
-            revisions.push(revision);
-            // Within the range, after every key so far: a live iterator
-            // would meet it.
-            f.must_put(format!("k5{}", revisions.len()).as_bytes(), b"late");
-            true
-        })
+        .iterate(
+            &range(b"k", b"l"),
+            MessageSizes::uniform(30),
+            |message, revision| {
+                keys.extend(message.kvs.into_iter().map(|kv| kv.key));
+                revisions.push(revision);
+                // Within the range, after every key so far: a live iterator
+                // would meet it.
+                f.must_put(format!("k5{}", revisions.len()).as_bytes(), b"late");
+                true
+            },
+        )
         .expect("iterate");
     assert_eq!(keys.len(), 6, "{keys:?}");
     assert!(revisions.iter().all(|revision| *revision == 6));

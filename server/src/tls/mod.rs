@@ -19,6 +19,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::net::{Conn, Listener};
 
+mod allowed_client;
+
+pub use allowed_client::AllowedClient;
+
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -121,17 +125,19 @@ impl ResolvesServerCert for ReloadingCert {
 /// A TLS acceptor over reloading certificate files, speaking HTTP/2 (gRPC)
 /// and HTTP/1.1 (REST) by ALPN.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    acceptor_with_client_ca(cert, key, None, true)
+    acceptor_with_client_ca(cert, key, None, true, None)
 }
 
 /// As [`acceptor`]; with `client_ca`, a client certificate must be signed
 /// by one of the CA file's certificates (mutual TLS), and must be presented
-/// at all when `required` (otherwise it is checked only when sent).
+/// at all when `required` (otherwise it is checked only when sent); with
+/// `allowed`, it must also carry that identity.
 pub fn acceptor_with_client_ca(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
     required: bool,
+    allowed: Option<AllowedClient>,
 ) -> Result<TlsAcceptor, TlsError> {
     let resolver = ReloadingCert::new(cert, key)?;
     let provider = Arc::new(default_provider());
@@ -163,7 +169,15 @@ pub fn acceptor_with_client_ca(
                 verifier.allow_unauthenticated()
             };
             let verifier = verifier.build().map_err(|e| fail(ca, e))?;
-            builder.with_client_cert_verifier(verifier)
+            match allowed {
+                Some(allowed) => builder.with_client_cert_verifier(Arc::new(
+                    allowed_client::RestrictedClientVerifier {
+                        inner: verifier,
+                        allowed,
+                    },
+                )),
+                None => builder.with_client_cert_verifier(verifier),
+            }
         }
     };
     let mut config = builder.with_cert_resolver(resolver);
