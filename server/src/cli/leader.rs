@@ -320,64 +320,9 @@ pub fn run_role(args: LeaderArgs, role: Role) -> ExitCode {
     }
 }
 
-/// The API's and the REST listener's TLS acceptors, when a certificate and
-/// key are given; client certificates are asked for on the API only.
-fn api_tls(
-    args: &LeaderArgs,
-) -> Result<
-    (
-        Option<tokio_rustls::TlsAcceptor>,
-        Option<tokio_rustls::TlsAcceptor>,
-    ),
-    String,
-> {
-    let (cert, key) = match (&args.api_cert_filename, &args.api_key_filename) {
-        (Some(cert), Some(key)) => (cert, key),
-        (None, None)
-            if args.api_ca_filename.is_some()
-                || args.api_client_cert_auth
-                || args.api_allowed_cn.is_some()
-                || args.api_allowed_hostname.is_some() =>
-        {
-            return Err(
-                "--api.ca-filename, --api.client-cert-auth and --api.allowed-* need --api.cert-filename and --api.key-filename"
-                    .into(),
-            )
-        }
-        (None, None) => return Ok((None, None)),
-        _ => return Err("--api.cert-filename and --api.key-filename go together".into()),
-    };
-    if args.api_client_cert_auth && args.api_ca_filename.is_none() {
-        return Err("--api.client-cert-auth needs --api.ca-filename".into());
-    }
-    let allowed = match (&args.api_allowed_cn, &args.api_allowed_hostname) {
-        (Some(cn), None) => Some(crate::tls::AllowedClient::CommonName(cn.clone())),
-        (None, Some(name)) => Some(crate::tls::AllowedClient::Hostname(name.clone())),
-        (None, None) => None,
-        (Some(_), Some(_)) => {
-            return Err("--api.allowed-cn and --api.allowed-hostname exclude each other".into())
-        }
-    };
-    if allowed.is_some() && !args.api_client_cert_auth {
-        return Err(
-            "--api.allowed-cn and --api.allowed-hostname need --api.client-cert-auth".into(),
-        );
-    }
-    let api = crate::tls::acceptor_with_client_ca(
-        cert,
-        key,
-        args.api_ca_filename.as_deref(),
-        args.api_client_cert_auth,
-        allowed,
-    )
-    .map_err(|e| format!("TLS: {e}"))?;
-    let rest = crate::tls::acceptor(cert, key).map_err(|e| format!("TLS: {e}"))?;
-    Ok((Some(api), Some(rest)))
-}
-
 async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
-    use super::listeners::API_CERT_FLAGS;
-    super::listeners::check_addresses(&args, matches!(role, Role::Leader))?;
+    use super::listener_flags::{api_tls, check_addresses, API_CERT_FLAGS};
+    check_addresses(&args, matches!(role, Role::Leader))?;
     if let Role::Follower { leader_address, .. } = &role {
         crate::net::Address::parse("--replication.leader-address", leader_address)
             .map_err(|e| e.to_string())?;
@@ -554,7 +499,7 @@ async fn rest_server(
         "--rest.address",
         address,
         tls,
-        super::listeners::API_CERT_FLAGS,
+        super::listener_flags::API_CERT_FLAGS,
     )
     .await?;
     let router = crate::api::rest::router(node, metrics);

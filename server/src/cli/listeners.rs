@@ -7,6 +7,7 @@ use std::time::Duration;
 use tonic::codec::CompressionEncoding;
 
 use super::leader::LeaderArgs;
+use super::listener_flags::{MAINTENANCE_CERT_FLAGS, REPLICATION_CERT_FLAGS};
 use crate::api::maintenance::{MaintenanceRole, MaintenanceService, TokenCheck};
 use crate::api::replication::MetadataService;
 use crate::cluster::Node;
@@ -14,55 +15,6 @@ use crate::net::{Address, Listener};
 use crate::storage::MAX_MESSAGE_BYTES;
 use regatta_proto::maintenance::v1::maintenance_server::MaintenanceServer;
 use regatta_proto::replication::v1::metadata_server::MetadataServer;
-
-pub const API_CERT_FLAGS: &str = "--api.cert-filename and --api.key-filename";
-const REPLICATION_CERT_FLAGS: &str = "--replication.cert-filename and --replication.key-filename";
-const MAINTENANCE_CERT_FLAGS: &str = "--maintenance.cert-filename and --maintenance.key-filename";
-
-/// Refuses a malformed address flag, or a TLS address whose certificate
-/// flags are missing, before the node starts: a typo writes no data.
-pub fn check_addresses(args: &LeaderArgs, serves_replication: bool) -> Result<(), String> {
-    let api_cert = args.api_cert_filename.is_some();
-    let listeners = [
-        (
-            "--api.address",
-            &args.api_address,
-            api_cert,
-            API_CERT_FLAGS,
-            true,
-        ),
-        (
-            "--rest.address",
-            &args.rest_address,
-            api_cert,
-            API_CERT_FLAGS,
-            true,
-        ),
-        (
-            "--replication.address",
-            &args.replication_address,
-            args.replication_cert_filename.is_some(),
-            REPLICATION_CERT_FLAGS,
-            serves_replication && args.replication_enabled,
-        ),
-        (
-            "--maintenance.address",
-            &args.maintenance_address,
-            args.maintenance_cert_filename.is_some(),
-            MAINTENANCE_CERT_FLAGS,
-            args.maintenance_enabled,
-        ),
-    ];
-    for (flag, text, has_cert, cert_flags, used) in listeners {
-        if used {
-            Address::parse(flag, text)
-                .map_err(|e| e.to_string())?
-                .listen_tls(has_cert, cert_flags)
-                .map_err(|e| format!("{flag} {text}: {e}"))?;
-        }
-    }
-    Ok(())
-}
 
 /// Serves the replication API (behaviour.md §4) on `--replication.address`.
 pub async fn replication_server(

@@ -6,6 +6,7 @@ mod config_file;
 mod follower;
 mod kv;
 mod leader;
+mod listener_flags;
 mod listeners;
 
 use std::ffi::OsString;
