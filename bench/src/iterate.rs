@@ -400,14 +400,14 @@ pub async fn main(options: Options) -> Result<()> {
     let section = section(&options, &medians, &runs);
     println!("\n{section}");
     if let Some(out) = &options.out {
-        record(out, &section)?;
+        crate::record::record_section(out, HEADING, &section)?;
         println!("written to {}", out.display());
     }
     Ok(())
 }
 
 /// The heading of this benchmark's section in BENCHMARKS.md.
-pub const HEADING: &str = "## iterate-100k";
+const HEADING: &str = "## iterate-100k";
 
 fn section(options: &Options, medians: &[(System, Read)], runs: &[String]) -> String {
     let mut out = format!(
@@ -456,27 +456,4 @@ fn section(options: &Options, medians: &[(System, Read)], runs: &[String]) -> St
     }
     out.push_str("```\n");
     out
-}
-
-/// Puts `section` at the end of `out` (BENCHMARKS.md), in place of an
-/// earlier one: this section is always the last of the file.
-pub fn record(out: &std::path::Path, section: &str) -> Result<()> {
-    let existing = std::fs::read_to_string(out).unwrap_or_default();
-    let before = match existing.find(&format!("\n{HEADING}\n")) {
-        Some(start) => &existing[..start],
-        None => existing.as_str(),
-    };
-    let text = match before.trim_end() {
-        "" => section.to_string(),
-        before => format!("{before}\n\n{section}"),
-    };
-    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))
-}
-
-/// The section of an existing record, kept by a `kv` run that rewrites
-/// everything before it.
-pub fn recorded_section(out: &std::path::Path) -> Option<String> {
-    let existing = std::fs::read_to_string(out).ok()?;
-    let start = existing.find(&format!("\n{HEADING}\n"))? + 1;
-    Some(existing[start..].to_string())
 }

@@ -662,12 +662,8 @@ pub async fn main(options: Options) -> Result<()> {
     document.push_str("```\n");
     println!("\n{}", table(&rows));
     if let Some(out) = &options.out {
-        // The iterate-100k section (`bench iterate`) stays, after this one.
-        if let Some(iterate) = crate::iterate::recorded_section(out) {
-            document.push('\n');
-            document.push_str(&iterate);
-        }
-        std::fs::write(out, &document).with_context(|| format!("writing {}", out.display()))?;
+        // The other benchmarks' sections stay, after this one.
+        crate::record::record_head(out, &document)?;
         println!("written to {}", out.display());
     }
     Ok(())

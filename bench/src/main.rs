@@ -3,6 +3,8 @@
 //!   (`kv.rs`, with etcd's `benchmark` semantics: `load.rs`);
 //! - `iterate`: a whole table read by IterateRange vs etcd's paged Range
 //!   (`iterate.rs`);
+//! - `scan-load`: point reads beside long scans of another table
+//!   (`scan_load.rs`);
 //! - `replication-lag`: follower visibility lag (`lag.rs`);
 //! - `noop-server`: the no-op RPC server the `kv` run starts for the
 //!   transport ceiling.
@@ -11,6 +13,8 @@ mod iterate;
 mod kv;
 mod lag;
 mod load;
+mod record;
+mod scan_load;
 mod systems;
 
 use std::path::PathBuf;
@@ -24,6 +28,7 @@ usage:
            [--key-size N] [--val-size N] [--key-space-size N] [--sequential-keys]
            [--workload NAME]... [--nodes 1|3|both] [--rounds N]
   bench iterate --binary PATH [--out FILE] [--keys N] [--val-size N] [--page N] [--rounds N] [--quick]
+  bench scan-load --binary PATH [--out FILE] [--keys N] [--duration SECS] [--quick]
   bench replication-lag --binary PATH [--rate N] [--duration SECS] [--mode follow|poll|both]
   bench noop-server --address HOST:PORT";
 
@@ -90,6 +95,7 @@ async fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("kv") => kv::main(parse_kv(&args[1..])?).await,
         Some("iterate") => iterate::main(iterate::parse(&args[1..])?).await,
+        Some("scan-load") => scan_load::main(scan_load::parse(&args[1..])?).await,
         Some("replication-lag") => lag::main(lag::parse(&args[1..])?).await,
         Some("noop-server") => match args.get(1..) {
             Some([flag, address]) if flag == "--address" => systems::serve_noop(address).await,

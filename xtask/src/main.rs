@@ -22,13 +22,16 @@ tasks:
                     (in release, for --release)
   server-binary [--release]
                     build the server binary and print its path
-  bench [--quick]   the KV comparison, then the whole-table read (both below)
+  bench [--quick]   the KV comparison, the whole-table read and the scan load (below)
   bench kv [--quick] [--duration SECS] [--workload NAME]... [--nodes 1|3|both]
                     KV workloads against regatta-rs and etcd (etcd-server package)
                     side by side; writes BENCHMARKS.md (not with --quick)
   bench iterate [--quick] [--keys N] [--val-size N] [--page N] [--rounds N]
                     100,000 keys of 1 KiB read by IterateRange vs etcd paging Range;
                     its section of BENCHMARKS.md (not with --quick)
+  bench scan-load [--quick] [--keys N] [--duration SECS]
+                    point reads on one table alone and beside count_only scans of a
+                    table of a million keys; its section of BENCHMARKS.md
   bench replication-lag [--rate N] [--duration SECS] [--mode follow|poll|both]
                     follower visibility lag after the leader's acknowledgement
   jepsen [--runs N] [--nemesis NAME|all] [--time SECS] [--nodes 3|5] [--follower N]
@@ -92,16 +95,18 @@ fn image_task(args: &[&str]) -> anyhow::Result<()> {
 fn bench(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
     let binary = image::build_binary(root, Profile::Release)?;
     let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-    // With nothing named: the KV comparison, then the whole-table read
-    // (`--quick` alone runs both quickly).
+    // With nothing named: the KV comparison, then the whole-table read and
+    // the scan beside point reads (`--quick` alone runs them all quickly).
     let both = args.iter().all(|arg| arg == "--quick");
     if args.first().is_none_or(|first| first.starts_with("--")) {
         args.insert(0, "kv".into());
     }
     run_bench(root, &binary, args.clone())?;
     if both {
-        args[0] = "iterate".into();
-        run_bench(root, &binary, args)?;
+        for next in ["iterate", "scan-load"] {
+            args[0] = next.into();
+            run_bench(root, &binary, args.clone())?;
+        }
     }
     Ok(())
 }
@@ -114,7 +119,7 @@ fn run_bench(
     mut args: Vec<String>,
 ) -> anyhow::Result<()> {
     let quick = args.iter().any(|arg| arg == "--quick");
-    let recorded = matches!(args[0].as_str(), "kv" | "iterate");
+    let recorded = matches!(args[0].as_str(), "kv" | "iterate" | "scan-load");
     if recorded && !quick && !args.iter().any(|arg| arg == "--out") {
         args.push("--out".into());
         args.push(root.join("BENCHMARKS.md").to_string_lossy().into_owned());

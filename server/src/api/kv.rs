@@ -136,6 +136,30 @@ impl KvService {
     }
 }
 
+/// Runs a read on a blocking thread when it `scans` a range of keys, which
+/// may take long (a `count_only` over a million keys) and must not stall
+/// the runtime worker other tables' calls share; a point read stays here,
+/// where the hop would cost more than the read.
+async fn off_the_runtime<T: Send + 'static>(
+    scans: bool,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Status> {
+    if !scans {
+        return Ok(read());
+    }
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|err| Error::Internal(format!("a read task failed: {err}")).into())
+}
+
+/// Whether a read-only Txn reads a range of keys (not single keys only).
+fn txn_scans(txn: &Txn) -> bool {
+    use regatta_proto::mvcc::v1::request_op::Request as Op;
+    txn.success.iter().chain(&txn.failure).any(
+        |op| matches!(&op.request, Some(Op::RequestRange(range)) if !range.range_end.is_empty()),
+    )
+}
+
 impl KvService {
     /// What Range and IterateRange share: the deadline, behaviour.md §2.1's
     /// checks, the consistency asked for and the query.
@@ -160,14 +184,15 @@ impl KvService {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let (timeout, request, consistency, query) = self.checked_read(request)?;
-        let (found, info) = self
+        let (data, info) = self
             .node
-            .read(&request.table, consistency, timeout, |data| {
-                data.range(&query)
-            })
+            .read(&request.table, consistency, timeout, Table::clone)
             .await
             .map_err(Error::from)?;
-        let found = found.map_err(Error::from)?;
+        let scans = !query.range_end.is_empty();
+        let found = off_the_runtime(scans, move || data.range(&query))
+            .await?
+            .map_err(Error::from)?;
         Ok(Response::new(RangeResponse {
             header: header(info, found.revision),
             kvs: found.value.kvs,
@@ -313,14 +338,20 @@ impl KvService {
         };
         if is_read_only(&txn) {
             // Read-only: never logged, but linearizable (§2.5).
-            let (outcome, info) = self
+            let (data, info) = self
                 .node
-                .read(&request.table, Consistency::Linearizable, timeout, |data| {
-                    data.txn_read(&txn)
-                })
+                .read(
+                    &request.table,
+                    Consistency::Linearizable,
+                    timeout,
+                    Table::clone,
+                )
                 .await
                 .map_err(Error::from)?;
-            let outcome = outcome.map_err(Error::from)?;
+            let scans = txn_scans(&txn);
+            let outcome = off_the_runtime(scans, move || data.txn_read(&txn))
+                .await?
+                .map_err(Error::from)?;
             return Ok(Response::new(TxnResponse {
                 header: header(info, outcome.revision),
                 succeeded: outcome.value.succeeded,

@@ -135,6 +135,7 @@ impl Storage {
             let inner = TableInner {
                 name: name.clone(),
                 cf_name: RwLock::new(cf_name),
+                published: RwLock::new(state.clone()),
                 writer: Mutex::new(state),
                 staging: Mutex::new(staging.remove(&name)),
                 dropped: AtomicBool::new(false),
@@ -185,6 +186,7 @@ impl Storage {
                 name: name.to_vec(),
                 cf_name: RwLock::new(cf_name),
                 writer: Mutex::new(Default::default()),
+                published: RwLock::new(Default::default()),
                 staging: Mutex::new(None),
                 dropped: AtomicBool::new(false),
             }),

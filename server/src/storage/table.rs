@@ -85,9 +85,44 @@ pub(crate) struct TableInner {
     pub(crate) cf_name: RwLock<String>,
     /// Serialises writers (apply, install) and caches the table's state.
     pub(crate) writer: Mutex<TableState>,
+    /// The state as of the last writer to finish, for readers: a snapshot
+    /// install holds `writer` for as long as it takes, and must not hold
+    /// up metrics, replication workers or anyone else asking.
+    pub(crate) published: RwLock<TableState>,
     /// The generation an open restore fills; changed only under `writer`.
     pub(crate) staging: Mutex<Option<Staging>>,
     pub(crate) dropped: AtomicBool,
+}
+
+/// The writer lock over the table's state; what the writer leaves is
+/// published for [`Table::state`] when it lets go.
+pub(super) struct WriterGuard<'a> {
+    state: MutexGuard<'a, TableState>,
+    published: &'a RwLock<TableState>,
+}
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = TableState;
+
+    fn deref(&self) -> &TableState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut TableState {
+        &mut self.state
+    }
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        let mut published = self
+            .published
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *published = self.state.clone();
+    }
 }
 
 /// A generation being filled by an open restore (`storage/restore.rs`).
@@ -160,16 +195,24 @@ impl Table {
         }
     }
 
-    pub(super) fn lock_writer(&self) -> MutexGuard<'_, TableState> {
-        self.inner
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub(super) fn lock_writer(&self) -> WriterGuard<'_> {
+        WriterGuard {
+            state: self
+                .inner
+                .writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            published: &self.inner.published,
+        }
     }
 
-    /// The state after the last applied entry.
+    /// The state after the last applied entry (or install), without waiting
+    /// for a writer at work.
     pub fn state(&self) -> TableState {
-        self.lock_writer().clone()
+        match self.inner.published.read() {
+            Ok(state) => state.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The opaque Raft bookkeeping stored with the data, if any.

@@ -331,7 +331,9 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             meta_key(KIND_VOTE, self.group),
             bincode::serialize(vote).map_err(write_err)?,
         );
-        self.log.write_synced(batch).map_err(write_err)
+        // An fsync: on a blocking thread, not a runtime worker.
+        let log = self.log.clone();
+        super::blocking(move || log.write_synced(batch).map_err(write_err)).await
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>

@@ -18,3 +18,14 @@ pub mod types;
 
 #[cfg(test)]
 mod store_suite;
+
+/// Runs `work` on a blocking thread: disk-bound work that may take long (a
+/// table's scan or install, an fsync) must not hold a runtime worker, or
+/// every other table's calls on that worker wait behind it.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| std::io::Error::other(format!("a blocking task failed: {err}")))?
+}

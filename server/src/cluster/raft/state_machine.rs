@@ -15,6 +15,7 @@ use regatta_proto::mvcc::v1::Command;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::blocking;
 use super::types::{
     Entry, GroupId, LogId, Request, Response, RestoreStep, Snapshot, SnapshotData, SnapshotMeta,
     StoredMembership, TypeConfig,
@@ -224,9 +225,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
-        // The log is purged up to this snapshot next: what it covers must be on disk.
-        self.storage.make_durable().map_err(sm_err)?;
-        let (_, raft_state, bytes) = self.table.export_raft().map_err(read_err)?;
+        // A WAL sync and a scan of the whole table: on a blocking thread,
+        // so the runtime's workers keep serving other tables.
+        let (storage, table) = (self.storage.clone(), self.table.clone());
+        let (raft_state, bytes) = blocking(move || {
+            // The log is purged up to this snapshot next: what it covers must be on disk.
+            storage.make_durable().map_err(sm_err)?;
+            let (_, raft_state, bytes) = table.export_raft().map_err(read_err)?;
+            Ok((raft_state, bytes))
+        })
+        .await?;
         let state: RaftState = match raft_state {
             Some(raw) => serde_json::from_slice(&raw).map_err(read_err)?,
             None => RaftState::default(),
@@ -292,18 +300,25 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         };
         let raft_state = serde_json::to_vec(&state).map_err(sm_err)?;
         let bytes = snapshot.into_inner();
-        self.table
-            .install_raft(
-                bytes.as_slice(),
-                Install {
-                    applied_index: meta.last_log_id.map_or(0, |id| id.index),
-                    keep_revisions: true,
-                    raft_state: Some(raft_state),
-                },
-            )
-            .map_err(|err| {
-                io::Error::other(format!("installing snapshot {:?}: {err}", meta.signature()))
-            })?;
+        let (table, signature) = (self.table.clone(), meta.signature());
+        let applied_index = meta.last_log_id.map_or(0, |id| id.index);
+        // Writing a whole table: on a blocking thread (see build_snapshot).
+        let bytes = blocking(move || {
+            table
+                .install_raft(
+                    bytes.as_slice(),
+                    Install {
+                        applied_index,
+                        keep_revisions: true,
+                        raft_state: Some(raft_state),
+                    },
+                )
+                .map_err(|err| {
+                    io::Error::other(format!("installing snapshot {signature:?}: {err}"))
+                })?;
+            Ok(bytes)
+        })
+        .await?;
         self.state = state;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((meta.clone(), Arc::new(bytes)));

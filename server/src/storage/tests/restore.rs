@@ -266,3 +266,26 @@ fn a_truncated_envelope_is_refused_and_changes_nothing() {
     assert_eq!(pairs(&target), owned(&[("keep", "1")]));
     assert_eq!(target.table.open_restore(), None);
 }
+
+/// A snapshot install holds the writer lock for as long as it takes; the
+/// table's state stays readable meanwhile, as of the last finished writer.
+#[test]
+fn the_state_is_read_without_waiting_for_a_writer_at_work() {
+    let mut f = Fixture::new();
+    f.must_put(b"a", b"1");
+    let before = f.table.state();
+    let writer = f.table.lock_writer();
+    let (answer, answered) = std::sync::mpsc::channel();
+    let table = f.table.clone();
+    std::thread::spawn(move || {
+        let _ = answer.send(table.state());
+    });
+    let seen = answered
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("state() answered while a writer held the lock");
+    assert_eq!(seen, before);
+    drop(writer);
+    f.must_put(b"b", b"2");
+    assert_eq!(f.table.state().revision, before.revision + 1);
+    assert_eq!(f.table.state().applied_index, before.applied_index + 1);
+}
