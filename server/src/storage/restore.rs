@@ -12,7 +12,9 @@
 //! content too ([`Table::export_raft`]), so a replica that catches up by
 //! snapshot can still apply the rest of the restore.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 use regatta_proto::mvcc::v1::KeyValue;
 use rocksdb::WriteBatch;
@@ -25,6 +27,9 @@ use super::view::DbView;
 
 /// Leads a Raft snapshot that carries an open restore's staging content.
 const ENVELOPE_MAGIC: &[u8; 8] = b"RGSNAP\x00\x01";
+
+/// Read buffer of a snapshot file being installed.
+const READ_BUFFER: usize = 1024 * 1024;
 
 impl Table {
     /// The id of the restore open on this table, if any.
@@ -153,6 +158,16 @@ impl Table {
     /// restore, all from one point in time. Also returns the state and the
     /// Raft bookkeeping of that point.
     pub fn export_raft(&self) -> Result<(TableState, Option<Vec<u8>>, Vec<u8>)> {
+        let (state, raft_state, out) = self.export_raft_to(std::io::Cursor::new(Vec::new()))?;
+        Ok((state, raft_state, out.into_inner()))
+    }
+
+    /// As [`Table::export_raft`], written to `out` as it is read (a file:
+    /// memory does not grow with the table).
+    pub fn export_raft_to<W: Write + Seek>(
+        &self,
+        mut out: W,
+    ) -> Result<(TableState, Option<Vec<u8>>, W)> {
         // Under the writer lock the staging generation cannot change while
         // the point in time is taken.
         let (cf, staging, snapshot) = {
@@ -170,15 +185,19 @@ impl Table {
             snapshot: Some(&snapshot),
         };
         let Some((id, staging_cf)) = staging else {
-            return self.export_view(&view, Vec::new(), Trailer::LeaderIndex);
+            return self.export_view(&view, out, Trailer::LeaderIndex);
         };
-        let mut out = ENVELOPE_MAGIC.to_vec();
-        out.extend_from_slice(&[0; 8]);
+        // The envelope: magic, the main stream's length (filled in once
+        // known), the main stream, the restore's id, the staging stream.
+        out.write_all(ENVELOPE_MAGIC)?;
+        out.write_all(&[0; 8])?;
         let (state, raft_state, mut out) = self.export_view(&view, out, Trailer::LeaderIndex)?;
-        let main_len = (out.len() - ENVELOPE_MAGIC.len() - 8) as u64;
-        out[ENVELOPE_MAGIC.len()..ENVELOPE_MAGIC.len() + 8]
-            .copy_from_slice(&main_len.to_le_bytes());
-        out.extend_from_slice(&id.to_le_bytes());
+        let end = out.stream_position()?;
+        let main_len = end - ENVELOPE_MAGIC.len() as u64 - 8;
+        out.seek(SeekFrom::Start(ENVELOPE_MAGIC.len() as u64))?;
+        out.write_all(&main_len.to_le_bytes())?;
+        out.seek(SeekFrom::Start(end))?;
+        out.write_all(&id.to_le_bytes())?;
         let staging_view = DbView {
             db: self.db(),
             cf: &staging_cf,
@@ -196,6 +215,37 @@ impl Table {
     pub fn install_raft(&self, bytes: &[u8], install: Install) -> Result<Installed> {
         let (main, staging) = split_envelope(bytes)?;
         self.install_generations(main, staging, install)
+    }
+
+    /// As [`Table::install_raft`], reading the snapshot from the file at
+    /// `path` as it goes (memory does not grow with the table).
+    pub fn install_raft_file(&self, path: &Path, install: Install) -> Result<Installed> {
+        let open = |at: u64| -> Result<BufReader<File>> {
+            let mut file = File::open(path)?;
+            file.seek(SeekFrom::Start(at))?;
+            Ok(BufReader::with_capacity(READ_BUFFER, file))
+        };
+        let mut head = open(0)?;
+        let mut magic = [0; ENVELOPE_MAGIC.len()];
+        let enveloped = match head.read_exact(&mut magic) {
+            Ok(()) => &magic == ENVELOPE_MAGIC,
+            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => false,
+            Err(err) => return Err(err.into()),
+        };
+        if !enveloped {
+            return self.install_generations(open(0)?, None::<(u64, &[u8])>, install);
+        }
+        let malformed = || Error::MalformedStream("truncated snapshot envelope".into());
+        let mut word = [0; 8];
+        head.read_exact(&mut word).map_err(|_| malformed())?;
+        let main_len = u64::from_le_bytes(word);
+        let main_at = (ENVELOPE_MAGIC.len() + 8) as u64;
+        let staging_at = main_at.checked_add(main_len).ok_or_else(malformed)?;
+        let mut staging = open(staging_at)?;
+        staging.read_exact(&mut word).map_err(|_| malformed())?;
+        let id = u64::from_le_bytes(word);
+        let main = open(main_at)?.take(main_len);
+        self.install_generations(main, Some((id, staging)), install)
     }
 
     fn staging_named(&self, id: u64) -> Option<Staging> {

@@ -423,7 +423,7 @@ impl Table {
     /// readers see the old content until the switch, and a malformed stream
     /// changes nothing. Memory use is constant whatever the stream's size.
     pub fn install_snapshot(&self, input: impl Read, install: Install) -> Result<Installed> {
-        self.install_generations(input, None, install)
+        self.install_generations(input, None::<(u64, &[u8])>, install)
     }
 
     /// Fills a new current generation from `input` and, when `staging` is
@@ -433,7 +433,7 @@ impl Table {
     pub(super) fn install_generations(
         &self,
         input: impl Read,
-        staging: Option<(u64, &[u8])>,
+        staging: Option<(u64, impl Read)>,
         install: Install,
     ) -> Result<Installed> {
         let mut state = self.lock_writer();

@@ -289,3 +289,58 @@ fn the_state_is_read_without_waiting_for_a_writer_at_work() {
     assert_eq!(f.table.state().revision, before.revision + 1);
     assert_eq!(f.table.state().applied_index, before.applied_index + 1);
 }
+
+/// Snapshots on disk (Raft's): exported into a file as read, installed from
+/// the file as read; the same bytes and the same outcome as in memory, open
+/// restore included, and a truncated file is refused.
+#[test]
+fn a_raft_snapshot_goes_through_a_file_as_it_does_through_memory() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let install = |index| Install {
+        applied_index: index,
+        keep_revisions: true,
+        raft_state: None,
+    };
+    for mid_restore in [false, true] {
+        let mut source = Fixture::new();
+        source.must_put(b"old", b"1");
+        if mid_restore {
+            begin(&mut source, 21);
+            batch(&mut source, 21, &[kv("a", "1")]);
+        }
+        let (_, _, bytes) = source.table.export_raft().expect("export");
+        let path = dir.path().join(format!("snapshot-{mid_restore}"));
+        let file = std::fs::File::create(&path).expect("create");
+        source.table.export_raft_to(file).expect("export to a file");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            bytes,
+            "mid_restore {mid_restore}"
+        );
+
+        let mut target = Fixture::new();
+        target.must_put(b"stale", b"x");
+        target
+            .table
+            .install_raft_file(&path, install(3))
+            .expect("install from the file");
+        target.index = 4;
+        assert_eq!(pairs(&target), owned(&[("old", "1")]));
+        assert_eq!(target.table.open_restore(), mid_restore.then_some(21));
+
+        let mut refused = Fixture::new();
+        refused.must_apply(put(b"keep", b"1"));
+        let cuts: &[usize] = if mid_restore {
+            &[9, 17, bytes.len() - 3]
+        } else {
+            &[bytes.len() - 3]
+        };
+        for &cut in cuts {
+            let truncated = dir.path().join(format!("cut-{mid_restore}-{cut}"));
+            std::fs::write(&truncated, &bytes[..cut]).expect("write");
+            let result = refused.table.install_raft_file(&truncated, install(5));
+            assert!(result.is_err(), "cut at {cut} was accepted");
+        }
+        assert_eq!(pairs(&refused), owned(&[("keep", "1")]));
+    }
+}
