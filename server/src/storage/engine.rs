@@ -69,6 +69,8 @@ pub(crate) struct Shared {
 pub struct Storage {
     shared: Arc<Shared>,
     tables: RwLock<BTreeMap<Vec<u8>, Table>>,
+    /// Where Raft snapshots of the tables are kept as files.
+    snapshot_dir: std::path::PathBuf,
 }
 
 impl Storage {
@@ -151,7 +153,14 @@ impl Storage {
         Ok(Storage {
             shared,
             tables: RwLock::new(tables),
+            snapshot_dir: dir.join("snapshots"),
         })
+    }
+
+    /// The directory for Raft snapshot files, beside the data (RocksDB
+    /// leaves unknown subdirectories alone).
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snapshot_dir
     }
 
     /// The table named `name`, if it exists.

@@ -12,6 +12,7 @@ pub mod log_store;
 pub mod network;
 pub mod read_rounds;
 pub mod service;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod timing;
 pub mod types;

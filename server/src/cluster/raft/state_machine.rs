@@ -3,7 +3,8 @@
 //! One type serves table groups and the metadata group (whose table holds
 //! the catalogue).
 
-use std::io::{self, Cursor};
+use std::io;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::blocking;
+use super::snapshot_file::{self, SnapshotDir, SnapshotFile};
 use super::types::{
     Entry, GroupId, LogId, Request, Response, RestoreStep, Snapshot, SnapshotData, SnapshotMeta,
     StoredMembership, TypeConfig,
@@ -50,8 +52,33 @@ fn read_err(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Err
 }
 
 /// The last snapshot built or installed, shared between the state machine
-/// and its snapshot builders (openraft fetches the bytes again to send them).
-type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta, Arc<Vec<u8>>)>>>;
+/// and its snapshot builders (openraft opens the file again to send it).
+type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta, PathBuf)>>>;
+
+/// Makes the snapshot at `path` the current one; removes the file of the
+/// one it replaces.
+fn set_current(current: &CurrentSnapshot, meta: SnapshotMeta, path: PathBuf) {
+    let old = current
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace((meta, path.clone()));
+    if let Some((_, old)) = old {
+        if old != path {
+            snapshot_file::remove(&old);
+        }
+    }
+}
+
+/// The file name of the current snapshot described by `meta`.
+fn current_path(snapshots: &SnapshotDir, meta: &SnapshotMeta) -> PathBuf {
+    let (index, term) = meta
+        .last_log_id
+        .map_or((0, 0), |id| (id.index, id.leader_id.term));
+    snapshots.current(index, term)
+}
+
+/// Bytes buffered while a snapshot is written to its file.
+const WRITE_BUFFER: usize = 1024 * 1024;
 
 /// The state machine of one group.
 pub struct GroupStateMachine {
@@ -60,6 +87,8 @@ pub struct GroupStateMachine {
     state: RaftState,
     /// The last snapshot built or installed, shared with snapshot builders.
     current: CurrentSnapshot,
+    /// Where this group's snapshot files are.
+    snapshots: SnapshotDir,
     /// The applied index, for readers waiting on a read index.
     applied: watch::Sender<u64>,
     /// `RaftState::installed` (0 for none), for readers of the log.
@@ -99,6 +128,7 @@ impl GroupStateMachine {
             state = RaftState::default();
         }
         state.group = group;
+        let snapshots = SnapshotDir::open(storage.snapshot_dir(), group)?;
         let (applied, applied_rx) = watch::channel(state.last_applied.map_or(0, |id| id.index));
         let (installed, installed_rx) = watch::channel(state.installed.unwrap_or(0));
         Ok((
@@ -107,6 +137,7 @@ impl GroupStateMachine {
                 table,
                 state,
                 current: Arc::default(),
+                snapshots,
                 applied,
                 installed,
             },
@@ -219,22 +250,36 @@ pub struct SnapshotBuilder {
     storage: Arc<Storage>,
     table: Table,
     current: CurrentSnapshot,
+    snapshots: SnapshotDir,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
-        // A WAL sync and a scan of the whole table: on a blocking thread,
-        // so the runtime's workers keep serving other tables.
+        // A WAL sync and a scan of the whole table, written to a file as it
+        // is read: on a blocking thread, so the runtime's workers keep
+        // serving other tables.
         let (storage, table) = (self.storage.clone(), self.table.clone());
-        let (raft_state, bytes) = blocking(move || {
+        let part = self.snapshots.part("build");
+        let written = part.clone();
+        let raft_state = blocking(move || {
             // The log is purged up to this snapshot next: what it covers must be on disk.
             storage.make_durable().map_err(sm_err)?;
-            let (_, raft_state, bytes) = table.export_raft().map_err(read_err)?;
-            Ok((raft_state, bytes))
+            let file = std::fs::File::create_new(&written)?;
+            let out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+            let (_, raft_state, out) = table.export_raft_to(out).map_err(read_err)?;
+            out.into_inner().map_err(|err| err.into_error())?;
+            Ok(raft_state)
         })
-        .await?;
+        .await;
+        let raft_state = match raft_state {
+            Ok(raft_state) => raft_state,
+            Err(err) => {
+                snapshot_file::remove(&part);
+                return Err(err);
+            }
+        };
         let state: RaftState = match raft_state {
             Some(raw) => serde_json::from_slice(&raw).map_err(read_err)?,
             None => RaftState::default(),
@@ -243,13 +288,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_log_id: state.last_applied,
             last_membership: state.membership,
         };
-        let bytes = Arc::new(bytes);
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((meta.clone(), bytes.clone()));
-        Ok(Snapshot {
-            meta,
-            snapshot: Cursor::new(bytes.to_vec()),
-        })
+        let path = current_path(&self.snapshots, &meta);
+        let promoted = path.clone();
+        blocking(move || snapshot_file::promote(&part, &promoted)).await?;
+        let snapshot = SnapshotFile::open(&path).await?;
+        set_current(&self.current, meta.clone(), path);
+        Ok(Snapshot { meta, snapshot })
     }
 }
 
@@ -284,6 +328,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             storage: self.storage.clone(),
             table: self.table.clone(),
             current: self.current.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
@@ -299,14 +344,19 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             installed: meta.last_log_id.map(|id| id.index),
         };
         let raft_state = serde_json::to_vec(&state).map_err(sm_err)?;
-        let bytes = snapshot.into_inner();
+        let received = snapshot.path().to_path_buf();
+        drop(snapshot);
         let (table, signature) = (self.table.clone(), meta.signature());
         let applied_index = meta.last_log_id.map_or(0, |id| id.index);
-        // Writing a whole table: on a blocking thread (see build_snapshot).
-        let bytes = blocking(move || {
+        let path = current_path(&self.snapshots, meta);
+        let (kept, ours) = (path.clone(), self.snapshots.holds(&received));
+        // Writing a whole table, read from the file as it goes: on a
+        // blocking thread (see build_snapshot). The file is then kept as
+        // the current snapshot, for followers that need one from here.
+        blocking(move || {
             table
-                .install_raft(
-                    bytes.as_slice(),
+                .install_raft_file(
+                    &received,
                     Install {
                         applied_index,
                         keep_revisions: true,
@@ -316,12 +366,17 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 .map_err(|err| {
                     io::Error::other(format!("installing snapshot {signature:?}: {err}"))
                 })?;
-            Ok(bytes)
+            if ours {
+                snapshot_file::promote(&received, &kept)
+            } else {
+                // Another group's file (a test hands one over): copied.
+                std::fs::copy(&received, &kept)?;
+                std::fs::File::open(&kept)?.sync_all()
+            }
         })
         .await?;
         self.state = state;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((meta.clone(), Arc::new(bytes)));
+        set_current(&self.current, meta.clone(), path);
         // Published before the applied index, so a reader that sees the
         // new applied index also sees the floor under it.
         self.installed
@@ -332,25 +387,36 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
-        let current = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        Ok(current.map(|(meta, bytes)| Snapshot {
-            meta,
-            snapshot: Cursor::new(bytes.to_vec()),
-        }))
+        // A build finishing now may replace (and remove) the file between
+        // the look and the open: look again.
+        for _ in 0..3 {
+            let current = self
+                .current
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let Some((meta, path)) = current else {
+                return Ok(None);
+            };
+            match SnapshotFile::open(&path).await {
+                Ok(snapshot) => return Ok(Some(Snapshot { meta, snapshot })),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(io::Error::other("the current snapshot kept being replaced"))
     }
 }
 
 /// Snapshots arrive in chunks over the InstallSnapshot RPC (openraft-legacy's
-/// receiver); they are gathered in memory until the last one.
+/// receiver), written to a file as they come.
 impl SnapshotReceiverFactory<TypeConfig> for GroupStateMachine {
     type SnapshotReceiver = SnapshotData;
 
     async fn begin_receiving_snapshot(&mut self) -> io::Result<SnapshotData> {
-        Ok(Cursor::new(Vec::new()))
+        // One transfer at a time: what is left of earlier ones was given up.
+        self.snapshots.remove_parts("receive");
+        SnapshotFile::create(&self.snapshots.part("receive")).await
     }
 }
 

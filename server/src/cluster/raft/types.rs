@@ -1,7 +1,6 @@
 //! openraft type configuration, declared once; other modules use the short
 //! aliases below instead of spelling out generic parameters.
 
-use std::io::Cursor;
 
 use openraft::type_config::alias;
 use serde::{Deserialize, Serialize};
@@ -99,8 +98,8 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
 );
 
-/// What a snapshot is carried in, in memory (issue 18 moves it to disk).
-pub type SnapshotData = Cursor<Vec<u8>>;
+/// What a snapshot is carried in: a file (`snapshot_file.rs`).
+pub type SnapshotData = super::snapshot_file::SnapshotFile;
 
 pub type Raft = openraft::Raft<TypeConfig, super::state_machine::GroupStateMachine>;
 pub type Entry = alias::EntryOf<TypeConfig>;
