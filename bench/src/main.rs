@@ -5,6 +5,8 @@
 //!   (`iterate.rs`);
 //! - `scan-load`: point reads beside long scans of another table
 //!   (`scan_load.rs`);
+//! - `snapshot-memory`: node memory through snapshots of a large table
+//!   (`snapshot_memory.rs`);
 //! - `replication-lag`: follower visibility lag (`lag.rs`);
 //! - `noop-server`: the no-op RPC server the `kv` run starts for the
 //!   transport ceiling.
@@ -15,6 +17,7 @@ mod lag;
 mod load;
 mod record;
 mod scan_load;
+mod snapshot_memory;
 mod systems;
 
 use std::path::PathBuf;
@@ -29,6 +32,7 @@ usage:
            [--workload NAME]... [--nodes 1|3|both] [--rounds N]
   bench iterate --binary PATH [--out FILE] [--keys N] [--val-size N] [--page N] [--rounds N] [--quick]
   bench scan-load --binary PATH [--out FILE] [--keys N] [--duration SECS] [--quick]
+  bench snapshot-memory --binary PATH [--out FILE] [--mib N] [--val-size N] [--snapshot-entries N] [--quick]
   bench replication-lag --binary PATH [--rate N] [--duration SECS] [--mode follow|poll|both]
   bench noop-server --address HOST:PORT";
 
@@ -96,6 +100,7 @@ async fn main() -> Result<()> {
         Some("kv") => kv::main(parse_kv(&args[1..])?).await,
         Some("iterate") => iterate::main(iterate::parse(&args[1..])?).await,
         Some("scan-load") => scan_load::main(scan_load::parse(&args[1..])?).await,
+        Some("snapshot-memory") => snapshot_memory::main(snapshot_memory::parse(&args[1..])?).await,
         Some("replication-lag") => lag::main(lag::parse(&args[1..])?).await,
         Some("noop-server") => match args.get(1..) {
             Some([flag, address]) if flag == "--address" => systems::serve_noop(address).await,

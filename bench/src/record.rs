@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// The sections after the `kv` document, in the order they are written.
-const SECTIONS: [&str; 2] = ["## iterate-100k", "## scan-load"];
+const SECTIONS: [&str; 3] = ["## iterate-100k", "## scan-load", "## snapshot-memory"];
 
 /// Splits `text` into what comes before the first section and each
 /// section present, by heading.

@@ -42,6 +42,8 @@ impl Drop for Process {
 /// A running system: its processes, its client addresses, its data.
 pub struct Running {
     processes: Vec<Process>,
+    /// Nodes configured but not started yet ([`start_regatta_holding`]).
+    held: Vec<Command>,
     pub clients: Vec<String>,
     /// Where each node serves `/metrics` (Regatta's REST address, etcd's
     /// client address), for `BENCH_SERVER_METRICS`.
@@ -50,9 +52,18 @@ pub struct Running {
 }
 
 impl Running {
-    /// The process ids of the nodes, in node order.
+    /// The process ids of the nodes started, in node order.
     pub fn pids(&self) -> Vec<u32> {
         self.processes.iter().map(|p| p.0.id()).collect()
+    }
+
+    /// Starts the nodes held back, with empty data directories.
+    pub fn start_held(&mut self) -> Result<()> {
+        for mut command in self.held.drain(..) {
+            self.processes
+                .push(Process(command.spawn().context("starting a held node")?));
+        }
+        Ok(())
     }
 
     /// The Raft log, forwarding and table lines of each node's `/metrics`,
@@ -120,6 +131,18 @@ pub async fn start_regatta_with(
     tables: usize,
     extra: &[&str],
 ) -> Result<Running> {
+    start_regatta_holding(binary, nodes, tables, extra, 0).await
+}
+
+/// As [`start_regatta_with`], the last `held` nodes configured (members of
+/// the cluster) but not started until [`Running::start_held`].
+pub async fn start_regatta_holding(
+    binary: &Path,
+    nodes: usize,
+    tables: usize,
+    extra: &[&str],
+    held: usize,
+) -> Result<Running> {
     let names: Vec<String> = (0..tables.max(1)).map(table_name).collect();
     let dir = tempfile::tempdir()?;
     let raft: Vec<String> = (0..nodes).map(|_| free_address()).collect::<Result<_>>()?;
@@ -129,6 +152,7 @@ pub async fn start_regatta_with(
         .map(|(i, address)| format!("{}={address}", i + 1))
         .collect();
     let mut processes = Vec::new();
+    let mut held_back = Vec::new();
     let mut clients = Vec::new();
     let mut rests = Vec::new();
     for (i, raft_address) in raft.iter().enumerate() {
@@ -138,7 +162,8 @@ pub async fn start_regatta_with(
         // Warnings and errors go to a file beside the data, so a node that
         // does not come up can say why.
         let log = std::fs::File::create(dir.path().join(format!("n{}.log", i + 1)))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("leader")
             .args(["--log-level", "warn", "--api.address", &api])
             .args(["--raft.node-id", &(i + 1).to_string()])
@@ -154,14 +179,19 @@ pub async fn start_regatta_with(
             .arg(node_dir.join("sm"))
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        processes.push(Process(child));
+            .stderr(log);
+        if i + held < nodes {
+            let child = command
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            processes.push(Process(child));
+        } else {
+            held_back.push(command);
+        }
         clients.push(api);
         rests.push(rest);
     }
-    for (i, api) in clients.iter().enumerate() {
+    for (i, api) in clients.iter().enumerate().take(nodes - held) {
         for table in &names {
             if let Err(err) = wait_regatta(api, table).await {
                 let log = std::fs::read_to_string(dir.path().join(format!("n{}.log", i + 1)))
@@ -178,6 +208,7 @@ pub async fn start_regatta_with(
     }
     Ok(Running {
         processes,
+        held: held_back,
         clients,
         rest: rests,
         _dir: dir,
@@ -244,6 +275,7 @@ pub async fn start_etcd(binary: &Path, members: usize) -> Result<Running> {
     }
     Ok(Running {
         processes,
+        held: Vec::new(),
         // etcd serves /metrics on its client address.
         rest: clients.clone(),
         clients,
@@ -283,6 +315,7 @@ pub async fn start_noop() -> Result<Running> {
         .context("starting the no-op server")?;
     let running = Running {
         processes: vec![Process(child)],
+        held: Vec::new(),
         clients: vec![address.clone()],
         rest: Vec::new(),
         _dir: dir,

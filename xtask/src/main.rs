@@ -32,6 +32,9 @@ tasks:
   bench scan-load [--quick] [--keys N] [--duration SECS]
                     point reads on one table alone and beside count_only scans of a
                     table of a million keys; its section of BENCHMARKS.md
+  bench snapshot-memory [--quick] [--mib N] [--snapshot-entries N]
+                    node memory while 2 GiB are snapshotted, compacted and installed
+                    on a third node that joins empty (not in the default run)
   bench replication-lag [--rate N] [--duration SECS] [--mode follow|poll|both]
                     follower visibility lag after the leader's acknowledgement
   jepsen [--runs N] [--nemesis NAME|all] [--time SECS] [--nodes 3|5] [--follower N]
@@ -119,7 +122,10 @@ fn run_bench(
     mut args: Vec<String>,
 ) -> anyhow::Result<()> {
     let quick = args.iter().any(|arg| arg == "--quick");
-    let recorded = matches!(args[0].as_str(), "kv" | "iterate" | "scan-load");
+    let recorded = matches!(
+        args[0].as_str(),
+        "kv" | "iterate" | "scan-load" | "snapshot-memory"
+    );
     if recorded && !quick && !args.iter().any(|arg| arg == "--out") {
         args.push("--out".into());
         args.push(root.join("BENCHMARKS.md").to_string_lossy().into_owned());

@@ -1,7 +1,6 @@
 //! openraft type configuration, declared once; other modules use the short
 //! aliases below instead of spelling out generic parameters.
 
-
 use openraft::type_config::alias;
 use serde::{Deserialize, Serialize};
 
