@@ -7,10 +7,13 @@
 //!   (`scan_load.rs`);
 //! - `snapshot-memory`: node memory through snapshots of a large table
 //!   (`snapshot_memory.rs`);
+//! - `idle-tables`: CPU and memory of idle tables, and failover
+//!   (`idle_tables.rs`);
 //! - `replication-lag`: follower visibility lag (`lag.rs`);
 //! - `noop-server`: the no-op RPC server the `kv` run starts for the
 //!   transport ceiling.
 
+mod idle_tables;
 mod iterate;
 mod kv;
 mod lag;
@@ -33,6 +36,7 @@ usage:
   bench iterate --binary PATH [--out FILE] [--keys N] [--val-size N] [--page N] [--rounds N] [--quick]
   bench scan-load --binary PATH [--out FILE] [--keys N] [--duration SECS] [--quick]
   bench snapshot-memory --binary PATH [--out FILE] [--mib N] [--val-size N] [--snapshot-entries N] [--quick]
+  bench idle-tables --binary PATH [--out FILE] [--tables 10,100,1000] [--window SECS] [--quick]
   bench replication-lag --binary PATH [--rate N] [--duration SECS] [--mode follow|poll|both]
   bench noop-server --address HOST:PORT";
 
@@ -99,6 +103,7 @@ async fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("kv") => kv::main(parse_kv(&args[1..])?).await,
         Some("iterate") => iterate::main(iterate::parse(&args[1..])?).await,
+        Some("idle-tables") => idle_tables::main(idle_tables::parse(&args[1..])?).await,
         Some("scan-load") => scan_load::main(scan_load::parse(&args[1..])?).await,
         Some("snapshot-memory") => snapshot_memory::main(snapshot_memory::parse(&args[1..])?).await,
         Some("replication-lag") => lag::main(lag::parse(&args[1..])?).await,

@@ -7,7 +7,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// The sections after the `kv` document, in the order they are written.
-const SECTIONS: [&str; 3] = ["## iterate-100k", "## scan-load", "## snapshot-memory"];
+const SECTIONS: [&str; 4] = [
+    "## iterate-100k",
+    "## scan-load",
+    "## snapshot-memory",
+    "## idle-tables",
+];
 
 /// Splits `text` into what comes before the first section and each
 /// section present, by heading.

@@ -57,6 +57,14 @@ impl Running {
         self.processes.iter().map(|p| p.0.id()).collect()
     }
 
+    /// Kills node `index` (0-based) at once, as a crash would.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(process) = self.processes.get_mut(index) {
+            let _ = process.0.kill();
+            let _ = process.0.wait();
+        }
+    }
+
     /// Starts the nodes held back, with empty data directories.
     pub fn start_held(&mut self) -> Result<()> {
         for mut command in self.held.drain(..) {
@@ -193,7 +201,9 @@ pub async fn start_regatta_holding(
     }
     for (i, api) in clients.iter().enumerate().take(nodes - held) {
         for table in &names {
-            if let Err(err) = wait_regatta(api, table).await {
+            // A node creates its tables one by one before it serves.
+            let patience = Duration::from_secs(60 + names.len() as u64 / 2);
+            if let Err(err) = wait_regatta(api, table, patience).await {
                 let log = std::fs::read_to_string(dir.path().join(format!("n{}.log", i + 1)))
                     .unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(10).collect();
@@ -215,8 +225,8 @@ pub async fn start_regatta_holding(
     })
 }
 
-async fn wait_regatta(api: &str, table: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+async fn wait_regatta(api: &str, table: &str, patience: Duration) -> Result<()> {
+    let deadline = Instant::now() + patience;
     loop {
         if let Ok(channel) = connect(api).await {
             let probe = KvClient::new(channel)
@@ -232,7 +242,7 @@ async fn wait_regatta(api: &str, table: &str) -> Result<()> {
             }
         }
         if Instant::now() > deadline {
-            bail!("Regatta at {api} did not serve table {table} within 60 s");
+            bail!("Regatta at {api} did not serve table {table} within {patience:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -32,6 +32,9 @@ tasks:
   bench scan-load [--quick] [--keys N] [--duration SECS]
                     point reads on one table alone and beside count_only scans of a
                     table of a million keys; its section of BENCHMARKS.md
+  bench idle-tables [--quick] [--tables 10,100,1000] [--window SECS]
+                    CPU and RSS per node of an idle 3-node cluster with N tables, and
+                    the time until every table is led again after a node is killed
   bench snapshot-memory [--quick] [--mib N] [--snapshot-entries N]
                     node memory while 2 GiB are snapshotted, compacted and installed
                     on a third node that joins empty (not in the default run)
@@ -124,7 +127,7 @@ fn run_bench(
     let quick = args.iter().any(|arg| arg == "--quick");
     let recorded = matches!(
         args[0].as_str(),
-        "kv" | "iterate" | "scan-load" | "snapshot-memory"
+        "kv" | "iterate" | "scan-load" | "snapshot-memory" | "idle-tables"
     );
     if recorded && !quick && !args.iter().any(|arg| arg == "--out") {
         args.push("--out".into());

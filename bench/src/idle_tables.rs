@@ -1,0 +1,254 @@
+//! `bench idle-tables`: what tables cost when nothing happens. A 3-node
+//! cluster serves N tables and is left idle; each node's CPU (user +
+//! system, from `/proc/<pid>/stat`) over 10 s is reported as a share of one
+//! core, with its RSS. Then node 1 is killed and the run waits until both
+//! other nodes agree on a live leader for every table: failover must not
+//! get slower as idle tables get cheaper.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::systems;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub binary: PathBuf,
+    pub out: Option<PathBuf>,
+    pub counts: Vec<usize>,
+    pub window: Duration,
+}
+
+pub fn parse(args: &[String]) -> Result<Options> {
+    let mut options = Options {
+        binary: PathBuf::new(),
+        out: None,
+        counts: vec![10, 100, 1000],
+        window: Duration::from_secs(10),
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--binary" => options.binary = PathBuf::from(value()?),
+            "--out" => options.out = Some(PathBuf::from(value()?)),
+            "--tables" => {
+                options.counts = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse())
+                    .collect::<Result<_, _>>()?
+            }
+            "--window" => options.window = Duration::from_secs_f64(value()?.parse()?),
+            "--quick" => {
+                options.counts = vec![10, 100];
+                options.window = Duration::from_secs(3);
+            }
+            other => bail!("unknown flag {other} (bench idle-tables --binary PATH [--out FILE] [--tables 10,100,1000] [--window SECS] [--quick])"),
+        }
+    }
+    if options.binary.as_os_str().is_empty() {
+        bail!("--binary is required (cargo xtask bench passes it)");
+    }
+    Ok(options)
+}
+
+/// CPU time of `pid` so far, in clock ticks (user + system).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Each table's leader as node `rest` reports it (`/metrics`).
+async fn leaders(rest: &str) -> BTreeMap<String, u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut found = BTreeMap::new();
+    let Ok(mut socket) = tokio::net::TcpStream::connect(rest).await else {
+        return found;
+    };
+    let _ = socket
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await;
+    let mut body = String::new();
+    let _ = socket.read_to_string(&mut body).await;
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("regatta_table_raft_leader_id{table=\"") else {
+            continue;
+        };
+        if let Some((table, value)) = rest.split_once("\"} ") {
+            if let Ok(leader) = value.trim().parse() {
+                found.insert(table.to_string(), leader);
+            }
+        }
+    }
+    found
+}
+
+struct Row {
+    tables: usize,
+    /// From the start of the processes until every node served every table.
+    started_in: Duration,
+    cpu: Vec<f64>,
+    rss: Vec<f64>,
+    /// The node killed (1-based) and how many tables it led.
+    victim: u64,
+    led_by_victim: usize,
+    failover: Duration,
+}
+
+async fn measure(options: &Options, tables: usize) -> Result<Row> {
+    let starting = Instant::now();
+    let mut running = systems::start_regatta(&options.binary, 3, tables).await?;
+    let started_in = starting.elapsed();
+    // Let elections and the first heartbeats settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pids = running.pids();
+    let before: Vec<u64> = pids.iter().map(|&pid| cpu_ticks(pid)).collect();
+    let started = Instant::now();
+    tokio::time::sleep(options.window).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let ticks = clock_ticks_per_second();
+    let cpu: Vec<f64> = pids
+        .iter()
+        .zip(&before)
+        .map(|(&pid, &was)| 100.0 * (cpu_ticks(pid) - was) as f64 / ticks / elapsed)
+        .collect();
+    let rss: Vec<f64> = pids.iter().map(|&pid| rss_mib(pid)).collect();
+
+    // Failover: kill the node that leads the most tables, wait until the
+    // two others agree on a live leader for every table.
+    let led = leaders(&running.rest[0]).await;
+    let victim = (1..=3u64)
+        .max_by_key(|node| led.values().filter(|leader| *leader == node).count())
+        .unwrap_or(1);
+    let led_by_victim = led.values().filter(|leader| **leader == victim).count();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i as u64 + 1 != victim).collect();
+    running.kill(victim as usize - 1);
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(120);
+    loop {
+        let (a, b) = tokio::join!(
+            leaders(&running.rest[survivors[0]]),
+            leaders(&running.rest[survivors[1]])
+        );
+        let settled = a.len() == tables
+            && a.iter().all(|(table, leader)| {
+                *leader != victim && *leader != 0 && b.get(table) == Some(leader)
+            });
+        if settled {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{tables} tables: no live leader for every table within 120 s of the kill");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Row {
+        tables,
+        started_in,
+        cpu,
+        rss,
+        victim,
+        led_by_victim,
+        failover: killed.elapsed(),
+    })
+}
+
+pub async fn main(options: Options) -> Result<()> {
+    // A count that fails is a finding too: it is reported, not dropped.
+    let mut rows: Vec<std::result::Result<Row, (usize, String)>> = Vec::new();
+    for &tables in &options.counts {
+        match measure(&options, tables).await {
+            Ok(row) => {
+                println!(
+                    "{} tables: served in {:.1} s, CPU {:.1}% / {:.1}% / {:.1}% of a core, RSS {:.0} / {:.0} / {:.0} MiB, every table led again {:.2} s after node {} (leader of {}) was killed",
+                    row.tables, row.started_in.as_secs_f64(), row.cpu[0], row.cpu[1], row.cpu[2],
+                    row.rss[0], row.rss[1], row.rss[2], row.failover.as_secs_f64(), row.victim,
+                    row.led_by_victim
+                );
+                rows.push(Ok(row));
+            }
+            Err(err) => {
+                let first = format!("{err:#}")
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                println!("{tables} tables: failed: {first}");
+                rows.push(Err((tables, first)));
+            }
+        }
+    }
+    let mut section = format!(
+        "## idle-tables\n\nProduced by `cargo xtask bench idle-tables`: a 3-node cluster serving N tables, idle; each node's CPU (user + system) over {:?} as a share of one core, its RSS, and the time from killing the node that leads the most tables until the two others agree on a live leader for every table.\n\n\
+         | tables | every table served after, s | CPU % node 1 / 2 / 3 | RSS MiB node 1 / 2 / 3 | node killed (tables it led) | every table led again after the kill, s |\n|---|---|---|---|---|---|\n",
+        options.window
+    );
+    for row in &rows {
+        let _ = match row {
+            Ok(row) => writeln!(
+                section,
+                "| {} | {:.1} | {:.1} / {:.1} / {:.1} | {:.0} / {:.0} / {:.0} | {} ({}) | {:.2} |",
+                row.tables,
+                row.started_in.as_secs_f64(),
+                row.cpu[0],
+                row.cpu[1],
+                row.cpu[2],
+                row.rss[0],
+                row.rss[1],
+                row.rss[2],
+                row.victim,
+                row.led_by_victim,
+                row.failover.as_secs_f64()
+            ),
+            Err((tables, reason)) => writeln!(section, "| {tables} | failed: {reason} | | | | |"),
+        };
+    }
+    println!("\n{section}");
+    if let Some(out) = &options.out {
+        crate::record::record_section(out, "## idle-tables", &section)?;
+        println!("written to {}", out.display());
+    }
+    Ok(())
+}
