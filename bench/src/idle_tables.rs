@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::procfs::{self, clock_ticks_per_second, cpu_ticks};
 use crate::systems;
 
 #[derive(Debug, Clone)]
@@ -57,47 +58,6 @@ pub fn parse(args: &[String]) -> Result<Options> {
         bail!("--binary is required (cargo xtask bench passes it)");
     }
     Ok(options)
-}
-
-/// CPU time of `pid` so far, in clock ticks (user + system).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// Each table's leader as node `rest` reports it (`/metrics`).
@@ -154,7 +114,10 @@ async fn measure(options: &Options, tables: usize) -> Result<Row> {
         .zip(&before)
         .map(|(&pid, &was)| 100.0 * (cpu_ticks(pid) - was) as f64 / ticks / elapsed)
         .collect();
-    let rss: Vec<f64> = pids.iter().map(|&pid| rss_mib(pid)).collect();
+    let rss: Vec<f64> = pids
+        .iter()
+        .map(|&pid| procfs::rss(pid) as f64 / (1024.0 * 1024.0))
+        .collect();
 
     // Failover: kill the node that leads the most tables, wait until the
     // two others agree on a live leader for every table.

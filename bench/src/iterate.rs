@@ -18,6 +18,7 @@ use regatta_proto::bench::etcd::kv_client::KvClient as EtcdKvClient;
 use regatta_proto::regatta::v1 as regatta;
 use regatta_proto::regatta::v1::kv_client::KvClient;
 
+use crate::procfs::{mib, rss};
 use crate::systems::{self, Running, TABLE};
 
 #[derive(Debug, Clone)]
@@ -194,22 +195,6 @@ impl RssSampler {
     }
 }
 
-/// Resident set of `pid` in bytes (0 when unreadable).
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
 async fn read_regatta(running: &Running) -> Result<Read> {
     let channel = systems::connect(&running.clients[0]).await?;
     let mut kv = KvClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
@@ -309,10 +294,6 @@ fn median(mut reads: Vec<Read>) -> Read {
             .total_cmp(&b.megabytes_per_second())
     });
     reads.swap_remove((reads.len() - 1) / 2)
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.0}", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn summary(system: System, read: &Read) -> String {

@@ -18,6 +18,7 @@ mod iterate;
 mod kv;
 mod lag;
 mod load;
+mod procfs;
 mod record;
 mod scan_load;
 mod snapshot_memory;

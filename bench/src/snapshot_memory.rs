@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use regatta_proto::regatta::v1 as regatta;
 use regatta_proto::regatta::v1::kv_client::KvClient;
 
+use crate::procfs::{mib, rss};
 use crate::systems::{self, TABLE};
 
 #[derive(Debug, Clone)]
@@ -59,26 +60,6 @@ pub fn parse(args: &[String]) -> Result<Options> {
         bail!("--binary is required (cargo xtask bench passes it)");
     }
     Ok(options)
-}
-
-/// Resident set of `pid` in bytes (0 when unreadable).
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.0}", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Peak RSS per node since the last `take`, sampled every 50 ms.
