@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::procfs::{self, clock_ticks_per_second, cpu_ticks};
 use crate::systems;
@@ -30,14 +30,8 @@ pub fn parse(args: &[String]) -> Result<Options> {
         counts: vec![10, 100, 1000],
         window: Duration::from_secs(10),
     };
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
+    crate::parse_flags(args, |flag, value| {
+        match flag {
             "--binary" => options.binary = PathBuf::from(value()?),
             "--out" => options.out = Some(PathBuf::from(value()?)),
             "--tables" => {
@@ -53,7 +47,8 @@ pub fn parse(args: &[String]) -> Result<Options> {
             }
             other => bail!("unknown flag {other} (bench idle-tables --binary PATH [--out FILE] [--tables 10,100,1000] [--window SECS] [--quick])"),
         }
-    }
+        Ok(())
+    })?;
     if options.binary.as_os_str().is_empty() {
         bail!("--binary is required (cargo xtask bench passes it)");
     }

@@ -47,14 +47,8 @@ pub fn parse(args: &[String]) -> Result<Options> {
         block_cache: 8 * 1024 * 1024,
         quick: false,
     };
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
+    crate::parse_flags(args, |flag, value| {
+        match flag {
             "--binary" => options.binary = PathBuf::from(value()?),
             "--out" => options.out = Some(PathBuf::from(value()?)),
             "--keys" => options.keys = value()?.parse()?,
@@ -68,7 +62,8 @@ pub fn parse(args: &[String]) -> Result<Options> {
             }
             other => bail!("unknown flag {other} (bench iterate --binary PATH [--out FILE] [--keys N] [--val-size N] [--page N] [--rounds N] [--quick])"),
         }
-    }
+        Ok(())
+    })?;
     if options.binary.as_os_str().is_empty() {
         bail!("--binary is required (cargo xtask bench passes it)");
     }

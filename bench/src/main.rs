@@ -41,6 +41,24 @@ usage:
   bench replication-lag --binary PATH [--rate N] [--duration SECS] [--mode follow|poll|both]
   bench noop-server --address HOST:PORT";
 
+/// Walks `--flag [value]` arguments: `each` gets every flag and a way to
+/// take its value (an error names the flag when the value is missing).
+pub fn parse_flags(
+    args: &[String],
+    mut each: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<()>,
+) -> Result<()> {
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value"))
+        };
+        each(flag, &mut value)?;
+    }
+    Ok(())
+}
+
 fn parse_kv(args: &[String]) -> Result<kv::Options> {
     let mut options = kv::Options {
         binary: PathBuf::new(),
@@ -56,14 +74,8 @@ fn parse_kv(args: &[String]) -> Result<kv::Options> {
         sizes: vec![1, 3],
         rounds: 3,
     };
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
+    crate::parse_flags(args, |flag, value| {
+        match flag {
             "--binary" => options.binary = PathBuf::from(value()?),
             "--out" => options.out = Some(PathBuf::from(value()?)),
             "--duration" => options.duration = Duration::from_secs_f64(value()?.parse()?),
@@ -91,7 +103,8 @@ fn parse_kv(args: &[String]) -> Result<kv::Options> {
             }
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
-    }
+        Ok(())
+    })?;
     if options.binary.as_os_str().is_empty() {
         bail!("--binary is required (cargo xtask bench passes it)\n{USAGE}");
     }

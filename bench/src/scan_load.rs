@@ -34,14 +34,8 @@ pub fn parse(args: &[String]) -> Result<Options> {
         keys: 1_000_000,
         duration: Duration::from_secs(5),
     };
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
+    crate::parse_flags(args, |flag, value| {
+        match flag {
             "--binary" => options.binary = PathBuf::from(value()?),
             "--out" => options.out = Some(PathBuf::from(value()?)),
             "--keys" => options.keys = value()?.parse()?,
@@ -52,7 +46,8 @@ pub fn parse(args: &[String]) -> Result<Options> {
             }
             other => bail!("unknown flag {other} (bench scan-load --binary PATH [--out FILE] [--keys N] [--duration SECS] [--quick])"),
         }
-    }
+        Ok(())
+    })?;
     if options.binary.as_os_str().is_empty() {
         bail!("--binary is required (cargo xtask bench passes it)");
     }

@@ -36,14 +36,8 @@ pub fn parse(args: &[String]) -> Result<Options> {
         value_size: 256 * 1024,
         snapshot_entries: 2000,
     };
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
+    crate::parse_flags(args, |flag, value| {
+        match flag {
             "--binary" => options.binary = PathBuf::from(value()?),
             "--out" => options.out = Some(PathBuf::from(value()?)),
             "--mib" => options.bytes = value()?.parse::<u64>()? << 20,
@@ -55,7 +49,8 @@ pub fn parse(args: &[String]) -> Result<Options> {
             }
             other => bail!("unknown flag {other} (bench snapshot-memory --binary PATH [--out FILE] [--mib N] [--val-size N] [--snapshot-entries N] [--quick])"),
         }
-    }
+        Ok(())
+    })?;
     if options.binary.as_os_str().is_empty() {
         bail!("--binary is required (cargo xtask bench passes it)");
     }

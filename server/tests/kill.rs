@@ -68,20 +68,16 @@ fn node_main(spec: &str) -> ExitCode {
                         .map_err(|e| e.to_string())
                 }
                 ["read", table] => match node
-                    .read(
-                        table.as_bytes(),
-                        Consistency::Linearizable,
-                        TIMEOUT,
-                        |data| {
-                            data.range(&RangeQuery {
-                                key: vec![0],
-                                range_end: vec![0],
-                                ..RangeQuery::default()
-                            })
-                        },
-                    )
+                    .read(table.as_bytes(), Consistency::Linearizable, TIMEOUT)
                     .await
-                {
+                    .map(|(data, info)| {
+                        let found = data.range(&RangeQuery {
+                            key: vec![0],
+                            range_end: vec![0],
+                            ..RangeQuery::default()
+                        });
+                        (found, info)
+                    }) {
                     Ok((found, _)) => found
                         .map(|found| {
                             found

@@ -18,7 +18,7 @@ use super::metrics::ApiMetrics;
 use super::status::Error;
 use super::validate;
 use crate::cluster::{Consistency, GroupInfo, Node};
-use crate::storage::{is_read_only, MessageSizes, RangeQuery, Table};
+use crate::storage::{is_read_only, MessageSizes, RangeQuery};
 
 /// Deadline of a KV call that brings none (behaviour.md §1).
 pub const DEFAULT_KV_DEADLINE: Duration = Duration::from_secs(5);
@@ -186,7 +186,7 @@ impl KvService {
         let (timeout, request, consistency, query) = self.checked_read(request)?;
         let (data, info) = self
             .node
-            .read(&request.table, consistency, timeout, Table::clone)
+            .read(&request.table, consistency, timeout)
             .await
             .map_err(Error::from)?;
         let scans = !query.range_end.is_empty();
@@ -215,7 +215,7 @@ impl KvService {
         // as the client reads.
         let (data, info) = self
             .node
-            .read(&request.table, consistency, timeout, Table::clone)
+            .read(&request.table, consistency, timeout)
             .await
             .map_err(Error::from)?;
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
@@ -340,12 +340,7 @@ impl KvService {
             // Read-only: never logged, but linearizable (§2.5).
             let (data, info) = self
                 .node
-                .read(
-                    &request.table,
-                    Consistency::Linearizable,
-                    timeout,
-                    Table::clone,
-                )
+                .read(&request.table, Consistency::Linearizable, timeout)
                 .await
                 .map_err(Error::from)?;
             let scans = txn_scans(&txn);

@@ -117,9 +117,7 @@ impl Maintenance for MaintenanceService {
         // last ones yet: `.ci/run` once saw 48 of 50 keys).
         let (data, _) = self
             .node
-            .read(&table, Consistency::Linearizable, STEP_TIMEOUT, |data| {
-                data.clone()
-            })
+            .read(&table, Consistency::Linearizable, STEP_TIMEOUT)
             .await
             .map_err(Error::from)?;
         tracing::info!(table = %String::from_utf8_lossy(&table), "backup started");

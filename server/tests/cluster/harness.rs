@@ -233,20 +233,15 @@ impl Cluster {
     ) -> Result<BTreeMap<String, String>, Error> {
         let (all, _) = self
             .node(via)
-            .read(
-                table.as_bytes(),
-                Consistency::Linearizable,
-                timeout,
-                |data| {
-                    data.range(&RangeQuery {
-                        key: vec![0],
-                        range_end: vec![0],
-                        ..RangeQuery::default()
-                    })
-                },
-            )
+            .read(table.as_bytes(), Consistency::Linearizable, timeout)
             .await?;
-        let all = all.map_err(Error::Storage)?;
+        let all = all
+            .range(&RangeQuery {
+                key: vec![0],
+                range_end: vec![0],
+                ..RangeQuery::default()
+            })
+            .map_err(Error::Storage)?;
         Ok(all
             .value
             .kvs

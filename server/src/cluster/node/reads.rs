@@ -21,22 +21,21 @@ pub enum Consistency {
 }
 
 impl Node {
-    /// Reads `table` on this node with `read`, after making sure the
-    /// replica is current enough for `consistency`; answers what `read`
-    /// returned and the header information of the table's group.
-    pub async fn read<T>(
+    /// `table` on this node, once the replica is current enough for
+    /// `consistency`, with the header information of the table's group. The
+    /// caller reads it where it fits: a point read at once, a scan or a
+    /// stream on a blocking thread.
+    pub async fn read(
         &self,
         table: &[u8],
         consistency: Consistency,
         timeout: Duration,
-        read: impl FnOnce(&Table) -> T,
-    ) -> Result<(T, GroupInfo)> {
+    ) -> Result<(Table, GroupInfo)> {
         let group = match consistency {
             Consistency::Linearizable => self.linearizable_barrier(table, timeout).await?,
             Consistency::Serializable => self.table_group(table)?,
         };
-        let found = read(&group.table);
-        Ok((found, self.group_info(&group)))
+        Ok((group.table.clone(), self.group_info(&group)))
     }
 
     /// Makes the next local read of `table` linearizable: confirms a read
