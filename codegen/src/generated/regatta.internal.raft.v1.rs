@@ -19,6 +19,59 @@ pub struct RaftMessage {
     #[prost(bytes = "vec", tag = "4")]
     pub payload: ::prost::alloc::vec::Vec<u8>,
 }
+/// One node's view of the groups it runs, as of when it was sent. The three
+/// lists are parallel: entry i of each describes one group.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct NodeBeat {
+    /// Sending node id.
+    #[prost(uint64, tag = "1")]
+    pub from: u64,
+    /// Receiving node id; a node refuses beats meant for another id.
+    #[prost(uint64, tag = "2")]
+    pub to: u64,
+    /// The groups the sender runs.
+    #[prost(uint64, repeated, tag = "3")]
+    pub group_ids: ::prost::alloc::vec::Vec<u64>,
+    /// The sender's current term in each group.
+    #[prost(uint64, repeated, tag = "4")]
+    pub terms: ::prost::alloc::vec::Vec<u64>,
+    /// The sender's role in each group.
+    #[prost(enumeration = "GroupRole", repeated, tag = "5")]
+    pub roles: ::prost::alloc::vec::Vec<i32>,
+}
+/// A node's role in one group, as the liveness beat tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum GroupRole {
+    /// A follower (or candidate) that knows no leader of its current term.
+    Leaderless = 0,
+    /// A follower that knows the leader of its current term.
+    Following = 1,
+    /// The leader of its current term.
+    Leading = 2,
+}
+impl GroupRole {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Leaderless => "GROUP_ROLE_LEADERLESS",
+            Self::Following => "GROUP_ROLE_FOLLOWING",
+            Self::Leading => "GROUP_ROLE_LEADING",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "GROUP_ROLE_LEADERLESS" => Some(Self::Leaderless),
+            "GROUP_ROLE_FOLLOWING" => Some(Self::Following),
+            "GROUP_ROLE_LEADING" => Some(Self::Leading),
+            _ => None,
+        }
+    }
+}
 /// Generated client implementations.
 pub mod raft_client {
     #![allow(
@@ -257,6 +310,31 @@ pub mod raft_client {
                 .insert(GrpcMethod::new("regatta.internal.raft.v1.Raft", "ReadIndex"));
             self.inner.unary(req, path, codec).await
         }
+        /// Node-level liveness, one call per peer per heartbeat interval whatever
+        /// the number of groups: each side tells the other its view of every group
+        /// it runs. Idle groups send no heartbeats of their own; followers judge
+        /// their leaders by these.
+        pub async fn liveness(
+            &mut self,
+            request: impl tonic::IntoRequest<super::NodeBeat>,
+        ) -> std::result::Result<tonic::Response<super::NodeBeat>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/regatta.internal.raft.v1.Raft/Liveness",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("regatta.internal.raft.v1.Raft", "Liveness"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -314,6 +392,14 @@ pub mod raft_server {
             &self,
             request: tonic::Request<super::RaftMessage>,
         ) -> std::result::Result<tonic::Response<super::RaftMessage>, tonic::Status>;
+        /// Node-level liveness, one call per peer per heartbeat interval whatever
+        /// the number of groups: each side tells the other its view of every group
+        /// it runs. Idle groups send no heartbeats of their own; followers judge
+        /// their leaders by these.
+        async fn liveness(
+            &self,
+            request: tonic::Request<super::NodeBeat>,
+        ) -> std::result::Result<tonic::Response<super::NodeBeat>, tonic::Status>;
     }
     /// Carries openraft messages of every Raft group between the nodes of a cluster.
     #[derive(Debug)]
@@ -636,6 +722,49 @@ pub mod raft_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReadIndexSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/regatta.internal.raft.v1.Raft/Liveness" => {
+                    #[allow(non_camel_case_types)]
+                    struct LivenessSvc<T: Raft>(pub Arc<T>);
+                    impl<T: Raft> tonic::server::UnaryService<super::NodeBeat>
+                    for LivenessSvc<T> {
+                        type Response = super::NodeBeat;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::NodeBeat>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Raft>::liveness(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = LivenessSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

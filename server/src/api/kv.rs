@@ -136,6 +136,10 @@ impl KvService {
     }
 }
 
+/// Stored pairs a Range may visit on a runtime worker (a few hundred
+/// microseconds at most) before it is handed to a blocking thread.
+const INLINE_SCAN_PAIRS: usize = 1_000;
+
 /// Runs a read on a blocking thread when it `scans` a range of keys, which
 /// may take long (a `count_only` over a million keys) and must not stall
 /// the runtime worker other tables' calls share; a point read stays here,
@@ -189,10 +193,20 @@ impl KvService {
             .read(&request.table, consistency, timeout)
             .await
             .map_err(Error::from)?;
-        let scans = !query.range_end.is_empty();
-        let found = off_the_runtime(scans, move || data.range(&query))
-            .await?
-            .map_err(Error::from)?;
+        // A short scan is read here; one that turns out long is read again
+        // on a blocking thread (`off_the_runtime`), at a revision no older.
+        let short = match query.range_end.is_empty() {
+            true => Some(data.range(&query).map_err(Error::from)?),
+            false => data
+                .range_within(&query, INLINE_SCAN_PAIRS)
+                .map_err(Error::from)?,
+        };
+        let found = match short {
+            Some(found) => found,
+            None => off_the_runtime(true, move || data.range(&query))
+                .await?
+                .map_err(Error::from)?,
+        };
         Ok(Response::new(RangeResponse {
             header: header(info, found.revision),
             kvs: found.value.kvs,

@@ -174,7 +174,19 @@ fn render_tables(out: &mut String, node: &Node) {
     }
     let (appends, syncs) = node.log_sync_stats();
     let (writes, batches) = node.forward_stats();
+    let (timers_running, elections_started) = node.liveness_stats();
+    let _ = writeln!(
+        out,
+        "# HELP regatta_raft_timers_running Raft groups whose timer runs on this node (leaders with recent writes; idle groups park theirs)."
+    );
+    let _ = writeln!(out, "# TYPE regatta_raft_timers_running gauge");
+    let _ = writeln!(out, "regatta_raft_timers_running {timers_running}");
     for (name, help, value) in [
+        (
+            "regatta_raft_elections_started_total",
+            "Elections this node started because no live node led a group.",
+            elections_started,
+        ),
         (
             "regatta_raft_log_appends_total",
             "Raft log appends made durable.",

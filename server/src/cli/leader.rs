@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
+use futures::StreamExt;
 use regatta_proto::regatta::v1::kv_server::KvServer;
 use tonic::codec::CompressionEncoding;
 
@@ -14,6 +15,9 @@ use crate::api::metrics::ApiMetrics;
 use crate::api::KvService;
 use crate::cluster::{parse_members, Node, RaftSettings};
 use crate::storage::{StorageOptions, MAX_MESSAGE_BYTES};
+
+/// `--tables.names` created at once at start.
+const TABLE_CREATIONS: usize = 64;
 
 /// Parses `5s`, `250ms`, `1m` (humantime), as Regatta's duration flags take.
 pub(super) fn duration(text: &str) -> Result<Duration, String> {
@@ -345,10 +349,22 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     // operator can drop a table without editing the list of names. A
     // follower cluster learns its tables from the leader cluster only.
     if let Role::Leader = role {
-        for table in &args.tables_names {
-            node.create_table(table.as_bytes(), timeout)
-                .await
-                .map_err(|e| format!("creating table {table}: {e}"))?;
+        // Concurrently: the metadata group takes the creations in a few
+        // batches, and hundreds of tables come up in seconds.
+        let creations = args.tables_names.iter().map(|table| {
+            let node = node.clone();
+            async move {
+                node.create_table(table.as_bytes(), timeout)
+                    .await
+                    .map_err(|e| format!("creating table {table}: {e}"))
+            }
+        });
+        let created: Vec<Result<_, String>> = futures::stream::iter(creations)
+            .buffer_unordered(TABLE_CREATIONS)
+            .collect()
+            .await;
+        for creation in created {
+            creation?;
         }
         for table in &args.tables_delete {
             node.delete_table(table.as_bytes(), timeout)

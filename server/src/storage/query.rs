@@ -111,16 +111,20 @@ pub(crate) fn to_i64(revision: u64) -> i64 {
 
 type Matches<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Stored)>> + 'a>;
 
-/// The stored pairs `query` selects, ascending, before its limit.
-fn matching<'a>(view: &'a impl View, query: &'a RangeQuery) -> Result<Matches<'a>> {
-    let all: Matches<'a> = match KeyRange::new(&query.key, &query.range_end) {
+/// The stored pairs of `query`'s keys, ascending, before its filters.
+fn in_key_range<'a>(view: &'a impl View, query: &'a RangeQuery) -> Result<Matches<'a>> {
+    Ok(match KeyRange::new(&query.key, &query.range_end) {
         KeyRange::Single(key) => {
             Box::new(view.get(&key)?.map(|stored| Ok((key, stored))).into_iter())
         }
         range if range.is_empty() => Box::new(std::iter::empty()),
         KeyRange::Span { start, end } => view.scan(&start, end.as_deref()),
-    };
-    Ok(Box::new(all.filter(|item| {
+    })
+}
+
+/// The stored pairs `query` selects, ascending, before its limit.
+fn matching<'a>(view: &'a impl View, query: &'a RangeQuery) -> Result<Matches<'a>> {
+    Ok(Box::new(in_key_range(view, query)?.filter(|item| {
         item.as_ref()
             .map_or(true, |(_, stored)| query.passes(stored))
     })))
@@ -132,9 +136,27 @@ pub fn range(
     query: &RangeQuery,
     budget: &mut ResponseBudget,
 ) -> Result<RangeResult> {
+    Ok(range_within(view, query, budget, usize::MAX)?.unwrap_or_default())
+}
+
+/// Runs a range read against `view`, or gives up (`None`) once it has
+/// visited more than `max_visited` stored pairs (those its filters skip
+/// included): the caller then knows the read is long.
+pub fn range_within(
+    view: &impl View,
+    query: &RangeQuery,
+    budget: &mut ResponseBudget,
+    max_visited: usize,
+) -> Result<Option<RangeResult>> {
     let mut result = RangeResult::default();
-    for item in matching(view, query)? {
+    for (visited, item) in in_key_range(view, query)?.enumerate() {
+        if visited >= max_visited {
+            return Ok(None);
+        }
         let (key, stored) = item?;
+        if !query.passes(&stored) {
+            continue;
+        }
         if query.limit > 0 && result.count >= query.limit {
             result.more = true;
             break;
@@ -149,7 +171,7 @@ pub fn range(
         }
         result.count += 1;
     }
-    Ok(result)
+    Ok(Some(result))
 }
 
 /// How many bytes of pairs each streamed message may carry: the first

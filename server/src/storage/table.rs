@@ -326,6 +326,22 @@ impl Table {
         self.with_snapshot(|view| query::range(view, query, &mut ResponseBudget::default()))
     }
 
+    /// [`Table::range`], unless it would visit more than `max_visited`
+    /// stored pairs: then `None`, having read no more than that.
+    pub fn range_within(
+        &self,
+        query: &RangeQuery,
+        max_visited: usize,
+    ) -> Result<Option<Versioned<RangeResult>>> {
+        let found = self.with_snapshot(|view| {
+            query::range_within(view, query, &mut ResponseBudget::default(), max_visited)
+        })?;
+        Ok(found.value.map(|value| Versioned {
+            value,
+            revision: found.revision,
+        }))
+    }
+
     /// Streams a range read (IterateRange) from one point-in-time view,
     /// taken now and held until the last message: `emit` gets each message
     /// and the view's revision, and returning false ends the stream.

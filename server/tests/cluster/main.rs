@@ -4,6 +4,7 @@
 mod append_stream;
 mod forwarding;
 mod harness;
+mod idle;
 mod read_index;
 mod reply_proxy;
 mod scenarios;

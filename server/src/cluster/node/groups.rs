@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use super::writes::Resend;
 use super::{GroupInfo, Node, TableStatus};
 use crate::cluster::catalogue::{self, CATALOGUE_TABLE};
@@ -14,15 +16,17 @@ use crate::cluster::raft::types::{GroupId, MetaCommand, Request, METADATA_GROUP}
 use crate::cluster::table_name;
 use crate::storage::Table;
 
+/// Groups a node opens at once.
+const GROUP_STARTS: usize = 16;
+
 impl Node {
     /// Creates and starts the Raft group `id` over storage table `name`.
     pub(super) async fn start_group(&self, id: GroupId, name: &[u8]) -> Result<Arc<Group>> {
         if let Some(group) = self.groups.get(id) {
             return Ok(group);
         }
-        // Groups created together would tick in lockstep; spread them.
-        let heartbeat_ms = self.timing.heartbeat().as_millis().max(1) as u64;
-        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % heartbeat_ms)).await;
+        // Groups start with their timers parked (`raft/liveness.rs`), so
+        // groups started together do not tick in lockstep.
         let group = Group::start(
             GroupParts {
                 self_id: self.id(),
@@ -83,8 +87,24 @@ impl Node {
                 self.stop_group(group.id).await?;
             }
         }
-        for (name, id) in &wanted {
-            self.start_group(*id, name).await?;
+        // A node restarting with hundreds of tables opens them a few at a
+        // time rather than one by one.
+        {
+            let mut starting = futures::stream::FuturesUnordered::new();
+            for (name, id) in wanted
+                .iter()
+                .filter(|(_, id)| self.groups.get(**id).is_none())
+            {
+                if starting.len() >= GROUP_STARTS {
+                    if let Some(started) = starting.next().await {
+                        started?;
+                    }
+                }
+                starting.push(self.start_group(*id, name));
+            }
+            while let Some(started) = starting.next().await {
+                started?;
+            }
         }
         // Tables with data here that the catalogue no longer names (deleted
         // while this node was down).

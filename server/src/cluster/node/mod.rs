@@ -23,6 +23,7 @@ use super::catalogue::CATALOGUE_TABLE;
 use super::config::RaftSettings;
 use super::error::{Error, Result};
 use super::raft::group::Groups;
+use super::raft::liveness::Liveness;
 use super::raft::log_store::LogDb;
 use super::raft::network::{Peers, MAX_MESSAGE_BYTES};
 use super::raft::service::InternalService;
@@ -73,6 +74,7 @@ pub struct Node {
     log: Arc<LogDb>,
     peers: Arc<Peers>,
     groups: Arc<Groups>,
+    liveness: Arc<Liveness>,
     /// Table name -> shard id, as last applied from the catalogue.
     tables: watch::Sender<BTreeMap<Vec<u8>, GroupId>>,
     /// Serialises group starts and stops.
@@ -139,9 +141,18 @@ impl Node {
             .local_addr()
             .map_err(|err| Error::Startup(err.to_string()))?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let liveness = Liveness::new(
+            settings.node_id,
+            groups.clone(),
+            peers.clone(),
+            timing.liveness(),
+        );
+        // Ends with the transport, before the groups stop.
+        liveness.spawn(stop_rx.clone());
         let service = RaftServer::new(InternalService {
             self_id: settings.node_id,
             groups: groups.clone(),
+            liveness: liveness.clone(),
             closing: stop_rx.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -175,6 +186,7 @@ impl Node {
             log,
             peers,
             groups,
+            liveness,
             tables,
             reconcile_lock: Mutex::new(()),
             server: std::sync::Mutex::new(Some((stop_tx, server))),
@@ -219,6 +231,15 @@ impl Node {
         use std::sync::atomic::Ordering::Relaxed;
         let stats = self.peers.forward_stats();
         (stats.writes.load(Relaxed), stats.batches.load(Relaxed))
+    }
+
+    /// (groups whose Raft timer runs here, elections this node started
+    /// because no live node led a group) (`raft/liveness.rs`).
+    pub fn liveness_stats(&self) -> (usize, u64) {
+        (
+            self.liveness.timers_running(),
+            self.liveness.elections_started(),
+        )
     }
 
     /// The Raft log database shared by every group of this node.

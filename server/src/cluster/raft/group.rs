@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::{BasicNode, ReadPolicy};
+use openraft::{BasicNode, ReadPolicy, ServerState};
+use regatta_proto::internal::raft::v1::GroupRole;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -53,6 +54,24 @@ pub struct Group {
     pub(in crate::cluster) leader_reads: Arc<ReadRounds>,
     /// Writes this node forwards to the group's leader.
     pub(in crate::cluster) forwards: ForwardBatcher,
+    /// A leader whose quorum ack is older renews it before a write (half
+    /// the leader lease).
+    renew_lease_after: Duration,
+}
+
+/// One replica's state as the liveness beat and its steering need it.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupView {
+    pub term: u64,
+    pub role: GroupRole,
+    pub leader: Option<NodeId>,
+    /// Whether this node votes in the group.
+    pub voter: bool,
+    /// How many nodes vote in the group.
+    pub voters: usize,
+    pub last_log_index: u64,
+    /// As leader: every follower holds the last entry.
+    pub replicated: bool,
 }
 
 /// What a node lends each group it starts.
@@ -114,6 +133,7 @@ impl Group {
             reads: Arc::default(),
             leader_reads: Arc::default(),
             forwards: ForwardBatcher::start(id, parts.peers.clone()),
+            renew_lease_after: parts.timing.leader_lease() / 2,
         }))
     }
 
@@ -122,6 +142,73 @@ impl Group {
         if let Err(err) = self.raft.shutdown().await {
             tracing::warn!(group = self.id, error = %err, "raft shutdown");
         }
+    }
+
+    /// This replica's term and role, for the liveness beat (`liveness.rs`).
+    pub(super) fn view(&self, self_id: NodeId) -> GroupView {
+        let metrics = self.raft.metrics();
+        // Copy out of the borrow at once: a held borrow blocks the Raft core.
+        let m = metrics.borrow_watched();
+        let role = if m.state == ServerState::Leader {
+            GroupRole::Leading
+        } else if m.current_leader.is_some() {
+            GroupRole::Following
+        } else {
+            GroupRole::Leaderless
+        };
+        let membership = m.membership_config.membership();
+        let last_log_index = m.last_log_index.unwrap_or_default();
+        let view = GroupView {
+            term: m.current_term,
+            role,
+            leader: m.current_leader,
+            voter: membership.voter_ids().any(|id| id == self_id),
+            voters: membership.voter_ids().count(),
+            last_log_index,
+            replicated: m.replication.as_ref().is_none_or(|followers| {
+                followers
+                    .values()
+                    .all(|matched| matched.map(|id| id.index) == m.last_log_index)
+            }),
+        };
+        view
+    }
+
+    /// The group's voters.
+    pub(super) fn voters(&self) -> Vec<NodeId> {
+        let metrics = self.raft.server_metrics();
+        let voters = metrics
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        voters
+    }
+
+    /// Runs or parks the group's Raft timer (heartbeats, election timeout).
+    pub(super) fn set_ticking(&self, ticking: bool) {
+        self.raft.runtime_config().tick(ticking);
+    }
+
+    /// Starts an election here (Pre-Vote first) and returns at once.
+    pub(super) fn elect_now(self: &Arc<Self>) {
+        let group = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = group.raft.trigger().elect(true).await {
+                tracing::debug!(group = group.id, error = %err, "election not started");
+            }
+        });
+    }
+
+    /// Sends the group's heartbeat now (this node leads it) and returns at once.
+    pub(super) fn heartbeat_now(self: &Arc<Self>) {
+        let group = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = group.raft.trigger().heartbeat().await {
+                tracing::debug!(group = group.id, error = %err, "heartbeat not sent");
+            }
+        });
     }
 
     /// The leader this node knows of, if any.
@@ -162,6 +249,7 @@ impl Group {
 
     /// Proposes `request` on this node; fails with `NotLeader` elsewhere.
     pub async fn write_local(&self, request: Request) -> Result<Response, GroupError> {
+        self.renew_lapsing_lease().await?;
         match self.raft.client_write(request).await {
             Ok(written) => Ok(written.data),
             Err(RaftError::APIError(err)) => Err(refusal(err)),
@@ -179,6 +267,9 @@ impl Group {
     ) -> Vec<Result<Response, GroupError>> {
         use futures::StreamExt;
         let count = requests.len();
+        if let Err(err) = self.renew_lapsing_lease().await {
+            return vec![Err(err); count];
+        }
         let mut answers = Vec::with_capacity(count);
         match self.raft.client_write_many(requests).await {
             Ok(mut results) => {
@@ -203,6 +294,28 @@ impl Group {
             )),
         );
         answers
+    }
+
+    /// openraft 0.10 takes writes only from a leader that a quorum acked
+    /// within the leader lease. A parked leader (`liveness.rs`: no
+    /// heartbeats while idle) lets it lapse, and would refuse the first
+    /// write after a quiet spell as if it did not lead: confirm leadership
+    /// with a ReadIndex round first (one round trip, once per quiet spell).
+    async fn renew_lapsing_lease(&self) -> Result<(), GroupError> {
+        let lapsing = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            m.state == ServerState::Leader
+                && m.membership_config.membership().voter_ids().nth(1).is_some()
+                && m
+                    .last_quorum_acked
+                    .as_ref()
+                    .is_none_or(|acked| openraft::Instant::elapsed(&**acked) >= self.renew_lease_after)
+        };
+        if lapsing {
+            self.read_index_local().await?;
+        }
+        Ok(())
     }
 
     /// A read index for a read another node forwarded: shares a round with

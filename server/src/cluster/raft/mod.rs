@@ -8,6 +8,7 @@
 mod answer_credit;
 pub mod forward_batch;
 pub mod group;
+pub mod liveness;
 pub mod log_store;
 pub mod network;
 pub mod read_rounds;

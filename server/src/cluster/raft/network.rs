@@ -22,7 +22,7 @@ use openraft_legacy::network_v1::{
     Adapter, InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, RaftNetwork,
 };
 use regatta_proto::internal::raft::v1::raft_client::RaftClient;
-use regatta_proto::internal::raft::v1::RaftMessage;
+use regatta_proto::internal::raft::v1::{NodeBeat, RaftMessage};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -56,6 +56,35 @@ impl Peers {
 
     pub fn self_id(&self) -> NodeId {
         self.self_id
+    }
+
+    /// Every other member's id.
+    pub fn others(&self) -> Vec<NodeId> {
+        let mut others: Vec<NodeId> = self
+            .addresses
+            .keys()
+            .copied()
+            .filter(|id| *id != self.self_id)
+            .collect();
+        others.sort_unstable();
+        others
+    }
+
+    /// Sends this node's liveness beat to `to`; answers with `to`'s.
+    pub async fn beat(
+        &self,
+        to: NodeId,
+        beat: NodeBeat,
+        timeout: Duration,
+    ) -> Result<NodeBeat, CallError> {
+        let mut client = self.client(to).map_err(CallError::Unreachable)?;
+        let mut request = tonic::Request::new(beat);
+        request.set_timeout(timeout);
+        client
+            .liveness(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| CallError::from_status(&status))
     }
 
     /// Counters of the writes this node forwarded to leaders.

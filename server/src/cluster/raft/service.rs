@@ -9,18 +9,20 @@ use openraft::errors::Fatal;
 use openraft::raft::{AppendEntriesRequest, StreamAppendResult, VoteRequest};
 use openraft_legacy::network_v1::{ChunkedSnapshotReceiver, InstallSnapshotRequest};
 use regatta_proto::internal::raft::v1::raft_server::Raft as RaftService;
-use regatta_proto::internal::raft::v1::RaftMessage;
+use regatta_proto::internal::raft::v1::{NodeBeat, RaftMessage};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::group::{Group, Groups};
+use super::liveness::Liveness;
 use super::types::{GroupId, NodeId, Request as Proposal, TypeConfig};
 
 /// Routes internal messages to the groups of this node.
 pub struct InternalService {
     pub self_id: NodeId,
     pub groups: Arc<Groups>,
+    pub liveness: Arc<Liveness>,
     /// Turns true when the node shuts down. An AppendStream lasts as long
     /// as the peer's replication session, and a graceful server stop waits
     /// for every stream: they must end first.
@@ -182,6 +184,17 @@ impl RaftService for InternalService {
         // Served only as leader: a forwarded write is never forwarded again.
         // One answer per write, in order.
         self.reply(&message, &group.write_local_many(proposals).await)
+    }
+
+    async fn liveness(&self, request: Request<NodeBeat>) -> Result<Response<NodeBeat>, Status> {
+        let beat = request.into_inner();
+        if beat.to != self.self_id {
+            return Err(Status::failed_precondition(format!(
+                "beat for node {} reached node {}",
+                beat.to, self.self_id
+            )));
+        }
+        Ok(Response::new(self.liveness.receive(beat)))
     }
 
     async fn read_index(

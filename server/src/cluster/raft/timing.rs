@@ -3,10 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::liveness::LivenessTiming;
+
 /// The configuration every group of a node runs with.
 #[derive(Clone)]
 pub struct RaftTiming {
     config: Arc<openraft::Config>,
+    election: Duration,
 }
 
 impl RaftTiming {
@@ -18,12 +21,17 @@ impl RaftTiming {
     /// to 1.4 s with the defaults (E/2, E waited 1.5E to 2E). The stale read
     /// its first trial met was openraft's, not the timing's
     /// (`answer_credit.rs`). `snapshot_entries` 0 never snapshots.
+    ///
+    /// Groups start with their timers parked: the node's liveness rounds
+    /// (`liveness.rs`) run a timer only where it has work, and start the
+    /// elections of the others themselves.
     pub fn new(
         heartbeat: Duration,
         election: Duration,
         snapshot_entries: u64,
         compaction_overhead: u64,
     ) -> Result<RaftTiming, String> {
+        let election_timeout = election;
         let heartbeat = heartbeat.as_millis() as u64;
         let election = election.as_millis() as u64;
         let config = openraft::Config {
@@ -42,17 +50,36 @@ impl RaftTiming {
             // Purging is one range delete; batch it, but not beyond what a
             // small snapshot interval would ever reach.
             purge_batch_size: (snapshot_entries / 10).clamp(1, 256),
+            enable_tick: false,
             ..openraft::Config::default()
         };
         let config = config.validate().map_err(|err| err.to_string())?;
         Ok(RaftTiming {
             config: Arc::new(config),
+            election: election_timeout,
         })
     }
 
     /// The leader's heartbeat interval.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.config.heartbeat_interval)
+    }
+
+    /// The node's liveness rounds: a beat per heartbeat interval, a peer
+    /// lost after an election timeout, voters' turns a third of one apart
+    /// (openraft's shortest election timeout with these settings).
+    pub fn liveness(&self) -> LivenessTiming {
+        LivenessTiming {
+            beat: self.heartbeat(),
+            silence: self.election,
+            turn: Duration::from_millis(self.config.election_timeout_min),
+        }
+    }
+
+    /// How long a quorum's ack lets a leader take writes (openraft's
+    /// leader lease, `election_timeout_max`).
+    pub fn leader_lease(&self) -> Duration {
+        Duration::from_millis(self.config.election_timeout_max)
     }
 
     pub(super) fn openraft(&self) -> Arc<openraft::Config> {

@@ -265,6 +265,37 @@ fn revision_filters_are_inclusive_and_count_only_passing_pairs() {
 }
 
 #[test]
+fn a_bounded_range_gives_up_past_its_visits_and_otherwise_equals_range() {
+    let mut f = Fixture::new();
+    for i in 0..10u8 {
+        f.must_put(&[b'k', i], b"v"); // revisions 1..=10
+    }
+    let bounded = |q: &RangeQuery, max: usize| {
+        f.table
+            .range_within(q, max)
+            .expect("range")
+            .map(|found| found.value)
+    };
+    let all = range(b"k", b"l");
+    assert_eq!(bounded(&all, 10), Some(f.must_range(all.clone())));
+    assert_eq!(bounded(&all, 9), None, "ten pairs to visit");
+    // Pairs a filter skips are visited too: only the last passes.
+    let last = RangeQuery {
+        min_mod_revision: 10,
+        ..all.clone()
+    };
+    assert_eq!(bounded(&last, 9), None);
+    assert_eq!(
+        keys(&bounded(&last, 10).expect("within")),
+        vec![vec![b'k', 9]]
+    );
+    // A limit ends the visit early: the limit plus one pair to learn `more`.
+    let limited = RangeQuery { limit: 3, ..all };
+    let found = bounded(&limited, 4).expect("within");
+    assert_eq!((found.kvs.len(), found.more), (3, true));
+}
+
+#[test]
 fn delete_counts_removed_keys_and_missing_keys_succeed() {
     let mut f = abc();
     assert_eq!(

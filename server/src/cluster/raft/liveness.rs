@@ -1,0 +1,394 @@
+//! Node-level liveness: idle groups cost nothing, and a lost leader is still
+//! replaced within about an election timeout.
+//!
+//! openraft's failure detection is per group: each leader heartbeats each
+//! follower every interval, and a follower that misses them campaigns. With
+//! hundreds of tables that is thousands of messages a second doing nothing
+//! (`bench idle-tables`). Here instead:
+//! - each node sends each peer one beat per heartbeat interval, whatever the
+//!   number of groups, with its term and role in every group it runs;
+//! - a group's Raft timer runs only where it has work: on a leader that wrote
+//!   in the last election timeout or has a follower to catch up, and on a
+//!   lone voter, which elects itself. Followers never time out on their own;
+//! - a voter whose group no live peer claims to lead (at its term or later)
+//!   starts an election, Pre-Vote first: at once when its leader's node has
+//!   been silent for an election timeout, after a third of one otherwise (a
+//!   new leader's beat may be on its way). The live voters take turns in an
+//!   order hashed from the group, so that two followers do not split the
+//!   vote and leadership spreads over the nodes;
+//! - a leader that sees a peer at another term, or without a leader at its
+//!   own, heartbeats that group at once: the peer learns its leader, or the
+//!   leader learns that it was replaced.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use regatta_proto::internal::raft::v1::{GroupRole, NodeBeat};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::group::{Group, GroupView, Groups};
+use super::network::Peers;
+use super::types::{GroupId, NodeId};
+
+/// How the node's groups are watched: the three durations below.
+#[derive(Debug, Clone, Copy)]
+pub struct LivenessTiming {
+    /// How often a beat goes to each peer (the heartbeat interval).
+    pub beat: Duration,
+    /// A peer not heard from for this long is taken for lost (Regatta's
+    /// election timeout); a leader with no write for this long goes quiet.
+    pub silence: Duration,
+    /// How long a group may stay unclaimed while its leader's node still
+    /// beats, and the time between two voters' turns to campaign.
+    pub turn: Duration,
+}
+
+/// What one peer said in its last beat.
+struct Heard {
+    at: Instant,
+    groups: HashMap<GroupId, (u64, GroupRole)>,
+}
+
+/// The last beat of each peer (its own, or its answer to one of ours).
+#[derive(Default)]
+struct HeardBeats(Mutex<HashMap<NodeId, Arc<Heard>>>);
+
+impl HeardBeats {
+    fn record(&self, beat: NodeBeat) {
+        let groups = beat
+            .group_ids
+            .iter()
+            .zip(&beat.terms)
+            .zip(&beat.roles)
+            .map(|((group, term), role)| {
+                let role = GroupRole::try_from(*role).unwrap_or(GroupRole::Leaderless);
+                (*group, (*term, role))
+            })
+            .collect();
+        let heard = Arc::new(Heard {
+            at: Instant::now(),
+            groups,
+        });
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(beat.from, heard);
+    }
+
+    /// Peers heard from within `silence`.
+    fn live(&self, now: Instant, silence: Duration) -> HashMap<NodeId, Arc<Heard>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, heard)| now.duration_since(heard.at) < silence)
+            .map(|(peer, heard)| (*peer, heard.clone()))
+            .collect()
+    }
+}
+
+/// Sends this node's beats, keeps the peers' and steers the groups.
+pub struct Liveness {
+    self_id: NodeId,
+    groups: Arc<Groups>,
+    peers: Arc<Peers>,
+    timing: LivenessTiming,
+    heard: Arc<HeardBeats>,
+    /// This node's last beat (`to` unset), also the answer to a peer's.
+    last_beat: Mutex<NodeBeat>,
+    /// Peers with a beat still unanswered: a lost peer gets one at a time.
+    in_flight: Mutex<HashMap<NodeId, Arc<AtomicBool>>>,
+    /// Groups whose Raft timer runs, as of the last round.
+    timers_running: AtomicUsize,
+    /// Elections this node started for lack of a live leader.
+    elections_started: AtomicU64,
+}
+
+/// What the loop remembers of one group between two rounds.
+struct Steering {
+    ticking: Option<bool>,
+    /// The term in which this node last led the group.
+    led_term: Option<u64>,
+    last_log_index: u64,
+    /// A leader keeps its timer until then (writes, followers behind).
+    busy_until: Instant,
+    /// Since when no live peer has claimed the group.
+    unclaimed_since: Option<Instant>,
+    /// No election is started here before then.
+    next_election: Instant,
+}
+
+impl Liveness {
+    pub fn new(
+        self_id: NodeId,
+        groups: Arc<Groups>,
+        peers: Arc<Peers>,
+        timing: LivenessTiming,
+    ) -> Arc<Liveness> {
+        Arc::new(Liveness {
+            self_id,
+            groups,
+            peers,
+            timing,
+            heard: Arc::default(),
+            last_beat: Mutex::new(NodeBeat {
+                from: self_id,
+                ..NodeBeat::default()
+            }),
+            in_flight: Mutex::default(),
+            timers_running: AtomicUsize::new(0),
+            elections_started: AtomicU64::new(0),
+        })
+    }
+
+    /// Records a peer's beat and answers with this node's last one.
+    pub fn receive(&self, beat: NodeBeat) -> NodeBeat {
+        let from = beat.from;
+        self.heard.record(beat);
+        let mut answer = self
+            .last_beat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        answer.to = from;
+        answer
+    }
+
+    /// Runs the rounds until `stop` turns true.
+    pub fn spawn(self: &Arc<Self>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        let liveness = self.clone();
+        tokio::spawn(async move {
+            let mut steering = HashMap::new();
+            let mut rounds = tokio::time::interval(liveness.timing.beat);
+            rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = rounds.tick() => liveness.round(&mut steering),
+                    _ = stop.wait_for(|stop| *stop) => break,
+                }
+            }
+        })
+    }
+
+    /// One round: tell the peers, then steer every group.
+    fn round(&self, steering: &mut HashMap<GroupId, Steering>) {
+        let now = Instant::now();
+        let groups = self.groups.all();
+        let views: Vec<GroupView> = groups.iter().map(|g| g.view(self.self_id)).collect();
+        self.send_beats(&groups, &views);
+        let live = self.heard.live(now, self.timing.silence);
+        let running: HashSet<GroupId> = groups.iter().map(|g| g.id).collect();
+        steering.retain(|id, _| running.contains(id));
+        for (group, view) in groups.iter().zip(&views) {
+            let steer = steering.entry(group.id).or_insert_with(|| Steering {
+                ticking: None,
+                led_term: None,
+                last_log_index: view.last_log_index,
+                busy_until: now,
+                unclaimed_since: None,
+                next_election: now,
+            });
+            self.steer(group, view, &live, steer, now);
+        }
+        let running = steering
+            .values()
+            .filter(|s| s.ticking == Some(true))
+            .count();
+        self.timers_running.store(running, Ordering::Relaxed);
+    }
+
+    /// Groups whose Raft timer runs on this node (as of the last round).
+    pub fn timers_running(&self) -> usize {
+        self.timers_running.load(Ordering::Relaxed)
+    }
+
+    /// Elections this node started because no live node led a group.
+    pub fn elections_started(&self) -> u64 {
+        self.elections_started.load(Ordering::Relaxed)
+    }
+
+    fn send_beats(&self, groups: &[Arc<Group>], views: &[GroupView]) {
+        let beat = NodeBeat {
+            from: self.self_id,
+            to: 0,
+            group_ids: groups.iter().map(|g| g.id).collect(),
+            terms: views.iter().map(|v| v.term).collect(),
+            roles: views.iter().map(|v| v.role as i32).collect(),
+        };
+        *self.last_beat.lock().unwrap_or_else(|p| p.into_inner()) = beat.clone();
+        for peer in self.peers.others() {
+            let busy = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(peer)
+                .or_default()
+                .clone();
+            if busy.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            let mut beat = beat.clone();
+            beat.to = peer;
+            let peers = self.peers.clone();
+            let timeout = self.timing.silence;
+            let answers = self.heard.clone();
+            tokio::spawn(async move {
+                if let Ok(answer) = peers.beat(peer, beat, timeout).await {
+                    if answer.from == peer {
+                        answers.record(answer);
+                    }
+                }
+                busy.store(false, Ordering::Release);
+            });
+        }
+    }
+
+    /// Decides one group's timer, and whether to heartbeat or campaign.
+    fn steer(
+        &self,
+        group: &Arc<Group>,
+        view: &GroupView,
+        live: &HashMap<NodeId, Arc<Heard>>,
+        steer: &mut Steering,
+        now: Instant,
+    ) {
+        let silence = self.timing.silence;
+        let leading = view.role == GroupRole::Leading;
+        if leading {
+            if steer.led_term != Some(view.term) {
+                // A new leader heartbeats for a while: its followers learn
+                // of it and their leases start.
+                steer.led_term = Some(view.term);
+                steer.busy_until = now + silence;
+            }
+            if view.last_log_index != steer.last_log_index || !view.replicated {
+                steer.busy_until = now + silence;
+            }
+        } else {
+            steer.led_term = None;
+        }
+        steer.last_log_index = view.last_log_index;
+        let ticking = if leading {
+            now < steer.busy_until
+        } else {
+            view.voter && view.voters == 1
+        };
+        if steer.ticking != Some(ticking) {
+            group.set_ticking(ticking);
+            steer.ticking = Some(ticking);
+        }
+
+        if leading {
+            steer.unclaimed_since = None;
+            let out_of_step = live.values().any(|heard| {
+                heard.groups.get(&group.id).is_some_and(|(term, role)| {
+                    *term != view.term || *role == GroupRole::Leaderless
+                })
+            });
+            if out_of_step {
+                group.heartbeat_now();
+            }
+            return;
+        }
+        if !view.voter || view.voters == 1 {
+            steer.unclaimed_since = None;
+            return;
+        }
+        let claimed = live.values().any(|heard| {
+            matches!(heard.groups.get(&group.id),
+                Some((term, GroupRole::Leading)) if *term >= view.term)
+        });
+        if claimed {
+            steer.unclaimed_since = None;
+            return;
+        }
+        let since = *steer.unclaimed_since.get_or_insert(now);
+        let leader_silent = view
+            .leader
+            .is_some_and(|leader| leader != self.self_id && !live.contains_key(&leader));
+        let grace = if leader_silent {
+            Duration::ZERO
+        } else {
+            self.timing.turn
+        };
+        let rank = turn_of(
+            group.id,
+            self.self_id,
+            group
+                .voters()
+                .into_iter()
+                .filter(|v| *v == self.self_id || live.contains_key(v)),
+        );
+        let due = since + grace + self.timing.turn * rank;
+        if now >= due && now >= steer.next_election {
+            tracing::info!(group = group.id, term = view.term, ?view.leader, leader_silent,
+                "no live node leads the group: starting an election");
+            group.elect_now();
+            self.elections_started.fetch_add(1, Ordering::Relaxed);
+            steer.next_election = now + silence + self.timing.turn * rank;
+        }
+    }
+}
+
+/// This node's place (0 = first) among the live voters of `group`, in an
+/// order every node computes alike, different for each group.
+fn turn_of(group: GroupId, self_id: NodeId, voters: impl Iterator<Item = NodeId>) -> u32 {
+    let mine = mix(group, self_id);
+    voters
+        .filter(|v| *v != self_id && mix(group, *v) < mine)
+        .count() as u32
+}
+
+/// splitmix64 of the pair: stable across processes and versions, unlike
+/// the standard library's hashers.
+fn mix(group: GroupId, node: NodeId) -> u64 {
+    let mut z = group
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(node.rotate_left(32));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_computes_the_same_turns_and_first_turns_spread() {
+        let voters = [1u64, 2, 3];
+        let mut firsts = [0usize; 3];
+        for group in 1..=3_000u64 {
+            let mut turns: Vec<u32> = voters
+                .iter()
+                .map(|me| turn_of(group, *me, voters.iter().copied()))
+                .collect();
+            if let Some(first) = turns.iter().position(|t| *t == 0) {
+                firsts[first] += 1;
+            }
+            turns.sort_unstable();
+            assert_eq!(turns, vec![0, 1, 2], "group {group}");
+        }
+        for count in firsts {
+            assert!((800..1_200).contains(&count), "first turns {firsts:?}");
+        }
+    }
+
+    #[test]
+    fn a_lost_voter_moves_the_others_up() {
+        for group in 1..=100u64 {
+            let mut turns: Vec<u32> = [2u64, 3]
+                .iter()
+                .map(|me| turn_of(group, *me, [2u64, 3].into_iter()))
+                .collect();
+            turns.sort_unstable();
+            assert_eq!(turns, vec![0, 1]);
+        }
+        // Alone among the live voters: first.
+        assert_eq!(turn_of(7, 2, [2u64].into_iter()), 0);
+    }
+}
