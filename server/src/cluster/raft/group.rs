@@ -69,9 +69,6 @@ pub struct GroupView {
     pub voter: bool,
     /// How many nodes vote in the group.
     pub voters: usize,
-    pub last_log_index: u64,
-    /// As leader: every follower holds the last entry.
-    pub replicated: bool,
 }
 
 /// What a node lends each group it starts.
@@ -146,7 +143,8 @@ impl Group {
 
     /// This replica's term and role, for the liveness beat (`liveness.rs`).
     pub(super) fn view(&self, self_id: NodeId) -> GroupView {
-        let metrics = self.raft.metrics();
+        // Server metrics change only with the vote, state or membership.
+        let metrics = self.raft.server_metrics();
         // Copy out of the borrow at once: a held borrow blocks the Raft core.
         let m = metrics.borrow_watched();
         let role = if m.state == ServerState::Leader {
@@ -157,19 +155,12 @@ impl Group {
             GroupRole::Leaderless
         };
         let membership = m.membership_config.membership();
-        let last_log_index = m.last_log_index.unwrap_or_default();
         let view = GroupView {
-            term: m.current_term,
+            term: m.vote.leader_id.term,
             role,
             leader: m.current_leader,
             voter: membership.voter_ids().any(|id| id == self_id),
             voters: membership.voter_ids().count(),
-            last_log_index,
-            replicated: m.replication.as_ref().is_none_or(|followers| {
-                followers
-                    .values()
-                    .all(|matched| matched.map(|id| id.index) == m.last_log_index)
-            }),
         };
         view
     }

@@ -7,9 +7,11 @@
 //! (`bench idle-tables`). Here instead:
 //! - each node sends each peer one beat per heartbeat interval, whatever the
 //!   number of groups, with its term and role in every group it runs;
-//! - a group's Raft timer runs only where it has work: on a leader that wrote
-//!   in the last election timeout or has a follower to catch up, and on a
-//!   lone voter, which elects itself. Followers never time out on their own;
+//! - a group's Raft timer runs only on a lone voter, which elects itself.
+//!   A leader needs no heartbeats: the acks of its writes renew its lease
+//!   (and `group.rs` renews a lapsed one with a ReadIndex round before a
+//!   write), and openraft's replication retries a follower that fell
+//!   behind on its own backoff. Followers never time out on their own;
 //! - a voter whose group no live peer claims to lead (at its term or later)
 //!   starts an election, Pre-Vote first: at once when its leader's node has
 //!   been silent for an election timeout, after a third of one otherwise (a
@@ -17,8 +19,12 @@
 //!   order hashed from the group, so that two followers do not split the
 //!   vote and leadership spreads over the nodes;
 //! - a leader that sees a peer at another term, or without a leader at its
-//!   own, heartbeats that group at once: the peer learns its leader, or the
-//!   leader learns that it was replaced.
+//!   own, heartbeats that group (at most once a turn): the peer learns its
+//!   leader, or the leader learns that it was replaced.
+//!
+//! A node starts at most `ELECTIONS_PER_ROUND` elections a round: a node
+//! opening hundreds of tables at once would otherwise send so many votes
+//! that they time out and are sent again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -34,16 +40,20 @@ use super::group::{Group, GroupView, Groups};
 use super::network::Peers;
 use super::types::{GroupId, NodeId};
 
+/// Elections a node starts in one round at most.
+const ELECTIONS_PER_ROUND: usize = 32;
+
 /// How the node's groups are watched: the three durations below.
 #[derive(Debug, Clone, Copy)]
 pub struct LivenessTiming {
     /// How often a beat goes to each peer (the heartbeat interval).
     pub beat: Duration,
     /// A peer not heard from for this long is taken for lost (Regatta's
-    /// election timeout); a leader with no write for this long goes quiet.
+    /// election timeout).
     pub silence: Duration,
     /// How long a group may stay unclaimed while its leader's node still
-    /// beats, and the time between two voters' turns to campaign.
+    /// beats, the time between two voters' turns to campaign, and between
+    /// two heartbeats a leader sends a peer out of step.
     pub turn: Duration,
 }
 
@@ -111,11 +121,8 @@ pub struct Liveness {
 /// What the loop remembers of one group between two rounds.
 struct Steering {
     ticking: Option<bool>,
-    /// The term in which this node last led the group.
-    led_term: Option<u64>,
-    last_log_index: u64,
-    /// A leader keeps its timer until then (writes, followers behind).
-    busy_until: Instant,
+    /// No heartbeat is sent for a peer out of step before then.
+    next_nudge: Instant,
     /// Since when no live peer has claimed the group.
     unclaimed_since: Option<Instant>,
     /// No election is started here before then.
@@ -181,18 +188,19 @@ impl Liveness {
         let views: Vec<GroupView> = groups.iter().map(|g| g.view(self.self_id)).collect();
         self.send_beats(&groups, &views);
         let live = self.heard.live(now, self.timing.silence);
+        let mut elections = 0;
         let running: HashSet<GroupId> = groups.iter().map(|g| g.id).collect();
         steering.retain(|id, _| running.contains(id));
         for (group, view) in groups.iter().zip(&views) {
             let steer = steering.entry(group.id).or_insert_with(|| Steering {
                 ticking: None,
-                led_term: None,
-                last_log_index: view.last_log_index,
-                busy_until: now,
+                next_nudge: now,
                 unclaimed_since: None,
                 next_election: now,
             });
-            self.steer(group, view, &live, steer, now);
+            if self.steer(group, view, &live, steer, now, elections < ELECTIONS_PER_ROUND) {
+                elections += 1;
+            }
         }
         let running = steering
             .values()
@@ -247,7 +255,8 @@ impl Liveness {
         }
     }
 
-    /// Decides one group's timer, and whether to heartbeat or campaign.
+    /// Decides one group's timer, and whether to heartbeat or campaign (not
+    /// when `may_elect` is false); true when it started an election.
     fn steer(
         &self,
         group: &Arc<Group>,
@@ -255,28 +264,10 @@ impl Liveness {
         live: &HashMap<NodeId, Arc<Heard>>,
         steer: &mut Steering,
         now: Instant,
-    ) {
-        let silence = self.timing.silence;
+        may_elect: bool,
+    ) -> bool {
         let leading = view.role == GroupRole::Leading;
-        if leading {
-            if steer.led_term != Some(view.term) {
-                // A new leader heartbeats for a while: its followers learn
-                // of it and their leases start.
-                steer.led_term = Some(view.term);
-                steer.busy_until = now + silence;
-            }
-            if view.last_log_index != steer.last_log_index || !view.replicated {
-                steer.busy_until = now + silence;
-            }
-        } else {
-            steer.led_term = None;
-        }
-        steer.last_log_index = view.last_log_index;
-        let ticking = if leading {
-            now < steer.busy_until
-        } else {
-            view.voter && view.voters == 1
-        };
+        let ticking = !leading && view.voter && view.voters == 1;
         if steer.ticking != Some(ticking) {
             group.set_ticking(ticking);
             steer.ticking = Some(ticking);
@@ -289,14 +280,15 @@ impl Liveness {
                     *term != view.term || *role == GroupRole::Leaderless
                 })
             });
-            if out_of_step {
+            if out_of_step && now >= steer.next_nudge {
                 group.heartbeat_now();
+                steer.next_nudge = now + self.timing.turn;
             }
-            return;
+            return false;
         }
         if !view.voter || view.voters == 1 {
             steer.unclaimed_since = None;
-            return;
+            return false;
         }
         let claimed = live.values().any(|heard| {
             matches!(heard.groups.get(&group.id),
@@ -304,7 +296,7 @@ impl Liveness {
         });
         if claimed {
             steer.unclaimed_since = None;
-            return;
+            return false;
         }
         let since = *steer.unclaimed_since.get_or_insert(now);
         let leader_silent = view
@@ -324,13 +316,15 @@ impl Liveness {
                 .filter(|v| *v == self.self_id || live.contains_key(v)),
         );
         let due = since + grace + self.timing.turn * rank;
-        if now >= due && now >= steer.next_election {
-            tracing::info!(group = group.id, term = view.term, ?view.leader, leader_silent,
-                "no live node leads the group: starting an election");
-            group.elect_now();
-            self.elections_started.fetch_add(1, Ordering::Relaxed);
-            steer.next_election = now + silence + self.timing.turn * rank;
+        if !may_elect || now < due || now < steer.next_election {
+            return false;
         }
+        tracing::info!(group = group.id, term = view.term, ?view.leader, leader_silent,
+            "no live node leads the group: starting an election");
+        group.elect_now();
+        self.elections_started.fetch_add(1, Ordering::Relaxed);
+        steer.next_election = now + self.timing.silence + self.timing.turn * rank;
+        true
     }
 }
 
