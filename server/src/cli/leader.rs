@@ -344,7 +344,12 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     let node = Node::start(settings, storage)
         .await
         .map_err(|e| e.to_string())?;
-    let timeout = Duration::from_secs(30);
+    // A table's column family takes longer to create the more tables the
+    // node has (RocksDB rewrites an OPTIONS file naming them all: about
+    // 0.3 s each at 1,000 tables, `storage/tests/restart.rs`), and the
+    // tables of `--tables.names` are created together.
+    let timeout =
+        Duration::from_secs(30) + Duration::from_millis(500) * args.tables_names.len() as u32;
     // Create first, then delete: a table named in both is deleted, so an
     // operator can drop a table without editing the list of names. A
     // follower cluster learns its tables from the leader cluster only.

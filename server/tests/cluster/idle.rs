@@ -95,7 +95,11 @@ async fn idle_groups_park_their_timers_and_keep_their_leaders() {
     }
     let after = views(&cluster, &names);
     for ((node, name), (term, leader)) in &before {
-        assert_eq!(after[&(*node, name.clone())], (*term, *leader), "{name} on node {node}");
+        assert_eq!(
+            after[&(*node, name.clone())],
+            (*term, *leader),
+            "{name} on node {node}"
+        );
     }
 }
 
@@ -132,7 +136,10 @@ async fn a_follower_back_from_a_stop_catches_up_without_another_write() {
         if local.as_ref().is_ok_and(|count| *count == 3) {
             break;
         }
-        assert!(Instant::now() < deadline, "the follower did not catch up: {local:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not catch up: {local:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     wait_parked(&cluster).await;

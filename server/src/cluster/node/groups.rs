@@ -52,7 +52,14 @@ impl Node {
             return Ok(());
         };
         group.shutdown().await;
-        self.storage.drop_table(group.table.name())?;
+        // Dropping a column family rewrites RocksDB's OPTIONS file: off the
+        // runtime (`Group::start`).
+        let (storage, name) = (self.storage.clone(), group.table.name().to_vec());
+        crate::cluster::raft::blocking(move || {
+            storage.drop_table(&name).map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|err| Error::Unavailable(format!("dropping table of group {id}: {err}")))?;
         self.log
             .remove_group(id)
             .map_err(|err| Error::Unavailable(format!("removing the log of group {id}: {err}")))?;
@@ -87,6 +94,16 @@ impl Node {
                 self.stop_group(group.id).await?;
             }
         }
+        // The tables that run, published before the others start: each
+        // table is served (and a creation waiting for it returns) as soon
+        // as its own group runs, not after the last of hundreds.
+        self.tables.send_replace(
+            wanted
+                .iter()
+                .filter(|(_, id)| self.groups.get(**id).is_some())
+                .map(|(name, id)| (name.clone(), *id))
+                .collect(),
+        );
         // A node restarting with hundreds of tables opens them a few at a
         // time rather than one by one.
         {
@@ -97,13 +114,13 @@ impl Node {
             {
                 if starting.len() >= GROUP_STARTS {
                     if let Some(started) = starting.next().await {
-                        started?;
+                        self.publish_started(started?);
                     }
                 }
                 starting.push(self.start_group(*id, name));
             }
             while let Some(started) = starting.next().await {
-                started?;
+                self.publish_started(started?);
             }
         }
         // Tables with data here that the catalogue no longer names (deleted
@@ -115,6 +132,12 @@ impl Node {
         }
         self.tables.send_replace(wanted);
         Ok(())
+    }
+
+    fn publish_started(&self, group: Arc<Group>) {
+        self.tables.send_modify(|tables| {
+            tables.insert(group.table.name().to_vec(), group.id);
+        });
     }
 
     /// Tables and their shard ids, as this node knows them.

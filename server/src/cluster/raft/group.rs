@@ -91,8 +91,15 @@ impl Group {
         id: GroupId,
         name: &[u8],
     ) -> Result<Arc<Group>, String> {
-        let (state_machine, published) = GroupStateMachine::open(parts.storage.clone(), name, id)
-            .map_err(|err| err.to_string())?;
+        // Creating a column family rewrites and re-reads RocksDB's OPTIONS
+        // file, which names every table: with hundreds of tables that is
+        // tens of milliseconds, never to be spent on a runtime worker.
+        let (state_machine, published) = {
+            let (storage, name) = (parts.storage.clone(), name.to_vec());
+            super::blocking(move || GroupStateMachine::open(storage, &name, id))
+                .await
+                .map_err(|err| err.to_string())?
+        };
         let table = parts
             .storage
             .table(name)
@@ -297,11 +304,14 @@ impl Group {
             let metrics = self.raft.metrics();
             let m = metrics.borrow_watched();
             m.state == ServerState::Leader
-                && m.membership_config.membership().voter_ids().nth(1).is_some()
-                && m
-                    .last_quorum_acked
-                    .as_ref()
-                    .is_none_or(|acked| openraft::Instant::elapsed(&**acked) >= self.renew_lease_after)
+                && m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .nth(1)
+                    .is_some()
+                && m.last_quorum_acked.as_ref().is_none_or(|acked| {
+                    openraft::Instant::elapsed(&**acked) >= self.renew_lease_after
+                })
         };
         if lapsing {
             self.read_index_local().await?;

@@ -12,8 +12,8 @@
 //!   (and `group.rs` renews a lapsed one with a ReadIndex round before a
 //!   write), and openraft's replication retries a follower that fell
 //!   behind on its own backoff. Followers never time out on their own;
-//! - a voter whose group no live peer claims to lead (at its term or later)
-//!   starts an election, Pre-Vote first: at once when its leader's node has
+//! - a voter whose group no live peer claims to lead (at its term or later),
+//!   and that a quorum of live voters runs, starts an election, Pre-Vote first: at once when its leader's node has
 //!   been silent for an election timeout, after a third of one otherwise (a
 //!   new leader's beat may be on its way). The live voters take turns in an
 //!   order hashed from the group, so that two followers do not split the
@@ -41,7 +41,7 @@ use super::network::Peers;
 use super::types::{GroupId, NodeId};
 
 /// Elections a node starts in one round at most.
-const ELECTIONS_PER_ROUND: usize = 32;
+const ELECTIONS_PER_ROUND: usize = 8;
 
 /// How the node's groups are watched: the three durations below.
 #[derive(Debug, Clone, Copy)]
@@ -198,7 +198,14 @@ impl Liveness {
                 unclaimed_since: None,
                 next_election: now,
             });
-            if self.steer(group, view, &live, steer, now, elections < ELECTIONS_PER_ROUND) {
+            if self.steer(
+                group,
+                view,
+                &live,
+                steer,
+                now,
+                elections < ELECTIONS_PER_ROUND,
+            ) {
                 elections += 1;
             }
         }
@@ -307,14 +314,23 @@ impl Liveness {
         } else {
             self.timing.turn
         };
-        let rank = turn_of(
-            group.id,
-            self.self_id,
-            group
-                .voters()
-                .into_iter()
-                .filter(|v| *v == self.self_id || live.contains_key(v)),
-        );
+        // Voters that can answer a vote: this node, and live peers that run
+        // the group (a peer still opening its tables does not). Without a
+        // quorum of them an election cannot win: it would only time out.
+        let able: Vec<NodeId> = group
+            .voters()
+            .into_iter()
+            .filter(|v| {
+                *v == self.self_id
+                    || live
+                        .get(v)
+                        .is_some_and(|heard| heard.groups.contains_key(&group.id))
+            })
+            .collect();
+        if able.len() * 2 <= view.voters {
+            return false;
+        }
+        let rank = turn_of(group.id, self.self_id, able.into_iter());
         let due = since + grace + self.timing.turn * rank;
         if !may_elect || now < due || now < steer.next_election {
             return false;

@@ -108,3 +108,23 @@ fn reopen_removes_generations_a_crash_left_half_installed() {
         "{orphan} still present in {names:?}"
     );
 }
+
+/// How creating a table's column family grows with the number of tables
+/// (RocksDB rewrites and re-reads its OPTIONS file, naming every column
+/// family, on each creation). A measurement, not a check: run with
+/// `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_table_creation_cost() {
+    let f = Fixture::new();
+    let mut started = std::time::Instant::now();
+    for i in 1..=1_000 {
+        f.storage
+            .create_table(format!("t{i}").as_bytes())
+            .expect("create");
+        if i % 100 == 0 {
+            println!("tables {i}: last 100 created in {:?}", started.elapsed());
+            started = std::time::Instant::now();
+        }
+    }
+}
