@@ -199,6 +199,17 @@ impl Group {
         });
     }
 
+    /// As leader: replicates to `peer` at once, whatever backoff its
+    /// earlier failures started (it is back).
+    pub(super) fn reset_backoff_now(self: &Arc<Self>, peer: NodeId) {
+        let group = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = group.raft.trigger().reset_backoff([peer]).await {
+                tracing::debug!(group = group.id, error = %err, "backoff not reset");
+            }
+        });
+    }
+
     /// Sends the group's heartbeat now (this node leads it) and returns at once.
     pub(super) fn heartbeat_now(self: &Arc<Self>) {
         let group = self.clone();

@@ -18,13 +18,23 @@
 //!   new leader's beat may be on its way). The live voters take turns in an
 //!   order hashed from the group, so that two followers do not split the
 //!   vote and leadership spreads over the nodes;
+//! - when a peer is heard from again after it was taken for lost, every
+//!   group this node leads retries it at once (replication to a lost peer
+//!   backs off up to 5 s, `network.rs`);
 //! - a leader that sees a peer at another term, or without a leader at its
 //!   own, heartbeats that group (at most once a turn): the peer learns its
 //!   leader, or the leader learns that it was replaced.
 //!
-//! A node starts at most `ELECTIONS_PER_ROUND` elections a round: a node
-//! opening hundreds of tables at once would otherwise send so many votes
-//! that they time out and are sent again.
+//! A node has at most `ELECTIONS_IN_FLIGHT` elections under way (started
+//! within an election timeout, its group still unled). A node opening
+//! hundreds of tables while its peers are busy creating theirs gets slow
+//! answers: with a cap on elections started per round instead, they piled
+//! up, timed out and were sent again (`bench idle-tables`, 1,000 tables: the
+//! cluster did not come up with 64 a round; with 8 a round it did, but
+//! after a node that led 721 tables was lost the first voter was still
+//! working through them when the second voter's turn came, and their
+//! elections collided: 4.28 s). Elections that win free their places at
+//! once, so a lost node's tables are taken over in a few rounds.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -40,8 +50,8 @@ use super::group::{Group, GroupView, Groups};
 use super::network::Peers;
 use super::types::{GroupId, NodeId};
 
-/// Elections a node starts in one round at most.
-const ELECTIONS_PER_ROUND: usize = 8;
+/// Elections a node has under way at most.
+const ELECTIONS_IN_FLIGHT: usize = 64;
 
 /// How the node's groups are watched: the three durations below.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +128,14 @@ pub struct Liveness {
     elections_started: AtomicU64,
 }
 
+/// What the loop remembers between two rounds.
+#[derive(Default)]
+struct Steerings {
+    groups: HashMap<GroupId, Steering>,
+    /// The peers live at the last round.
+    live: HashSet<NodeId>,
+}
+
 /// What the loop remembers of one group between two rounds.
 struct Steering {
     ticking: Option<bool>,
@@ -127,6 +145,8 @@ struct Steering {
     unclaimed_since: Option<Instant>,
     /// No election is started here before then.
     next_election: Instant,
+    /// When this node started an election that has not been decided yet.
+    electing_since: Option<Instant>,
 }
 
 impl Liveness {
@@ -169,7 +189,7 @@ impl Liveness {
     pub fn spawn(self: &Arc<Self>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
         let liveness = self.clone();
         tokio::spawn(async move {
-            let mut steering = HashMap::new();
+            let mut steering = Steerings::default();
             let mut rounds = tokio::time::interval(liveness.timing.beat);
             rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
@@ -182,13 +202,26 @@ impl Liveness {
     }
 
     /// One round: tell the peers, then steer every group.
-    fn round(&self, steering: &mut HashMap<GroupId, Steering>) {
+    fn round(&self, steerings: &mut Steerings) {
         let now = Instant::now();
         let groups = self.groups.all();
         let views: Vec<GroupView> = groups.iter().map(|g| g.view(self.self_id)).collect();
         self.send_beats(&groups, &views);
         let live = self.heard.live(now, self.timing.silence);
-        let mut elections = 0;
+        let returned: Vec<NodeId> = live
+            .keys()
+            .filter(|peer| !steerings.live.contains(peer))
+            .copied()
+            .collect();
+        steerings.live = live.keys().copied().collect();
+        let steering = &mut steerings.groups;
+        let mut under_way = steering
+            .values()
+            .filter(|s| {
+                s.electing_since
+                    .is_some_and(|since| now.duration_since(since) < self.timing.silence)
+            })
+            .count();
         let running: HashSet<GroupId> = groups.iter().map(|g| g.id).collect();
         steering.retain(|id, _| running.contains(id));
         for (group, view) in groups.iter().zip(&views) {
@@ -197,16 +230,22 @@ impl Liveness {
                 next_nudge: now,
                 unclaimed_since: None,
                 next_election: now,
+                electing_since: None,
             });
+            if view.role == GroupRole::Leading {
+                for peer in &returned {
+                    group.reset_backoff_now(*peer);
+                }
+            }
             if self.steer(
                 group,
                 view,
                 &live,
                 steer,
                 now,
-                elections < ELECTIONS_PER_ROUND,
+                under_way < ELECTIONS_IN_FLIGHT,
             ) {
-                elections += 1;
+                under_way += 1;
             }
         }
         let running = steering
@@ -282,6 +321,7 @@ impl Liveness {
 
         if leading {
             steer.unclaimed_since = None;
+            steer.electing_since = None;
             let out_of_step = live.values().any(|heard| {
                 heard.groups.get(&group.id).is_some_and(|(term, role)| {
                     *term != view.term || *role == GroupRole::Leaderless
@@ -303,6 +343,7 @@ impl Liveness {
         });
         if claimed {
             steer.unclaimed_since = None;
+            steer.electing_since = None;
             return false;
         }
         let since = *steer.unclaimed_since.get_or_insert(now);
@@ -340,6 +381,7 @@ impl Liveness {
         group.elect_now();
         self.elections_started.fetch_add(1, Ordering::Relaxed);
         steer.next_election = now + self.timing.silence + self.timing.turn * rank;
+        steer.electing_since = Some(now);
         true
     }
 }

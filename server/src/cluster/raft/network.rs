@@ -456,8 +456,16 @@ impl RaftNetworkV2<TypeConfig> for GroupNetworkV2 {
         RaftNetworkV2::full_snapshot(&mut self.unary, vote, snapshot, cancel, option).await
     }
 
+    /// Retries of a peer that cannot be reached: 200 ms, doubling up to
+    /// 5 s. A lost node is retried by every group it followed, hundreds at
+    /// 1,000 tables, and openraft's constant 200 ms kept the survivors too
+    /// busy to elect (`bench idle-tables`); the liveness beat resets the
+    /// backoff when the peer is back (`liveness.rs`).
     fn backoff(&self) -> Option<Backoff> {
-        RaftNetworkV2::backoff(&self.unary)
+        let delays = std::iter::successors(Some(Duration::from_millis(200)), |delay| {
+            Some((*delay * 2).min(Duration::from_secs(5)))
+        });
+        Some(Backoff::new(delays))
     }
 }
 
