@@ -13,14 +13,14 @@
 //!   write), and openraft's replication retries a follower that fell
 //!   behind on its own backoff. Followers never time out on their own;
 //! - a voter whose group no live peer claims to lead (at its term or later),
-//!   and that a quorum of live voters runs, starts an election, Pre-Vote first: at once when its leader's node has
-//!   been silent for an election timeout, after a third of one otherwise (a
-//!   new leader's beat may be on its way). The live voters take turns in an
-//!   order hashed from the group, so that two followers do not split the
-//!   vote and leadership spreads over the nodes;
+//!   and that a quorum of live voters runs, starts an election, Pre-Vote
+//!   first: at once when its leader's node has been silent for an election
+//!   timeout, after a third of one otherwise (a new leader's beat may be on
+//!   its way). The live voters take turns in an order hashed from the
+//!   group, so that two followers do not split the vote;
 //! - when a peer is heard from again after it was taken for lost, every
-//!   group this node leads retries it at once (replication to a lost peer
-//!   backs off up to 5 s, `network.rs`);
+//!   group this node leads replicates to it at once (replication to a lost
+//!   peer pauses up to 5 s between attempts, `network.rs`);
 //! - a leader that sees a peer at another term, or without a leader at its
 //!   own, heartbeats that group (at most once a turn): the peer learns its
 //!   leader, or the leader learns that it was replaced.
@@ -214,6 +214,9 @@ impl Liveness {
             .copied()
             .collect();
         steerings.live = live.keys().copied().collect();
+        for peer in &returned {
+            self.peers.peer_returned(*peer);
+        }
         let steering = &mut steerings.groups;
         let mut under_way = steering
             .values()

@@ -3,6 +3,7 @@
 //! factory carrying its group id.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -36,26 +37,66 @@ use super::types::{GroupId, LogId, NodeId, Snapshot, SnapshotData, TypeConfig, V
 /// 2 MiB; the log store keeps one AppendEntries under 8 MiB of entries).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// What the transport knows of a peer's reachability.
+#[derive(Default)]
+pub struct PeerHealth {
+    /// AppendStreams that failed to open in a row.
+    failures: AtomicU32,
+    /// Bumped when the peer's liveness beat comes back after a silence.
+    returned: tokio::sync::watch::Sender<u64>,
+}
+
+impl PeerHealth {
+    /// Counts a failure; the pause before the caller's next attempt.
+    fn failed(&self) -> Duration {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed).min(5);
+        (Duration::from_millis(200) * 2u32.pow(failures)).min(Duration::from_secs(5))
+    }
+
+    fn reached(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Channels to the other nodes of the cluster, by node id.
 pub struct Peers {
     self_id: NodeId,
     addresses: HashMap<NodeId, String>,
     channels: RwLock<HashMap<NodeId, Channel>>,
+    health: HashMap<NodeId, Arc<PeerHealth>>,
     forward_stats: ForwardStats,
 }
 
 impl Peers {
     pub fn new(self_id: NodeId, addresses: HashMap<NodeId, String>) -> Arc<Peers> {
+        let health = addresses
+            .keys()
+            .map(|id| (*id, Arc::<PeerHealth>::default()))
+            .collect();
         Arc::new(Peers {
             self_id,
             addresses,
             channels: RwLock::default(),
+            health,
             forward_stats: ForwardStats::default(),
         })
     }
 
     pub fn self_id(&self) -> NodeId {
         self.self_id
+    }
+
+    /// Reachability of `peer` (a fresh record for an unknown id).
+    fn health(&self, peer: NodeId) -> Arc<PeerHealth> {
+        self.health.get(&peer).cloned().unwrap_or_default()
+    }
+
+    /// `peer`'s liveness beat is back after a silence: transports paused
+    /// on it try again at once.
+    pub fn peer_returned(&self, peer: NodeId) {
+        let health = self.health(peer);
+        health.reached();
+        health.returned.send_modify(|generation| *generation += 1);
     }
 
     /// Every other member's id.
@@ -298,6 +339,22 @@ fn unreachable(reason: impl Into<String>) -> RPCError<TypeConfig> {
 }
 
 impl GroupNetworkV2 {
+    /// openraft opens the next AppendStream as soon as one fails to open
+    /// (its backoff paces the requests of an open stream, not the opening),
+    /// so every group a lost peer followed would spin on connecting to it.
+    /// Pause first: until the peer's liveness beat returns, or at most
+    /// 200 ms doubling to 5 s after each failure in a row.
+    async fn unreachable_after_pause(&self, reason: String) -> RPCError<TypeConfig> {
+        let health = self.peers.health(self.target);
+        let mut returned = health.returned.subscribe();
+        let pause = health.failed();
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = returned.changed() => {}
+        }
+        unreachable(reason)
+    }
+
     /// Opens an AppendStream and turns its answers back into openraft's.
     async fn open_stream<S>(
         &self,
@@ -343,19 +400,22 @@ impl GroupNetworkV2 {
         // The peer answers the stream's headers at once (it routes on the
         // metadata), so opening takes one round trip; a peer that does not
         // answer in time is treated as unreachable and openraft backs off.
-        let opened = tokio::time::timeout(open_timeout, client.append_stream(request))
-            .await
-            .map_err(|_| {
-                unreachable(format!(
-                    "opening an AppendStream took over {open_timeout:?}"
-                ))
-            })?;
-        let answers = opened
-            .map_err(|status| match CallError::from_status(&status) {
-                CallError::Unreachable(reason) | CallError::Lost(reason) => unreachable(reason),
-                other => RPCError::Network(NetworkError::new(&other)),
-            })?
-            .into_inner();
+        let opened = tokio::time::timeout(open_timeout, client.append_stream(request)).await;
+        let opened = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(status)) => match CallError::from_status(&status) {
+                CallError::Unreachable(reason) | CallError::Lost(reason) => {
+                    return Err(self.unreachable_after_pause(reason).await)
+                }
+                other => return Err(RPCError::Network(NetworkError::new(&other))),
+            },
+            Err(_) => {
+                let reason = format!("opening an AppendStream took over {open_timeout:?}");
+                return Err(self.unreachable_after_pause(reason).await);
+            }
+        };
+        self.peers.health(self.target).reached();
+        let answers = opened.into_inner();
         // Ends after the first error, as openraft expects of a stream.
         let answers = answers
             .map(move |answer| {
