@@ -7,7 +7,9 @@
 //! (`bench idle-tables`). Here instead:
 //! - each node sends each peer one beat per heartbeat interval, whatever the
 //!   number of groups, with its term and role in every group it runs;
-//! - a group's Raft timer runs only on a lone voter, which elects itself.
+//! - a group's Raft timer runs only on a lone voter, which elects itself,
+//!   and on the voters of a group left without a leader for three election
+//!   timeouts (openraft's randomized timer as a fallback).
 //!   A leader needs no heartbeats: the acks of its writes renew its lease
 //!   (and `group.rs` renews a lapsed one with a ReadIndex round before a
 //!   write), and openraft's replication retries a follower that fell
@@ -214,8 +216,8 @@ impl Liveness {
             .copied()
             .collect();
         steerings.live = live.keys().copied().collect();
-        for peer in &returned {
-            self.peers.peer_returned(*peer);
+        for peer in self.peers.others() {
+            self.peers.set_live(peer, live.contains_key(&peer));
         }
         let steering = &mut steerings.groups;
         let mut under_way = steering
@@ -316,7 +318,16 @@ impl Liveness {
         may_elect: bool,
     ) -> bool {
         let leading = view.role == GroupRole::Leading;
-        let ticking = !leading && view.voter && view.voters == 1;
+        // A group left without a leader for several election timeouts
+        // despite the turns (seen once in 1,000 tables after a node was
+        // lost: two voters whose logs and terms disagreed kept defeating
+        // each other) falls back on openraft's own randomized election
+        // timer until it has a leader again.
+        let stuck = !leading
+            && steer
+                .unclaimed_since
+                .is_some_and(|since| now.duration_since(since) >= self.timing.silence * 3);
+        let ticking = !leading && view.voter && (view.voters == 1 || stuck);
         if steer.ticking != Some(ticking) {
             group.set_ticking(ticking);
             steer.ticking = Some(ticking);

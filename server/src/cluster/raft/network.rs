@@ -3,7 +3,7 @@
 //! factory carrying its group id.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// What the transport knows of a peer's reachability.
 #[derive(Default)]
 pub struct PeerHealth {
+    /// Whether the peer's liveness beat arrives (`liveness.rs`).
+    live: AtomicBool,
     /// AppendStreams that failed to open in a row.
     failures: AtomicU32,
     /// Bumped when the peer's liveness beat comes back after a silence.
@@ -47,8 +49,12 @@ pub struct PeerHealth {
 }
 
 impl PeerHealth {
-    /// Counts a failure; the pause before the caller's next attempt.
+    /// Counts a failure; the pause before the caller's next attempt (none
+    /// while the peer beats: it is busy, not gone).
     fn failed(&self) -> Duration {
+        if self.live.load(Ordering::Relaxed) {
+            return Duration::ZERO;
+        }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed).min(5);
         (Duration::from_millis(200) * 2u32.pow(failures)).min(Duration::from_secs(5))
     }
@@ -91,12 +97,15 @@ impl Peers {
         self.health.get(&peer).cloned().unwrap_or_default()
     }
 
-    /// `peer`'s liveness beat is back after a silence: transports paused
-    /// on it try again at once.
-    pub fn peer_returned(&self, peer: NodeId) {
+    /// Whether `peer`'s liveness beat arrives; when it is back after a
+    /// silence, transports paused on it try again at once.
+    pub fn set_live(&self, peer: NodeId, live: bool) {
         let health = self.health(peer);
-        health.reached();
-        health.returned.send_modify(|generation| *generation += 1);
+        let was = health.live.swap(live, Ordering::Relaxed);
+        if live && !was {
+            health.reached();
+            health.returned.send_modify(|generation| *generation += 1);
+        }
     }
 
     /// Every other member's id.
@@ -343,7 +352,8 @@ impl GroupNetworkV2 {
     /// (its backoff paces the requests of an open stream, not the opening),
     /// so every group a lost peer followed would spin on connecting to it.
     /// Pause first: until the peer's liveness beat returns, or at most
-    /// 200 ms doubling to 5 s after each failure in a row.
+    /// 200 ms doubling to 5 s after each failure in a row; not at all while
+    /// the peer beats.
     async fn unreachable_after_pause(&self, reason: String) -> RPCError<TypeConfig> {
         let health = self.peers.health(self.target);
         let mut returned = health.returned.subscribe();
