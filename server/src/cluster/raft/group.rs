@@ -57,6 +57,10 @@ pub struct Group {
     /// A leader whose quorum ack is older renews it before a write (half
     /// the leader lease).
     renew_lease_after: Duration,
+    /// The static membership a new group is initialized with.
+    members: BTreeMap<NodeId, BasicNode>,
+    /// The member that initializes the group when it is new.
+    initializer: NodeId,
 }
 
 /// One replica's state as the liveness beat and its steering need it.
@@ -84,8 +88,8 @@ pub struct GroupParts<'a> {
 
 impl Group {
     /// Starts group `id` over storage table `name`: its state machine, its
-    /// Raft core on the node's shared log, and on first start the static
-    /// membership (every node initializes with the same one).
+    /// Raft core on the node's shared log, and on its initializer's first
+    /// start the static membership.
     pub async fn start(
         parts: GroupParts<'_>,
         id: GroupId,
@@ -117,18 +121,13 @@ impl Group {
         )
         .await
         .map_err(|err| err.to_string())?;
-        let initialized = raft.is_initialized().await.map_err(|err| err.to_string())?;
-        if !initialized {
-            let members: BTreeMap<NodeId, BasicNode> = parts
-                .members
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode::new(addr)))
-                .collect();
-            if let Err(err) = raft.initialize(members).await {
-                tracing::debug!(group = id, error = %err, "initialize");
-            }
-        }
-        Ok(Arc::new(Group {
+        let members: BTreeMap<NodeId, BasicNode> = parts
+            .members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        let initializer = super::liveness::first_turn(id, members.keys().copied());
+        let group = Arc::new(Group {
             id,
             raft,
             table,
@@ -138,7 +137,38 @@ impl Group {
             leader_reads: Arc::default(),
             forwards: ForwardBatcher::start(id, parts.peers.clone()),
             renew_lease_after: parts.timing.leader_lease() / 2,
-        }))
+            members,
+            initializer,
+        });
+        // One member initializes a new group, the others learn its
+        // membership from the leader it elects: openraft's first log id
+        // carries the initializing node's id, so groups initialized on
+        // every member were all won by the highest id (the node lost took
+        // most leaderships with it). The liveness rounds initialize here
+        // instead when that member stays away (`liveness.rs`).
+        if initializer == parts.self_id {
+            group.initialize_now().await;
+        }
+        Ok(group)
+    }
+
+    /// Initializes the group with the static membership unless it already
+    /// holds one.
+    pub(super) async fn initialize_now(&self) {
+        match self.raft.is_initialized().await {
+            Ok(false) => {
+                if let Err(err) = self.raft.initialize(self.members.clone()).await {
+                    tracing::debug!(group = self.id, error = %err, "initialize");
+                }
+            }
+            Ok(true) => {}
+            Err(err) => tracing::debug!(group = self.id, error = %err, "initialize"),
+        }
+    }
+
+    /// The member that initializes the group when it is new.
+    pub(super) fn initializer(&self) -> NodeId {
+        self.initializer
     }
 
     /// Stops the group's Raft core (its data stays).

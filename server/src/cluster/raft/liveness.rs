@@ -27,6 +27,11 @@
 //!   own, heartbeats that group (at most once a turn): the peer learns its
 //!   leader, or the leader learns that it was replaced.
 //!
+//! A new group is initialized by one member, the first in its order of
+//! turns (`first_turn`), so that first leaderships spread over the nodes;
+//! another member initializes it only when that one stays away
+//! (`Liveness::initialize_if_abandoned`).
+//!
 //! A node has at most `ELECTIONS_IN_FLIGHT` elections under way (started
 //! within an election timeout, its group still unled). A node opening
 //! hundreds of tables while its peers are busy creating theirs gets slow
@@ -347,6 +352,10 @@ impl Liveness {
             }
             return false;
         }
+        if view.voters == 0 {
+            self.initialize_if_abandoned(group, live, steer, now);
+            return false;
+        }
         if !view.voter || view.voters == 1 {
             steer.unclaimed_since = None;
             return false;
@@ -398,6 +407,61 @@ impl Liveness {
         steer.electing_since = Some(now);
         true
     }
+}
+
+impl Liveness {
+    /// A group not initialized here waits for its initializer
+    /// (`Group::start`), then for the leader it elects to send the
+    /// membership. Unless a live peer leads it, the group is initialized
+    /// here after an election timeout when the initializer is silent (a
+    /// table created while that node is down), or after three when the
+    /// initializer runs the group and still no one leads it. An initializer
+    /// that beats but has not opened the group yet (a node opening hundreds
+    /// of tables) is waited for: initializing elsewhere meanwhile would
+    /// bring back the lopsided leadership that `Group::start` avoids.
+    fn initialize_if_abandoned(
+        &self,
+        group: &Arc<Group>,
+        live: &HashMap<NodeId, Arc<Heard>>,
+        steer: &mut Steering,
+        now: Instant,
+    ) {
+        let led = live.values().any(|heard| {
+            matches!(
+                heard.groups.get(&group.id),
+                Some((_, GroupRole::Leading))
+            )
+        });
+        if led {
+            steer.unclaimed_since = None;
+            return;
+        }
+        let since = *steer.unclaimed_since.get_or_insert(now);
+        let initializer = group.initializer();
+        let wait = match live.get(&initializer) {
+            _ if initializer == self.self_id => self.timing.silence * 3,
+            None => self.timing.silence,
+            Some(heard) if heard.groups.contains_key(&group.id) => self.timing.silence * 3,
+            Some(_) => return,
+        };
+        if now.duration_since(since) < wait || now < steer.next_election {
+            return;
+        }
+        tracing::info!(
+            group = group.id,
+            initializer,
+            "the group's initializer is away: initializing it here"
+        );
+        steer.next_election = now + self.timing.silence;
+        let group = group.clone();
+        tokio::spawn(async move { group.initialize_now().await });
+    }
+}
+
+/// The member that initializes a new group: the first in its order of
+/// turns, so that new groups' first leaders spread over the members.
+pub(super) fn first_turn(group: GroupId, members: impl Iterator<Item = NodeId>) -> NodeId {
+    members.min_by_key(|node| mix(group, *node)).unwrap_or_default()
 }
 
 /// This node's place (0 = first) among the live voters of `group`, in an
@@ -456,5 +520,20 @@ mod tests {
         }
         // Alone among the live voters: first.
         assert_eq!(turn_of(7, 2, [2u64].into_iter()), 0);
+    }
+
+    #[test]
+    fn the_initializer_takes_the_first_turn_and_initializers_spread() {
+        let members = [1u64, 2, 3];
+        let mut initialized = [0usize; 3];
+        for group in 1..=3_000u64 {
+            let first = first_turn(group, members.iter().copied());
+            assert_eq!(turn_of(group, first, members.iter().copied()), 0);
+            initialized[(first - 1) as usize] += 1;
+        }
+        for count in initialized {
+            assert!((800..1_200).contains(&count), "initializers {initialized:?}");
+        }
+        assert_eq!(first_turn(5, [4u64].into_iter()), 4);
     }
 }
