@@ -39,7 +39,10 @@ usage:
   bench snapshot-memory --binary PATH [--out FILE] [--mib N] [--val-size N] [--snapshot-entries N] [--quick]
   bench idle-tables --binary PATH [--out FILE] [--tables 10,100,1000] [--window SECS] [--quick]
   bench replication-lag --binary PATH [--rate N] [--duration SECS] [--mode follow|poll|both]
-  bench noop-server --address HOST:PORT";
+  bench noop-server --address HOST:PORT
+environment: BENCH_LOG_LEVEL (regatta nodes' --log-level, default warn),
+  BENCH_KEEP_LOGS=DIR (copy each regatta node's log there when it stops),
+  BENCH_SERVER_METRICS (bench kv: print the servers' metrics)";
 
 /// Walks `--flag [value]` arguments: `each` gets every flag and a way to
 /// take its value (an error names the flag when the value is missing).

@@ -51,6 +51,22 @@ pub struct Running {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for Running {
+    /// With `BENCH_KEEP_LOGS=<dir>`, the nodes' logs outlive the run:
+    /// copied there as `n<i>.log` (the data directory itself is removed).
+    fn drop(&mut self) {
+        let Some(keep) = std::env::var_os("BENCH_KEEP_LOGS") else {
+            return;
+        };
+        let keep = PathBuf::from(keep);
+        let _ = std::fs::create_dir_all(&keep);
+        for i in 1..=self.clients.len() {
+            let name = format!("n{i}.log");
+            let _ = std::fs::copy(self._dir.path().join(&name), keep.join(&name));
+        }
+    }
+}
+
 impl Running {
     /// The process ids of the nodes started, in node order.
     pub fn pids(&self) -> Vec<u32> {
@@ -159,6 +175,7 @@ pub async fn start_regatta_holding(
         .enumerate()
         .map(|(i, address)| format!("{}={address}", i + 1))
         .collect();
+    let log_level = std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
     let mut processes = Vec::new();
     let mut held_back = Vec::new();
     let mut clients = Vec::new();
@@ -168,12 +185,13 @@ pub async fn start_regatta_holding(
         let rest = free_address()?;
         let node_dir = dir.path().join(format!("n{}", i + 1));
         // Warnings and errors go to a file beside the data, so a node that
-        // does not come up can say why.
+        // does not come up can say why (`BENCH_LOG_LEVEL`, `BENCH_KEEP_LOGS`
+        // to see more of it).
         let log = std::fs::File::create(dir.path().join(format!("n{}.log", i + 1)))?;
         let mut command = Command::new(binary);
         command
             .arg("leader")
-            .args(["--log-level", "warn", "--api.address", &api])
+            .args(["--log-level", &log_level, "--api.address", &api])
             .args(["--raft.node-id", &(i + 1).to_string()])
             .args(["--raft.address", raft_address])
             .args(["--raft.initial-members", &members.join(",")])

@@ -174,10 +174,10 @@ fn render_tables(out: &mut String, node: &Node) {
     }
     let (appends, syncs) = node.log_sync_stats();
     let (writes, batches) = node.forward_stats();
-    let (timers_running, elections_started) = node.liveness_stats();
+    let (timers_running, elections_started, take_backs) = node.liveness_stats();
     let _ = writeln!(
         out,
-        "# HELP regatta_raft_timers_running Raft groups whose timer runs on this node (leaders with recent writes; idle groups park theirs)."
+        "# HELP regatta_raft_timers_running Raft groups whose own timer runs on this node (a lone voter, or a group without a leader for three election timeouts; the node's liveness beat steers the others)."
     );
     let _ = writeln!(out, "# TYPE regatta_raft_timers_running gauge");
     let _ = writeln!(out, "regatta_raft_timers_running {timers_running}");
@@ -186,6 +186,11 @@ fn render_tables(out: &mut String, node: &Node) {
             "regatta_raft_elections_started_total",
             "Elections this node started because no live node led a group.",
             elections_started,
+        ),
+        (
+            "regatta_raft_take_backs_total",
+            "Elections this node started to lead a group it is first to lead (leadership balance).",
+            take_backs,
         ),
         (
             "regatta_raft_log_appends_total",

@@ -234,11 +234,13 @@ impl Node {
     }
 
     /// (groups whose Raft timer runs here, elections this node started
-    /// because no live node led a group) (`raft/liveness.rs`).
-    pub fn liveness_stats(&self) -> (usize, u64) {
+    /// because no live node led a group, elections it started to take back
+    /// a group it is first to lead) (`raft/liveness.rs`).
+    pub fn liveness_stats(&self) -> (usize, u64, u64) {
         (
             self.liveness.timers_running(),
             self.liveness.elections_started(),
+            self.liveness.take_backs(),
         )
     }
 

@@ -19,7 +19,8 @@
 //!   first: at once when its leader's node has been silent for an election
 //!   timeout, after a third of one otherwise (a new leader's beat may be on
 //!   its way). The live voters take turns in an order hashed from the
-//!   group, so that two followers do not split the vote;
+//!   group, an election timeout apart, so that two followers do not split
+//!   the vote;
 //! - when a peer is heard from again after it was taken for lost, every
 //!   group this node leads replicates to it at once (replication to a lost
 //!   peer pauses up to 5 s between attempts, `network.rs`);
@@ -30,7 +31,11 @@
 //! A new group is initialized by one member, the first in its order of
 //! turns (`first_turn`), so that first leaderships spread over the nodes;
 //! another member initializes it only when that one stays away
-//! (`Liveness::initialize_if_abandoned`).
+//! (`Liveness::initialize_if_abandoned`). That member also takes the
+//! leadership back, a few groups per round, once the group has been quiet
+//! long enough for its leader's lease to lapse and every voter beats
+//! (`Liveness::take_back`), so that a lost node never takes most
+//! leaderships with it.
 //!
 //! A node has at most `ELECTIONS_IN_FLIGHT` elections under way (started
 //! within an election timeout, its group still unled). A node opening
@@ -41,7 +46,11 @@
 //! after a node that led 721 tables was lost the first voter was still
 //! working through them when the second voter's turn came, and their
 //! elections collided: 4.28 s). Elections that win free their places at
-//! once, so a lost node's tables are taken over in a few rounds.
+//! once, so a lost node's tables are taken over in a few rounds. With turns
+//! a third of an election timeout apart the second voter still came in
+//! while the first worked through its queue (877 tables: elections split
+//! and retried for five seconds); a whole election timeout apart, the
+//! first voter has the time to finish.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -60,6 +69,19 @@ use super::types::{GroupId, NodeId};
 /// Elections a node has under way at most.
 const ELECTIONS_IN_FLIGHT: usize = 64;
 
+/// Groups a node takes back per round (`Liveness::take_back`).
+const TAKE_BACKS_PER_ROUND: usize = 4;
+
+/// What steering one group did this round.
+#[derive(Debug, PartialEq, Eq)]
+enum Steered {
+    Nothing,
+    /// Started an election for a group no live node leads.
+    Elected,
+    /// Campaigned for a group it prefers to lead.
+    TookBack,
+}
+
 /// How the node's groups are watched: the three durations below.
 #[derive(Debug, Clone, Copy)]
 pub struct LivenessTiming {
@@ -69,8 +91,8 @@ pub struct LivenessTiming {
     /// election timeout).
     pub silence: Duration,
     /// How long a group may stay unclaimed while its leader's node still
-    /// beats, the time between two voters' turns to campaign, and between
-    /// two heartbeats a leader sends a peer out of step.
+    /// beats, and the time between two heartbeats a leader sends a peer out
+    /// of step. (Voters' turns to campaign are `silence` apart.)
     pub turn: Duration,
 }
 
@@ -133,6 +155,8 @@ pub struct Liveness {
     timers_running: AtomicUsize,
     /// Elections this node started for lack of a live leader.
     elections_started: AtomicU64,
+    /// Elections this node started to lead a group it is first to lead.
+    take_backs: AtomicU64,
 }
 
 /// What the loop remembers between two rounds.
@@ -154,6 +178,15 @@ struct Steering {
     next_election: Instant,
     /// When this node started an election that has not been decided yet.
     electing_since: Option<Instant>,
+    /// This node does not try to take the group back before then.
+    next_take_back: Instant,
+}
+
+/// What a group's steering may start this round.
+#[derive(Clone, Copy)]
+struct May {
+    elect: bool,
+    take_back: bool,
 }
 
 impl Liveness {
@@ -176,6 +209,7 @@ impl Liveness {
             in_flight: Mutex::default(),
             timers_running: AtomicUsize::new(0),
             elections_started: AtomicU64::new(0),
+            take_backs: AtomicU64::new(0),
         })
     }
 
@@ -232,6 +266,9 @@ impl Liveness {
                     .is_some_and(|since| now.duration_since(since) < self.timing.silence)
             })
             .count();
+        // Leaderships are moved back only while no group needs a leader.
+        let calm = under_way == 0;
+        let mut take_backs = 0;
         let running: HashSet<GroupId> = groups.iter().map(|g| g.id).collect();
         steering.retain(|id, _| running.contains(id));
         for (group, view) in groups.iter().zip(&views) {
@@ -241,21 +278,21 @@ impl Liveness {
                 unclaimed_since: None,
                 next_election: now,
                 electing_since: None,
+                next_take_back: now,
             });
             if view.role == GroupRole::Leading {
                 for peer in &returned {
                     group.reset_backoff_now(*peer);
                 }
             }
-            if self.steer(
-                group,
-                view,
-                &live,
-                steer,
-                now,
-                under_way < ELECTIONS_IN_FLIGHT,
-            ) {
-                under_way += 1;
+            let may = May {
+                elect: under_way < ELECTIONS_IN_FLIGHT,
+                take_back: calm && take_backs < TAKE_BACKS_PER_ROUND,
+            };
+            match self.steer(group, view, &live, steer, now, may) {
+                Steered::Elected => under_way += 1,
+                Steered::TookBack => take_backs += 1,
+                Steered::Nothing => {}
             }
         }
         let running = steering
@@ -273,6 +310,11 @@ impl Liveness {
     /// Elections this node started because no live node led a group.
     pub fn elections_started(&self) -> u64 {
         self.elections_started.load(Ordering::Relaxed)
+    }
+
+    /// Elections this node started to take back a group it is first to lead.
+    pub fn take_backs(&self) -> u64 {
+        self.take_backs.load(Ordering::Relaxed)
     }
 
     fn send_beats(&self, groups: &[Arc<Group>], views: &[GroupView]) {
@@ -311,8 +353,8 @@ impl Liveness {
         }
     }
 
-    /// Decides one group's timer, and whether to heartbeat or campaign (not
-    /// when `may_elect` is false); true when it started an election.
+    /// Decides one group's timer, and whether to heartbeat or campaign (as
+    /// far as `may` lets it).
     fn steer(
         &self,
         group: &Arc<Group>,
@@ -320,8 +362,8 @@ impl Liveness {
         live: &HashMap<NodeId, Arc<Heard>>,
         steer: &mut Steering,
         now: Instant,
-        may_elect: bool,
-    ) -> bool {
+        may: May,
+    ) -> Steered {
         let leading = view.role == GroupRole::Leading;
         // A group left without a leader for several election timeouts
         // despite the turns (seen once in 1,000 tables after a node was
@@ -350,15 +392,15 @@ impl Liveness {
                 group.heartbeat_now();
                 steer.next_nudge = now + self.timing.turn;
             }
-            return false;
+            return Steered::Nothing;
         }
         if view.voters == 0 {
             self.initialize_if_abandoned(group, live, steer, now);
-            return false;
+            return Steered::Nothing;
         }
         if !view.voter || view.voters == 1 {
             steer.unclaimed_since = None;
-            return false;
+            return Steered::Nothing;
         }
         let claimed = live.values().any(|heard| {
             matches!(heard.groups.get(&group.id),
@@ -367,7 +409,10 @@ impl Liveness {
         if claimed {
             steer.unclaimed_since = None;
             steer.electing_since = None;
-            return false;
+            if may.take_back && self.take_back(group, view, live, steer, now) {
+                return Steered::TookBack;
+            }
+            return Steered::Nothing;
         }
         let since = *steer.unclaimed_since.get_or_insert(now);
         let leader_silent = view
@@ -392,19 +437,63 @@ impl Liveness {
             })
             .collect();
         if able.len() * 2 <= view.voters {
-            return false;
+            return Steered::Nothing;
         }
         let rank = turn_of(group.id, self.self_id, able.into_iter());
-        let due = since + grace + self.timing.turn * rank;
-        if !may_elect || now < due || now < steer.next_election {
-            return false;
+        let due = since + grace + self.timing.silence * rank;
+        if !may.elect || now < due || now < steer.next_election {
+            return Steered::Nothing;
         }
         tracing::info!(group = group.id, term = view.term, ?view.leader, leader_silent,
             "no live node leads the group: starting an election");
         group.elect_now();
         self.elections_started.fetch_add(1, Ordering::Relaxed);
-        steer.next_election = now + self.timing.silence + self.timing.turn * rank;
+        steer.next_election = now + self.timing.silence * (rank + 1);
         steer.electing_since = Some(now);
+        Steered::Elected
+    }
+
+    /// Leaderships drift: a busy start, or a node lost and back, leaves one
+    /// node leading most groups, and losing it then costs most elections
+    /// (`bench idle-tables`, 1,000 tables: one node led 635 to 819 of them
+    /// and its loss took 6 s to repair). A follower that is its group's
+    /// first choice (`first_turn`: the initializer, a third of the groups
+    /// each on three nodes) campaigns, Pre-Vote first, while every voter
+    /// beats. Pre-Vote wins only where the leader's lease has lapsed, that
+    /// is in a group without writes for a while (`timing.rs`): a busy
+    /// group keeps its leader and is tried again ten election timeouts
+    /// later.
+    fn take_back(
+        &self,
+        group: &Arc<Group>,
+        view: &GroupView,
+        live: &HashMap<NodeId, Arc<Heard>>,
+        steer: &mut Steering,
+        now: Instant,
+    ) -> bool {
+        if now < steer.next_take_back || view.role != GroupRole::Following {
+            return false;
+        }
+        // Checked again at the next election timeout at the earliest.
+        steer.next_take_back = now + self.timing.silence;
+        let voters = group.voters();
+        let preferred = first_turn(group.id, voters.iter().copied()) == self.self_id;
+        let all_beat = voters.iter().all(|v| {
+            *v == self.self_id
+                || live.get(v).is_some_and(|heard| {
+                    heard.groups.get(&group.id).is_some_and(|(term, role)| {
+                        *term == view.term && *role != GroupRole::Leaderless
+                    })
+                })
+        });
+        if !preferred || !all_beat {
+            return false;
+        }
+        tracing::info!(group = group.id, term = view.term, ?view.leader,
+            "taking back the leadership of a group this node is first to lead");
+        group.elect_now();
+        self.take_backs.fetch_add(1, Ordering::Relaxed);
+        steer.next_take_back = now + self.timing.silence * 10;
         true
     }
 }
@@ -412,13 +501,14 @@ impl Liveness {
 impl Liveness {
     /// A group not initialized here waits for its initializer
     /// (`Group::start`), then for the leader it elects to send the
-    /// membership. Unless a live peer leads it, the group is initialized
-    /// here after an election timeout when the initializer is silent (a
-    /// table created while that node is down), or after three when the
-    /// initializer runs the group and still no one leads it. An initializer
-    /// that beats but has not opened the group yet (a node opening hundreds
-    /// of tables) is waited for: initializing elsewhere meanwhile would
-    /// bring back the lopsided leadership that `Group::start` avoids.
+    /// membership. Only when the initializer is silent for an election
+    /// timeout (a table created while that node is down) and no live peer
+    /// leads the group is it initialized here. An initializer that beats
+    /// is waited for, however long it takes to open the group or to win
+    /// it (its own timer takes over when its turns fail): a second
+    /// initializer brings back the lopsided leadership that `Group::start`
+    /// avoids (`bench idle-tables`, 1,000 tables, when a busy start let
+    /// groups go unled for three election timeouts: one node led 819).
     fn initialize_if_abandoned(
         &self,
         group: &Arc<Group>,
@@ -438,13 +528,9 @@ impl Liveness {
         }
         let since = *steer.unclaimed_since.get_or_insert(now);
         let initializer = group.initializer();
-        let wait = match live.get(&initializer) {
-            _ if initializer == self.self_id => self.timing.silence * 3,
-            None => self.timing.silence,
-            Some(heard) if heard.groups.contains_key(&group.id) => self.timing.silence * 3,
-            Some(_) => return,
-        };
-        if now.duration_since(since) < wait || now < steer.next_election {
+        // This node is the initializer only if initializing failed at start.
+        let silent = initializer == self.self_id || !live.contains_key(&initializer);
+        if !silent || now.duration_since(since) < self.timing.silence || now < steer.next_election {
             return;
         }
         tracing::info!(

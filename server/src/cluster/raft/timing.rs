@@ -13,18 +13,15 @@ pub struct RaftTiming {
 }
 
 impl RaftTiming {
-    /// A follower (openraft 0.10) starts an election once the leader's
-    /// lease (`election_timeout_max`) and then a timeout drawn from
-    /// [min, max) have passed since the last heartbeat, so min = E/3,
-    /// max = 2E/3 starts it E to 4E/3 after the leader was lost: never
-    /// sooner than Regatta's E (`election`), and a new leader in about 1.1
-    /// to 1.4 s with the defaults (E/2, E waited 1.5E to 2E). The stale read
-    /// its first trial met was openraft's, not the timing's
-    /// (`answer_credit.rs`). `snapshot_entries` 0 never snapshots.
+    /// openraft's own election timer draws a timeout from [min, max) =
+    /// [E/3, 2E/3) of Regatta's election timeout E (`election`), after the
+    /// leader's lease (`election_timeout_max`) has passed: it runs only
+    /// where the liveness rounds leave it on (a lone voter, a group without
+    /// a leader for three election timeouts). Elsewhere the liveness rounds
+    /// (`liveness.rs`) start elections themselves, an election timeout after
+    /// the leader's node fell silent. `snapshot_entries` 0 never snapshots.
     ///
-    /// Groups start with their timers parked: the node's liveness rounds
-    /// (`liveness.rs`) run a timer only where it has work, and start the
-    /// elections of the others themselves.
+    /// Groups start with their timers parked.
     pub fn new(
         heartbeat: Duration,
         election: Duration,
@@ -66,8 +63,9 @@ impl RaftTiming {
     }
 
     /// The node's liveness rounds: a beat per heartbeat interval, a peer
-    /// lost after an election timeout, voters' turns a third of one apart
-    /// (openraft's shortest election timeout with these settings).
+    /// lost after an election timeout, and a third of one (openraft's
+    /// shortest election timeout with these settings) as the grace a group
+    /// gets when its leader's node still beats.
     pub fn liveness(&self) -> LivenessTiming {
         LivenessTiming {
             beat: self.heartbeat(),
@@ -92,7 +90,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn elections_start_between_e_and_four_thirds_e() {
+    fn openraft_timeouts_are_a_third_and_two_thirds_of_e() {
         let timing = RaftTiming::new(
             Duration::from_millis(50),
             Duration::from_secs(1),
