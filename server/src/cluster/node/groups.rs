@@ -12,7 +12,7 @@ use super::{GroupInfo, Node, TableStatus};
 use crate::cluster::catalogue::{self, CATALOGUE_TABLE};
 use crate::cluster::error::{Error, Result};
 use crate::cluster::raft::group::{Group, GroupParts};
-use crate::cluster::raft::types::{GroupId, MetaCommand, Request, METADATA_GROUP};
+use crate::cluster::raft::types::{GroupId, MetaCommand, NodeId, Request, METADATA_GROUP};
 use crate::cluster::table_name;
 use crate::storage::Table;
 
@@ -180,6 +180,13 @@ impl Node {
         self.groups
             .get(METADATA_GROUP)
             .is_some_and(|group| group.leader() == Some(self.id()))
+    }
+
+    /// The node `table`'s group prefers as its leader: it initializes the
+    /// group and takes it back when the group is quiet and every voter
+    /// beats (`raft/liveness.rs`).
+    pub fn preferred_leader(&self, table: &[u8]) -> Result<NodeId> {
+        Ok(self.table_group(table)?.preferred_leader())
     }
 
     /// Whether this node leads `table`'s group.

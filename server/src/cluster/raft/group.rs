@@ -202,6 +202,11 @@ impl Group {
         view
     }
 
+    /// The voter the group prefers as its leader (`liveness.rs`).
+    pub fn preferred_leader(&self) -> NodeId {
+        super::liveness::first_turn(self.id, self.voters().into_iter())
+    }
+
     /// The group's voters.
     pub(super) fn voters(&self) -> Vec<NodeId> {
         let metrics = self.raft.server_metrics();
