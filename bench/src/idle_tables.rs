@@ -55,18 +55,58 @@ pub fn parse(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
-/// Each table's leader as node `rest` reports it (`/metrics`).
-async fn leaders(rest: &str) -> BTreeMap<String, u64> {
+/// Node `rest`'s `/metrics` text (empty when it does not answer).
+async fn metrics(rest: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut found = BTreeMap::new();
+    let mut body = String::new();
     let Ok(mut socket) = tokio::net::TcpStream::connect(rest).await else {
-        return found;
+        return body;
     };
     let _ = socket
         .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
         .await;
-    let mut body = String::new();
     let _ = socket.read_to_string(&mut body).await;
+    body
+}
+
+/// Elections node `rest` started, for a lost leader or to take a table
+/// back (`regatta_raft_elections_started_total`, `..._take_backs_total`).
+async fn elections(rest: &str) -> u64 {
+    metrics(rest)
+        .await
+        .lines()
+        .filter(|line| {
+            line.starts_with("regatta_raft_elections_started_total ")
+                || line.starts_with("regatta_raft_take_backs_total ")
+        })
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits until no node has started an election for `quiet` (at most
+/// `patience`): leaderships settle after a start (each table goes to its
+/// first choice), and "idle" begins after that. Returns the time it took.
+async fn settle(rest: &[String], quiet: Duration, patience: Duration) -> Duration {
+    let began = Instant::now();
+    let mut last = (u64::MAX, Instant::now());
+    loop {
+        let mut total = 0;
+        for node in rest {
+            total += elections(node).await;
+        }
+        if total != last.0 {
+            last = (total, Instant::now());
+        } else if last.1.elapsed() >= quiet || began.elapsed() >= patience {
+            return began.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Each table's leader as node `rest` reports it (`/metrics`).
+async fn leaders(rest: &str) -> BTreeMap<String, u64> {
+    let mut found = BTreeMap::new();
+    let body = metrics(rest).await;
     for line in body.lines() {
         let Some(rest) = line.strip_prefix("regatta_table_raft_leader_id{table=\"") else {
             continue;
@@ -84,6 +124,8 @@ struct Row {
     tables: usize,
     /// From the start of the processes until every node served every table.
     started_in: Duration,
+    /// From then until no node had started an election for 3 s.
+    settled_in: Duration,
     cpu: Vec<f64>,
     rss: Vec<f64>,
     /// The node killed (1-based) and how many tables it led.
@@ -96,8 +138,14 @@ async fn measure(options: &Options, tables: usize) -> Result<Row> {
     let starting = Instant::now();
     let mut running = systems::start_regatta(&options.binary, 3, tables).await?;
     let started_in = starting.elapsed();
-    // Let elections and the first heartbeats settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Idle begins once leaderships have settled: no election anywhere for
+    // 3 s (each table led by its first choice).
+    let settled_in = settle(
+        &running.rest,
+        Duration::from_secs(3),
+        Duration::from_secs(120),
+    )
+    .await;
     let pids = running.pids();
     let before: Vec<u64> = pids.iter().map(|&pid| cpu_ticks(pid)).collect();
     let started = Instant::now();
@@ -145,6 +193,7 @@ async fn measure(options: &Options, tables: usize) -> Result<Row> {
     Ok(Row {
         tables,
         started_in,
+        settled_in,
         cpu,
         rss,
         victim,
@@ -160,8 +209,8 @@ pub async fn main(options: Options) -> Result<()> {
         match measure(&options, tables).await {
             Ok(row) => {
                 println!(
-                    "{} tables: served in {:.1} s, CPU {:.1}% / {:.1}% / {:.1}% of a core, RSS {:.0} / {:.0} / {:.0} MiB, every table led again {:.2} s after node {} (leader of {}) was killed",
-                    row.tables, row.started_in.as_secs_f64(), row.cpu[0], row.cpu[1], row.cpu[2],
+                    "{} tables: served in {:.1} s, settled {:.1} s later, CPU {:.1}% / {:.1}% / {:.1}% of a core, RSS {:.0} / {:.0} / {:.0} MiB, every table led again {:.2} s after node {} (leader of {}) was killed",
+                    row.tables, row.started_in.as_secs_f64(), row.settled_in.as_secs_f64(), row.cpu[0], row.cpu[1], row.cpu[2],
                     row.rss[0], row.rss[1], row.rss[2], row.failover.as_secs_f64(), row.victim,
                     row.led_by_victim
                 );
@@ -179,17 +228,18 @@ pub async fn main(options: Options) -> Result<()> {
         }
     }
     let mut section = format!(
-        "## idle-tables\n\nProduced by `cargo xtask bench idle-tables`: a 3-node cluster serving N tables, idle; each node's CPU (user + system) over {:?} as a share of one core, its RSS, and the time from killing the node that leads the most tables until the two others agree on a live leader for every table.\n\n\
-         | tables | every table served after, s | CPU % node 1 / 2 / 3 | RSS MiB node 1 / 2 / 3 | node killed (tables it led) | every table led again after the kill, s |\n|---|---|---|---|---|---|\n",
+        "## idle-tables\n\nProduced by `cargo xtask bench idle-tables`: a 3-node cluster serving N tables, idle (measured once no node has started an election for 3 s: leaderships settle on each table's first choice after a start); each node's CPU (user + system) over {:?} as a share of one core, its RSS, and the time from killing the node that leads the most tables until the two others agree on a live leader for every table.\n\n\
+         | tables | every table served after, s | settled after, s | CPU % node 1 / 2 / 3 | RSS MiB node 1 / 2 / 3 | node killed (tables it led) | every table led again after the kill, s |\n|---|---|---|---|---|---|---|\n",
         options.window
     );
     for row in &rows {
         let _ = match row {
             Ok(row) => writeln!(
                 section,
-                "| {} | {:.1} | {:.1} / {:.1} / {:.1} | {:.0} / {:.0} / {:.0} | {} ({}) | {:.2} |",
+                "| {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.0} / {:.0} / {:.0} | {} ({}) | {:.2} |",
                 row.tables,
                 row.started_in.as_secs_f64(),
+                row.settled_in.as_secs_f64(),
                 row.cpu[0],
                 row.cpu[1],
                 row.cpu[2],
@@ -200,7 +250,7 @@ pub async fn main(options: Options) -> Result<()> {
                 row.led_by_victim,
                 row.failover.as_secs_f64()
             ),
-            Err((tables, reason)) => writeln!(section, "| {tables} | failed: {reason} | | | | |"),
+            Err((tables, reason)) => writeln!(section, "| {tables} | failed: {reason} | | | | | |"),
         };
     }
     println!("\n{section}");

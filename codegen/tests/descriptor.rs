@@ -49,7 +49,7 @@ fn field(full_name: &str, field: &str) -> (i32, Option<String>, bool) {
 }
 
 #[test]
-fn descriptor_holds_the_five_services_and_their_methods() {
+fn descriptor_holds_the_seven_services_and_their_methods() {
     let set = descriptor_set();
     let mut methods = Vec::new();
     for file in &set.file {
@@ -73,12 +73,19 @@ fn descriptor_holds_the_five_services_and_their_methods() {
             "maintenance.v1.Maintenance/Backup client_streaming=false server_streaming=true",
             "maintenance.v1.Maintenance/Reset client_streaming=false server_streaming=false",
             "maintenance.v1.Maintenance/Restore client_streaming=true server_streaming=false",
+            // Regatta 0.5 (docs/spec/regatta-0.5.md §2).
+            "regatta.v1.Cluster/MemberList client_streaming=false server_streaming=false",
+            "regatta.v1.Cluster/Status client_streaming=false server_streaming=false",
             "regatta.v1.KV/DeleteRange client_streaming=false server_streaming=false",
             // Regatta 0.5 (docs/spec/regatta-0.5.md §2).
             "regatta.v1.KV/IterateRange client_streaming=false server_streaming=true",
             "regatta.v1.KV/Put client_streaming=false server_streaming=false",
             "regatta.v1.KV/Range client_streaming=false server_streaming=false",
             "regatta.v1.KV/Txn client_streaming=false server_streaming=false",
+            // Regatta 0.5 (docs/spec/regatta-0.5.md §2).
+            "regatta.v1.Tables/Create client_streaming=false server_streaming=false",
+            "regatta.v1.Tables/Delete client_streaming=false server_streaming=false",
+            "regatta.v1.Tables/List client_streaming=false server_streaming=false",
             "replication.v1.Log/Replicate client_streaming=false server_streaming=true",
             "replication.v1.Metadata/Get client_streaming=false server_streaming=false",
             "replication.v1.Snapshot/Stream client_streaming=false server_streaming=true",
@@ -104,10 +111,16 @@ fn packages_and_imports_match_the_spec() {
         files,
         vec![
             ("mvcc.proto".into(), "mvcc.v1".into(), vec![]),
+            // Regatta 0.5's regatta.proto imports Struct (Tables, Cluster).
+            (
+                "google/protobuf/struct.proto".into(),
+                "google.protobuf".into(),
+                vec![]
+            ),
             (
                 "regatta.proto".into(),
                 "regatta.v1".into(),
-                vec!["mvcc.proto".into()]
+                vec!["mvcc.proto".into(), "google/protobuf/struct.proto".into()]
             ),
             (
                 "replication.proto".into(),
@@ -269,5 +282,8 @@ fn nested_enums_live_in_their_messages() {
                 .map(move |e| format!("{}.{}", f.package(), e.name()))
         })
         .collect();
-    assert_eq!(top, vec!["replication.v1.ReplicateError"]);
+    assert_eq!(
+        top,
+        vec!["google.protobuf.NullValue", "replication.v1.ReplicateError"]
+    );
 }

@@ -83,7 +83,7 @@ fn header(info: GroupInfo, revision: u64) -> Option<ResponseHeader> {
 }
 
 /// The client's deadline (`grpc-timeout`), or the default.
-fn deadline<T>(request: &Request<T>) -> Duration {
+pub(super) fn deadline<T>(request: &Request<T>) -> Duration {
     request
         .metadata()
         .get("grpc-timeout")

@@ -10,6 +10,7 @@ pub mod reflection;
 pub mod replication;
 pub mod rest;
 pub mod status;
+pub mod tables;
 pub mod validate;
 
 pub use kv::KvService;

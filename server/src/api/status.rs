@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! api::Error
-//! ├── InvalidArgument(msg)  -> InvalidArgument   (bad request: behaviour.md §2.1; a reserved table name)
+//! ├── InvalidArgument(msg)  -> InvalidArgument   (bad request: behaviour.md §2.1; a table name: regatta-0.5.md §4)
 //! ├── InvalidStream(msg)    -> InvalidArgument   (a malformed restore stream: §5)
 //! ├── NotFound(msg)         -> NotFound          (unknown table)
 //! ├── Unimplemented(msg)    -> Unimplemented     (a role does not serve the call)
 //! ├── Unavailable(reason)   -> Unavailable       (no leader, no quorum, timeout: retryable)
 //! └── Internal(detail)      -> Internal          (a bug or the disk; detail logged, not sent)
-//!         ^ cluster::Error::{Unavailable, TableNotFound, ReservedTableName, Storage, Startup}
+//!         ^ cluster::Error::{Unavailable, TableNotFound, InvalidTableName, Storage, Startup}
 //!         ^ storage::Error::{TableNotFound, ...}
 //! ```
 
@@ -35,15 +35,14 @@ pub enum Error {
 }
 
 pub const TABLE_NOT_FOUND: &str = "table not found";
-/// A table name the server keeps for itself (behaviour.md is silent; chosen
-/// so an operator sees at once why the name was refused).
-pub const RESERVED_TABLE_NAME: &str = cluster::table_name::RESERVED_MESSAGE;
+pub const TABLE_EXISTS: &str = "table already exists";
 
 impl From<cluster::Error> for Error {
     fn from(err: cluster::Error) -> Self {
         match err {
             cluster::Error::TableNotFound => Error::NotFound(TABLE_NOT_FOUND),
-            cluster::Error::ReservedTableName => Error::InvalidArgument(RESERVED_TABLE_NAME),
+            cluster::Error::InvalidTableName(message) => Error::InvalidArgument(message),
+            cluster::Error::TableExists => Error::InvalidArgument(TABLE_EXISTS),
             cluster::Error::Unavailable(reason) => Error::Unavailable(reason),
             cluster::Error::MalformedStream(reason) => Error::InvalidStream(reason),
             cluster::Error::Storage(err) => err.into(),

@@ -172,6 +172,13 @@ pub struct LeaderArgs {
         value_delimiter = ','
     )]
     pub tables_delete: Vec<String>,
+    /// Serve the Tables API (Regatta 0.5: Create, Delete, List) on the API port.
+    #[arg(long = "tables.enabled", env = "REGATTA_TABLES_ENABLED", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub tables_enabled: bool,
+    /// Bearer token every Tables API call must carry (`authorization:
+    /// Bearer <token>`); without it the Tables API is open.
+    #[arg(long = "tables.token", env = "REGATTA_TABLES_TOKEN")]
+    pub tables_token: Option<String>,
 
     /// Maintenance listener: Backup and Restore on a leader, Reset on a follower.
     #[arg(
@@ -334,7 +341,7 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     let (tls, rest_tls) = api_tls(&args)?;
     // Refused before the node starts, so a bad name writes nothing.
     for table in args.tables_names.iter().chain(&args.tables_delete) {
-        crate::cluster::table_name::check_user_table(table.as_bytes())
+        crate::cluster::table_name::check(table.as_bytes())
             .map_err(|e| format!("--tables.names/--tables.delete {table:?}: {e}"))?;
     }
     let settings = args.raft_settings()?;
@@ -448,11 +455,15 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     };
     let (maintenance_on_api, metadata_on_api) =
         super::listeners::maintenance_on_api(&args, node.clone(), maintenance_role);
+    let tables = super::listeners::tables_on_api(&args, node.clone(), maintenance_role);
     let (reflection, reflection_v1alpha) = if args.api_reflection_api {
         use crate::api::reflection::{services, API_SERVICES, MAINTENANCE_SERVICES};
         let mut served = API_SERVICES.to_vec();
         if maintenance_on_api.is_some() {
             served.extend(MAINTENANCE_SERVICES);
+        }
+        if tables.is_some() {
+            served.push("regatta.v1.Tables");
         }
         let (v1, v1alpha) = services(&served)?;
         (Some(v1), Some(v1alpha))
@@ -483,7 +494,8 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         .add_optional_service(reflection)
         .add_optional_service(reflection_v1alpha)
         .add_optional_service(maintenance_on_api)
-        .add_optional_service(metadata_on_api);
+        .add_optional_service(metadata_on_api)
+        .add_optional_service(tables);
     let served = match tls {
         Some(acceptor) => {
             let incoming = crate::tls::incoming(listener, acceptor);

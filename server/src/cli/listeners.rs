@@ -10,10 +10,12 @@ use super::leader::LeaderArgs;
 use super::listener_flags::{MAINTENANCE_CERT_FLAGS, REPLICATION_CERT_FLAGS};
 use crate::api::maintenance::{MaintenanceRole, MaintenanceService, TokenCheck};
 use crate::api::replication::MetadataService;
+use crate::api::tables::TablesService;
 use crate::cluster::Node;
 use crate::net::{Address, Listener};
 use crate::storage::MAX_MESSAGE_BYTES;
 use regatta_proto::maintenance::v1::maintenance_server::MaintenanceServer;
+use regatta_proto::regatta::v1::tables_server::TablesServer;
 use regatta_proto::replication::v1::metadata_server::MetadataServer;
 
 /// Serves the replication API (behaviour.md §4) on `--replication.address`.
@@ -142,6 +144,23 @@ pub fn maintenance_on_api(
     }
     let (maintenance, metadata) = maintenance_services(args, node, role);
     (Some(maintenance), Some(metadata))
+}
+
+/// The Tables API on the API port (`--tables.enabled`), behind
+/// `--tables.token` when set; absent, gRPC's answer for an unknown service.
+pub fn tables_on_api(
+    args: &LeaderArgs,
+    node: Arc<Node>,
+    role: MaintenanceRole,
+) -> Option<Intercepted<TablesServer<TablesService>>> {
+    if !args.tables_enabled {
+        return None;
+    }
+    let token = TokenCheck::new(args.tables_token.as_deref());
+    Some(tonic_interceptor(
+        TablesServer::new(TablesService::new(node, role)),
+        token,
+    ))
 }
 
 /// Maintenance and Metadata.Get behind the bearer token (when one is set),

@@ -10,9 +10,15 @@ use regatta_proto::mvcc::v1::{Command, KeyValue};
 use super::raft::types::{GroupId, MetaCommand, FIRST_TABLE_SHARD};
 use crate::storage::{self, prefix_end, RangeQuery, Table};
 
-/// Name of the storage table holding the catalogue. It starts with a zero
-/// byte, which no table name given on the command line can.
-pub const CATALOGUE_TABLE: &[u8] = b"\0catalogue";
+/// Name of the storage table holding the catalogue, in the server's own
+/// table space (`storage::Space::Server`): no user name reaches it.
+pub const CATALOGUE_TABLE: &[u8] = b"catalogue";
+
+/// Where versions before the split of table spaces kept the catalogue: a
+/// user table name with a leading zero byte, which only a guard on every
+/// path kept clients from (a `Restore` into it once left a node that never
+/// started again). Moved to the server's space on start.
+pub const LEGACY_CATALOGUE_TABLE: &[u8] = b"\0catalogue";
 
 const TABLE_PREFIX: &[u8] = b"table/";
 const NEXT_SHARD_KEY: &[u8] = b"next_shard_id";
@@ -53,19 +59,32 @@ pub fn tables(table: &Table) -> storage::Result<BTreeMap<Vec<u8>, GroupId>> {
 }
 
 /// Applies a catalogue change as Raft entry `index`; returns the table's
-/// shard id if the table exists afterwards.
+/// shard id if the table exists afterwards (`CreateTable`, `DeleteTable`),
+/// the shard id of the table this entry created or deleted
+/// (`CreateNewTable`, `DeleteExistingTable`).
 pub fn apply(
     table: &Table,
     index: u64,
     command: &MetaCommand,
     raft_state: &[u8],
 ) -> storage::Result<Option<GroupId>> {
-    match command {
-        MetaCommand::CreateTable { name } => {
-            if let Some(existing) = read_u64(table, &table_key(name))? {
-                table.apply_entry(index, None, Some(raft_state))?;
-                return Ok(Some(existing));
-            }
+    let (name, create, exclusive) = match command {
+        MetaCommand::CreateTable { name } => (name, true, false),
+        MetaCommand::DeleteTable { name } => (name, false, false),
+        MetaCommand::CreateNewTable { name } => (name, true, true),
+        MetaCommand::DeleteExistingTable { name } => (name, false, true),
+    };
+    let existing = read_u64(table, &table_key(name))?;
+    let command = match (create, existing) {
+        (true, Some(shard)) => {
+            table.apply_entry(index, None, Some(raft_state))?;
+            return Ok((!exclusive).then_some(shard));
+        }
+        (false, None) => {
+            table.apply_entry(index, None, Some(raft_state))?;
+            return Ok(None);
+        }
+        (true, None) => {
             let shard = read_u64(table, NEXT_SHARD_KEY)?.unwrap_or(FIRST_TABLE_SHARD);
             let put = |key: Vec<u8>, value: u64| KeyValue {
                 key,
@@ -81,19 +100,17 @@ pub fn apply(
                 ..Command::default()
             };
             table.apply_entry(index, Some(&command), Some(raft_state))?;
-            Ok(Some(shard))
+            return Ok(Some(shard));
         }
-        MetaCommand::DeleteTable { name } => {
-            let command = Command {
-                r#type: CommandType::Delete as i32,
-                kv: Some(KeyValue {
-                    key: table_key(name),
-                    ..KeyValue::default()
-                }),
-                ..Command::default()
-            };
-            table.apply_entry(index, Some(&command), Some(raft_state))?;
-            Ok(None)
-        }
-    }
+        (false, Some(_)) => Command {
+            r#type: CommandType::Delete as i32,
+            kv: Some(KeyValue {
+                key: table_key(name),
+                ..KeyValue::default()
+            }),
+            ..Command::default()
+        },
+    };
+    table.apply_entry(index, Some(&command), Some(raft_state))?;
+    Ok(existing.filter(|_| exclusive))
 }

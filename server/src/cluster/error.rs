@@ -7,10 +7,13 @@ pub enum Error {
     /// No such table in the catalogue (or not yet running on this node).
     #[error("table not found")]
     TableNotFound,
-    /// A client or peer named a table the server keeps for itself
-    /// (`table_name::check_user_table`).
-    #[error("{}", super::table_name::RESERVED_MESSAGE)]
-    ReservedTableName,
+    /// A table of that name exists already (the Tables API's Create).
+    #[error("table already exists")]
+    TableExists,
+    /// A name no table may have (`table_name::check`); the message is the
+    /// client's.
+    #[error("{0}")]
+    InvalidTableName(&'static str),
     /// A retryable condition: no leader yet, leader changed, no quorum,
     /// timeout inside the cluster, shutting down.
     #[error("unavailable: {0}")]

@@ -1,34 +1,36 @@
-//! Which table names a client may use.
+//! Which table names a client may use, checked once here for every path
+//! that creates, deletes or restores a table (the Tables API, Restore,
+//! `--tables.names`/`--tables.delete`, follower reconcile), before anything
+//! is written.
 //!
-//! The server keeps its own state in tables whose names start with a zero
-//! byte (the catalogue: `catalogue::CATALOGUE_TABLE`). A user table of such
-//! a name would start a second Raft group over that state: a `Restore` into
-//! `"\0catalogue"` once left a node that could never start again. So every
-//! path that would create, delete or restore a table (Restore,
-//! `--tables.names`, follower reconcile) asks here first, before anything is
-//! written. Reads of such a name find no table, as for any unknown name.
-//!
-//! Moving internal state out of the user namespace altogether is the Tables
-//! API's work; this guard holds until then and after.
+//! Names are Regatta 0.5's: UTF-8 text of 1 to 1024 bytes. Any such name is
+//! a user table: the server's own state lives in a table space of its own
+//! (`storage::Space::Server`), so no name, `"\0catalogue"` included, reaches
+//! it. (Versions before that kept the catalogue under that very name and
+//! refused names starting with a zero byte.)
 
 use super::error::{Error, Result};
 
-/// Why such a name is refused: the cluster error's text and the gRPC
-/// message (`api/status.rs`) both.
-pub const RESERVED_MESSAGE: &str = "table name is reserved for the server's own metadata";
+/// Longest table name, in bytes (Regatta 0.5 took any length; *fixed*).
+pub const MAX_NAME_BYTES: usize = 1024;
 
-/// The first byte of every name the server uses for itself.
-const RESERVED_FIRST_BYTE: u8 = 0;
+/// Regatta 0.5's messages, which the API answers with `InvalidArgument`.
+pub const NAME_MUST_BE_SET: &str = "name must be set";
+pub const NAME_TOO_LONG: &str = "name length exceeded max allowed value";
+/// A `bytes` field (Restore's table) holding no text: the Tables API could
+/// never list it. The spec is silent; worded like the two above.
+pub const NAME_NOT_UTF8: &str = "name must be valid UTF-8";
 
-/// Whether `name` belongs to the server rather than to its users.
-pub fn is_reserved(name: &[u8]) -> bool {
-    name.first() == Some(&RESERVED_FIRST_BYTE)
-}
-
-/// Refuses a name the server uses for itself (`Error::ReservedTableName`).
-pub fn check_user_table(name: &[u8]) -> Result<()> {
-    if is_reserved(name) {
-        return Err(Error::ReservedTableName);
+/// Refuses a name no client may give a table.
+pub fn check(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidTableName(NAME_MUST_BE_SET));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(Error::InvalidTableName(NAME_TOO_LONG));
+    }
+    if std::str::from_utf8(name).is_err() {
+        return Err(Error::InvalidTableName(NAME_NOT_UTF8));
     }
     Ok(())
 }
@@ -36,28 +38,38 @@ pub fn check_user_table(name: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::catalogue::CATALOGUE_TABLE;
 
-    #[test]
-    fn the_catalogue_and_every_name_starting_with_a_zero_byte_are_reserved() {
-        for name in [CATALOGUE_TABLE, b"\0", b"\0user", b"\0catalogue\0"] {
-            assert!(
-                matches!(check_user_table(name), Err(Error::ReservedTableName)),
-                "{name:?} must be refused"
-            );
+    fn refusal(name: &[u8]) -> Option<&'static str> {
+        match check(name) {
+            Ok(()) => None,
+            Err(Error::InvalidTableName(message)) => Some(message),
+            Err(other) => panic!("{name:?}: {other}"),
         }
     }
 
     #[test]
-    fn other_names_are_left_to_the_caller() {
+    fn empty_overlong_and_non_text_names_are_refused_with_their_messages() {
+        assert_eq!(refusal(b""), Some(NAME_MUST_BE_SET));
+        assert_eq!(refusal(&[b'a'; 1025]), Some(NAME_TOO_LONG));
+        assert_eq!(refusal(&[0xff, 0xfe]), Some(NAME_NOT_UTF8));
+        assert_eq!(refusal(b"ok\xc3"), Some(NAME_NOT_UTF8));
+    }
+
+    #[test]
+    fn every_text_name_up_to_1024_bytes_is_a_user_table() {
         for name in [
             &b"regatta"[..],
-            b"a\0b",
+            b"\0catalogue",
             b"catalogue",
-            b"\x01catalogue",
-            b"",
+            b"\0",
+            b"a\0b",
+            b"..",
+            b"/",
+            b"a/../b",
+            "t\u{e9}ble".as_bytes(),
+            &[b'a'; 1024],
         ] {
-            assert!(check_user_table(name).is_ok(), "{name:?} must pass");
+            assert_eq!(refusal(name), None, "{name:?}");
         }
     }
 }

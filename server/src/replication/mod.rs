@@ -184,15 +184,13 @@ impl Follower {
             .tables
             .into_iter()
             .map(|table| table.name.into_bytes())
-            .filter(|name| {
-                // A leader cluster must never list one; if it does, copying
-                // it would clash with this node's own state.
-                let reserved = table_name::is_reserved(name);
-                if reserved {
-                    tracing::warn!(table = ?String::from_utf8_lossy(name),
-                        "the leader cluster lists a table name reserved for the server's own metadata; not copying it");
+            .filter(|name| match table_name::check(name) {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::warn!(table = ?String::from_utf8_lossy(name), error = %err,
+                        "the leader cluster lists a table name this server refuses; not copying it");
+                    false
                 }
-                !reserved
             })
             .collect();
         let have: BTreeSet<Vec<u8>> = self.node.tables().into_keys().collect();

@@ -28,15 +28,44 @@ use super::view::DbView;
 /// On-disk format of the state-machine database; bump with a reason when
 /// the layout changes.
 /// - 1 (2026-11-26): column family per table generation, values prefixed
-///   with create/mod revisions.
+///   with create/mod revisions. Format 1 databases open unchanged: the
+///   server's own tables were added beside (`Space::Server`), and moving
+///   one out of the user space is the cluster layer's one-off step
+///   (`Storage::move_to_server_space`).
 pub const FORMAT_VERSION: u64 = 1;
 
 const FORMAT_KEY: &[u8] = b"format_version";
-/// Catalogue entries in the default column family: table name -> column family name.
-const CATALOG_PREFIX: &[u8] = b"catalog/";
-/// Open restores: table name -> `<restore id>:<column family name>` of the
-/// staging generation being filled (see `storage/restore.rs`).
-const STAGING_PREFIX: &[u8] = b"staging/";
+
+/// Whose a table is: the users' (any name a client sends) or the server's
+/// own (the table catalogue). The spaces share nothing but the database, so
+/// no user name, whatever its bytes, reaches the server's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Space {
+    User,
+    Server,
+}
+
+impl Space {
+    /// Catalogue entries in the default column family: table name ->
+    /// column family name.
+    fn catalog_prefix(self) -> &'static [u8] {
+        match self {
+            Space::User => b"catalog/",
+            Space::Server => b"server-catalog/",
+        }
+    }
+
+    /// Open restores: table name -> `<restore id>:<column family name>` of
+    /// the staging generation being filled (see `storage/restore.rs`).
+    fn staging_prefix(self) -> &'static [u8] {
+        match self {
+            Space::User => b"staging/",
+            Space::Server => b"server-staging/",
+        }
+    }
+}
+
+const SPACES: [Space; 2] = [Space::User, Space::Server];
 const GENERATION_PREFIX: &str = "gen-";
 /// Bytes of memtable all tables together may hold before RocksDB flushes.
 const MEMTABLE_BUDGET: usize = 64 * 1024 * 1024;
@@ -68,7 +97,7 @@ pub(crate) struct Shared {
 /// All tables of one node.
 pub struct Storage {
     shared: Arc<Shared>,
-    tables: RwLock<BTreeMap<Vec<u8>, Table>>,
+    tables: RwLock<BTreeMap<(Space, Vec<u8>), Table>>,
     /// Where Raft snapshots of the tables are kept as files.
     snapshot_dir: std::path::PathBuf,
 }
@@ -135,7 +164,8 @@ impl Storage {
                 })?
             };
             let inner = TableInner {
-                name: name.clone(),
+                space: name.0,
+                name: name.1.clone(),
                 cf_name: RwLock::new(cf_name),
                 published: RwLock::new(state.clone()),
                 writer: Mutex::new(state),
@@ -163,35 +193,51 @@ impl Storage {
         &self.snapshot_dir
     }
 
-    /// The table named `name`, if it exists.
+    /// The user table named `name`, if it exists.
     pub fn table(&self, name: &[u8]) -> Option<Table> {
-        self.read_tables().get(name).cloned()
+        self.table_in(Space::User, name)
     }
 
-    /// Names of every table, ascending.
+    /// The table named `name` in `space`, if it exists.
+    pub fn table_in(&self, space: Space, name: &[u8]) -> Option<Table> {
+        self.read_tables().get(&(space, name.to_vec())).cloned()
+    }
+
+    /// Names of every user table, ascending.
     pub fn table_names(&self) -> Vec<Vec<u8>> {
-        self.read_tables().keys().cloned().collect()
+        self.read_tables()
+            .keys()
+            .filter(|(space, _)| *space == Space::User)
+            .map(|(_, name)| name.clone())
+            .collect()
     }
 
-    /// Creates an empty table; an existing one is returned unchanged.
+    /// Creates an empty user table; an existing one is returned unchanged.
     pub fn create_table(&self, name: &[u8]) -> Result<Table> {
+        self.create_table_in(Space::User, name)
+    }
+
+    /// Creates an empty table in `space`; an existing one is returned unchanged.
+    pub fn create_table_in(&self, space: Space, name: &[u8]) -> Result<Table> {
         let mut tables = self
             .tables
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(table) = tables.get(name) {
+        let key = (space, name.to_vec());
+        if let Some(table) = tables.get(&key) {
             return Ok(table.clone());
         }
         let cf_name = self.shared.create_generation()?;
         {
             let _catalog = self.shared.lock_catalog();
             let mut batch = WriteBatch::default();
-            batch.put(catalog_key(name), cf_name.as_bytes());
+            batch.put(catalog_key(space, name), cf_name.as_bytes());
             self.shared.write_synced(batch)?;
         }
         let table = Table {
             shared: self.shared.clone(),
             inner: Arc::new(TableInner {
+                space,
                 name: name.to_vec(),
                 cf_name: RwLock::new(cf_name),
                 writer: Mutex::new(Default::default()),
@@ -200,17 +246,22 @@ impl Storage {
                 dropped: AtomicBool::new(false),
             }),
         };
-        tables.insert(name.to_vec(), table.clone());
+        tables.insert(key, table.clone());
         Ok(table)
     }
 
-    /// Removes a table and its data; dropping a missing table is a no-op.
+    /// Removes a user table and its data; dropping a missing table is a no-op.
     pub fn drop_table(&self, name: &[u8]) -> Result<()> {
+        self.drop_table_in(Space::User, name)
+    }
+
+    /// Removes a table of `space` and its data; a missing table is a no-op.
+    pub fn drop_table_in(&self, space: Space, name: &[u8]) -> Result<()> {
         let mut tables = self
             .tables
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(table) = tables.remove(name) else {
+        let Some(table) = tables.remove(&(space, name.to_vec())) else {
             return Ok(());
         };
         // Wait for a running apply or install, then refuse later ones.
@@ -223,8 +274,8 @@ impl Storage {
         let staging = table.inner.take_staging();
         let _catalog = self.shared.lock_catalog();
         let mut batch = WriteBatch::default();
-        batch.delete(catalog_key(name));
-        batch.delete(staging_key(name));
+        batch.delete(catalog_key(space, name));
+        batch.delete(staging_key(space, name));
         self.shared.write_synced(batch)?;
         if let Some(staging) = staging {
             self.shared.discard_generation(&staging.cf_name);
@@ -237,6 +288,62 @@ impl Storage {
             .unwrap_or_default();
         self.shared.db.drop_cf(&cf_name)?;
         Ok(())
+    }
+
+    /// Moves user table `user_name` to the server's space as `server_name`,
+    /// data and all, in one synced write; nothing happens when there is no
+    /// such user table or the server table exists already. For data written
+    /// before the spaces were split, when the server kept its own state
+    /// under a user name.
+    pub fn move_to_server_space(&self, user_name: &[u8], server_name: &[u8]) -> Result<bool> {
+        let mut tables = self
+            .tables
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let server_key = (Space::Server, server_name.to_vec());
+        if tables.contains_key(&server_key) {
+            return Ok(false);
+        }
+        let Some(table) = tables.remove(&(Space::User, user_name.to_vec())) else {
+            return Ok(false);
+        };
+        let writer = table
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cf_name = table
+            .inner
+            .cf_name
+            .read()
+            .map(|name| name.clone())
+            .unwrap_or_default();
+        let staging = table.inner.take_staging();
+        {
+            let _catalog = self.shared.lock_catalog();
+            let mut batch = WriteBatch::default();
+            batch.delete(catalog_key(Space::User, user_name));
+            batch.delete(staging_key(Space::User, user_name));
+            batch.put(catalog_key(Space::Server, server_name), cf_name.as_bytes());
+            put_staging(&mut batch, Space::Server, server_name, staging.as_ref());
+            self.shared.write_synced(batch)?;
+        }
+        let moved = Table {
+            shared: self.shared.clone(),
+            inner: Arc::new(TableInner {
+                space: Space::Server,
+                name: server_name.to_vec(),
+                cf_name: RwLock::new(cf_name),
+                published: RwLock::new(writer.clone()),
+                writer: Mutex::new(writer.clone()),
+                staging: Mutex::new(staging),
+                dropped: AtomicBool::new(false),
+            }),
+        };
+        drop(writer);
+        table.inner.dropped.store(true, Ordering::Release);
+        tables.insert(server_key, moved);
+        Ok(true)
     }
 
     /// Applies `command` as Raft entry `index` of `table` (see [`Table::apply_entry`]).
@@ -316,7 +423,7 @@ impl Storage {
         ]
     }
 
-    fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Table>> {
+    fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<(Space, Vec<u8>), Table>> {
         self.tables
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -361,8 +468,8 @@ impl Shared {
         let old_cf = {
             let _catalog = self.lock_catalog();
             let mut batch = WriteBatch::default();
-            batch.put(catalog_key(&table.name), new_cf.as_bytes());
-            put_staging(&mut batch, &table.name, staging.as_ref());
+            batch.put(catalog_key(table.space, &table.name), new_cf.as_bytes());
+            put_staging(&mut batch, table.space, &table.name, staging.as_ref());
             self.write_synced(batch)?;
             let mut current = table
                 .cf_name
@@ -390,10 +497,14 @@ impl Shared {
     /// Records (or with `None` forgets) the table's staging generation, in
     /// one synced write: a staging generation must survive a restart for the
     /// rest of its restore to be replayed into it.
-    pub(crate) fn record_staging(&self, table: &[u8], staging: Option<&Staging>) -> Result<()> {
+    pub(crate) fn record_staging(
+        &self,
+        table: &TableInner,
+        staging: Option<&Staging>,
+    ) -> Result<()> {
         let _catalog = self.lock_catalog();
         let mut batch = WriteBatch::default();
-        put_staging(&mut batch, table, staging);
+        put_staging(&mut batch, table.space, &table.name, staging);
         self.write_synced(batch)
     }
 
@@ -436,31 +547,49 @@ fn check_format(db: &DB) -> Result<()> {
     }
 }
 
-fn catalog_key(table: &[u8]) -> Vec<u8> {
-    [CATALOG_PREFIX, table].concat()
+fn catalog_key(space: Space, table: &[u8]) -> Vec<u8> {
+    [space.catalog_prefix(), table].concat()
 }
 
-fn staging_key(table: &[u8]) -> Vec<u8> {
-    [STAGING_PREFIX, table].concat()
+fn staging_key(space: Space, table: &[u8]) -> Vec<u8> {
+    [space.staging_prefix(), table].concat()
 }
 
-fn put_staging(batch: &mut WriteBatch, table: &[u8], staging: Option<&Staging>) {
+fn put_staging(batch: &mut WriteBatch, space: Space, table: &[u8], staging: Option<&Staging>) {
     match staging {
         Some(staging) => batch.put(
-            staging_key(table),
+            staging_key(space, table),
             format!("{}:{}", staging.id, staging.cf_name).as_bytes(),
         ),
-        None => batch.delete(staging_key(table)),
+        None => batch.delete(staging_key(space, table)),
     }
 }
 
-fn read_staging(db: &DB) -> Result<BTreeMap<Vec<u8>, Staging>> {
-    let mut open = BTreeMap::new();
-    for item in db.prefix_iterator(STAGING_PREFIX) {
-        let (key, value) = item?;
-        if !key.starts_with(STAGING_PREFIX) {
-            break;
+/// A table of one space, by name.
+type SpaceName = (Space, Vec<u8>);
+
+/// Every space's entries under its prefix, keyed by (space, table name).
+fn read_prefixed(
+    db: &DB,
+    prefix: impl Fn(Space) -> &'static [u8],
+) -> Result<Vec<(SpaceName, Vec<u8>)>> {
+    let mut entries = Vec::new();
+    for space in SPACES {
+        let prefix = prefix(space);
+        for item in db.prefix_iterator(prefix) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            entries.push(((space, key[prefix.len()..].to_vec()), value.to_vec()));
         }
+    }
+    Ok(entries)
+}
+
+fn read_staging(db: &DB) -> Result<BTreeMap<(Space, Vec<u8>), Staging>> {
+    let mut open = BTreeMap::new();
+    for (table, value) in read_prefixed(db, Space::staging_prefix)? {
         let staging = std::str::from_utf8(&value)
             .ok()
             .and_then(|value| value.split_once(':'))
@@ -471,21 +600,17 @@ fn read_staging(db: &DB) -> Result<BTreeMap<Vec<u8>, Staging>> {
                 })
             })
             .ok_or_else(|| Error::Corrupt("staging entry is not <id>:<column family>".into()))?;
-        open.insert(key[STAGING_PREFIX.len()..].to_vec(), staging);
+        open.insert(table, staging);
     }
     Ok(open)
 }
 
-fn read_catalog(db: &DB) -> Result<BTreeMap<Vec<u8>, String>> {
+fn read_catalog(db: &DB) -> Result<BTreeMap<(Space, Vec<u8>), String>> {
     let mut catalog = BTreeMap::new();
-    for item in db.prefix_iterator(CATALOG_PREFIX) {
-        let (key, value) = item?;
-        if !key.starts_with(CATALOG_PREFIX) {
-            break;
-        }
-        let cf_name = String::from_utf8(value.to_vec())
+    for (table, value) in read_prefixed(db, Space::catalog_prefix)? {
+        let cf_name = String::from_utf8(value)
             .map_err(|_| Error::Corrupt("catalogue entry is not UTF-8".to_string()))?;
-        catalog.insert(key[CATALOG_PREFIX.len()..].to_vec(), cf_name);
+        catalog.insert(table, cf_name);
     }
     Ok(catalog)
 }

@@ -17,7 +17,7 @@ mod txn;
 mod view;
 
 pub use encoding::Stored;
-pub use engine::{Storage, StorageOptions, FORMAT_VERSION};
+pub use engine::{Space, Storage, StorageOptions, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use query::{MessageSizes, RangeQuery, RangeResult, MAX_MESSAGE_BYTES};
 pub use range::{prefix_end, KeyRange};

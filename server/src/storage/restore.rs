@@ -46,7 +46,7 @@ impl Table {
         }
         let cf_name = self.shared.create_generation()?;
         let staging = Staging { id, cf_name };
-        if let Err(err) = self.shared.record_staging(self.name(), Some(&staging)) {
+        if let Err(err) = self.shared.record_staging(&self.inner, Some(&staging)) {
             self.shared.discard_generation(&staging.cf_name);
             return Err(err);
         }
@@ -134,7 +134,7 @@ impl Table {
         }
         let open = self.staging_named(id);
         if let Some(staging) = &open {
-            self.shared.record_staging(self.name(), None)?;
+            self.shared.record_staging(&self.inner, None)?;
             self.inner.set_staging(None);
             self.shared.discard_generation(&staging.cf_name);
         }

@@ -80,6 +80,7 @@ pub struct Installed {
 }
 
 pub(crate) struct TableInner {
+    pub(crate) space: super::Space,
     pub(crate) name: Vec<u8>,
     /// Name of the column family holding the current generation of data.
     pub(crate) cf_name: RwLock<String>,

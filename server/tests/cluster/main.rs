@@ -9,4 +9,5 @@ mod read_index;
 mod reply_proxy;
 mod scenarios;
 mod table_log;
+mod tables;
 mod transport;

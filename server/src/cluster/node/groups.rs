@@ -14,7 +14,7 @@ use crate::cluster::error::{Error, Result};
 use crate::cluster::raft::group::{Group, GroupParts};
 use crate::cluster::raft::types::{GroupId, MetaCommand, NodeId, Request, METADATA_GROUP};
 use crate::cluster::table_name;
-use crate::storage::Table;
+use crate::storage::{Space, Table};
 
 /// Groups a node opens at once.
 const GROUP_STARTS: usize = 16;
@@ -69,25 +69,14 @@ impl Node {
 
     pub(super) fn catalogue_table(&self) -> Result<Table> {
         self.storage
-            .table(CATALOGUE_TABLE)
+            .table_in(Space::Server, CATALOGUE_TABLE)
             .ok_or(Error::TableNotFound)
     }
 
     /// Starts and stops table groups to match the applied catalogue.
     pub(super) async fn reconcile(&self) -> Result<()> {
         let _running = self.reconcile_lock.lock().await;
-        let mut wanted = catalogue::tables(&self.catalogue_table()?)?;
-        // A catalogue written before reserved names were refused may name
-        // one; starting a group over the server's own table would stop this
-        // node from ever starting again, so such an entry is left alone.
-        wanted.retain(|name, id| {
-            let reserved = table_name::is_reserved(name);
-            if reserved {
-                tracing::error!(table = ?String::from_utf8_lossy(name), group = *id,
-                    "the catalogue names a table the server reserves for itself; not starting it");
-            }
-            !reserved
-        });
+        let wanted = catalogue::tables(&self.catalogue_table()?)?;
         let running: Vec<Arc<Group>> = self.groups.all();
         for group in running.iter().filter(|g| g.id != METADATA_GROUP) {
             if wanted.get(group.table.name()) != Some(&group.id) {
@@ -126,7 +115,7 @@ impl Node {
         // Tables with data here that the catalogue no longer names (deleted
         // while this node was down).
         for name in self.storage.table_names() {
-            if name.as_slice() != CATALOGUE_TABLE && !wanted.contains_key(&name) {
+            if !wanted.contains_key(&name) {
                 self.storage.drop_table(&name)?;
             }
         }
@@ -213,7 +202,7 @@ impl Node {
     /// stopped on the first "write outcome unknown" before; seen in
     /// `.ci/run`).
     pub async fn create_table(&self, name: &[u8], timeout: Duration) -> Result<GroupId> {
-        table_name::check_user_table(name)?;
+        table_name::check(name)?;
         let metadata = self
             .groups
             .get(METADATA_GROUP)
@@ -237,7 +226,7 @@ impl Node {
 
     /// Deletes a table through the metadata group (a no-op if it is absent).
     pub async fn delete_table(&self, name: &[u8], timeout: Duration) -> Result<()> {
-        table_name::check_user_table(name)?;
+        table_name::check(name)?;
         let metadata = self
             .groups
             .get(METADATA_GROUP)
@@ -251,6 +240,44 @@ impl Node {
             Resend::Idempotent,
         )
         .await?;
+        self.wait_table(name, None, timeout).await
+    }
+
+    /// Creates a table that must not exist yet (the Tables API): its shard
+    /// id once its group runs here; `TableExists` when the name is taken.
+    /// Sent again only when provably not applied, so the answer is exact.
+    pub async fn create_new_table(&self, name: &[u8], timeout: Duration) -> Result<GroupId> {
+        table_name::check(name)?;
+        let metadata = self
+            .groups
+            .get(METADATA_GROUP)
+            .ok_or(Error::TableNotFound)?;
+        let request = Request::Meta(MetaCommand::CreateNewTable {
+            name: name.to_vec(),
+        });
+        let response = self
+            .propose(&metadata, request, timeout, Resend::IfNotApplied)
+            .await?;
+        let id = response.shard_id.ok_or(Error::TableExists)?;
+        self.wait_table(name, Some(id), timeout).await?;
+        Ok(id)
+    }
+
+    /// Deletes a table that must exist (the Tables API); `TableNotFound`
+    /// when it does not. Returns once this node dropped its data.
+    pub async fn delete_existing_table(&self, name: &[u8], timeout: Duration) -> Result<()> {
+        table_name::check(name)?;
+        let metadata = self
+            .groups
+            .get(METADATA_GROUP)
+            .ok_or(Error::TableNotFound)?;
+        let request = Request::Meta(MetaCommand::DeleteExistingTable {
+            name: name.to_vec(),
+        });
+        let response = self
+            .propose(&metadata, request, timeout, Resend::IfNotApplied)
+            .await?;
+        response.shard_id.ok_or(Error::TableNotFound)?;
         self.wait_table(name, None, timeout).await
     }
 

@@ -19,7 +19,7 @@ use regatta_proto::mvcc::v1::CommandResult;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
-use super::catalogue::CATALOGUE_TABLE;
+use super::catalogue::{CATALOGUE_TABLE, LEGACY_CATALOGUE_TABLE};
 use super::config::RaftSettings;
 use super::error::{Error, Result};
 use super::raft::group::Groups;
@@ -193,6 +193,13 @@ impl Node {
             reconciler: std::sync::Mutex::new(None),
             bound_raft_address,
         });
+        if node
+            .storage
+            .move_to_server_space(LEGACY_CATALOGUE_TABLE, CATALOGUE_TABLE)
+            .map_err(Error::Storage)?
+        {
+            tracing::info!("moved the table catalogue to the server's own table space");
+        }
         let metadata = node.start_group(METADATA_GROUP, CATALOGUE_TABLE).await?;
         node.reconcile().await?;
         let weak = Arc::downgrade(&node);

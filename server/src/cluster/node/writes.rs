@@ -122,7 +122,7 @@ impl Node {
         step: RestoreStep,
         timeout: Duration,
     ) -> Result<bool> {
-        table_name::check_user_table(table)?;
+        table_name::check(table)?;
         let group = self.table_group(table)?;
         let response = self
             .propose(

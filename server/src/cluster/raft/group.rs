@@ -18,8 +18,8 @@ use super::network::{GroupNetworkFactory, Peers};
 use super::read_rounds::ReadRounds;
 use super::state_machine::GroupStateMachine;
 use super::timing::RaftTiming;
-use super::types::{GroupId, NodeId, Raft, Request, Response, TypeConfig};
-use crate::storage::{Storage, Table};
+use super::types::{GroupId, NodeId, Raft, Request, Response, TypeConfig, METADATA_GROUP};
+use crate::storage::{Space, Storage, Table};
 
 /// Why a group could not serve a request here; travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -98,15 +98,22 @@ impl Group {
         // Creating a column family rewrites and re-reads RocksDB's OPTIONS
         // file, which names every table: with hundreds of tables that is
         // tens of milliseconds, never to be spent on a runtime worker.
+        // The catalogue lives in the server's own table space, out of reach
+        // of every name a client can send.
+        let space = if id == METADATA_GROUP {
+            Space::Server
+        } else {
+            Space::User
+        };
         let (state_machine, published) = {
             let (storage, name) = (parts.storage.clone(), name.to_vec());
-            super::blocking(move || GroupStateMachine::open(storage, &name, id))
+            super::blocking(move || GroupStateMachine::open(storage, space, &name, id))
                 .await
                 .map_err(|err| err.to_string())?
         };
         let table = parts
             .storage
-            .table(name)
+            .table_in(space, name)
             .ok_or_else(|| "its table is missing".to_string())?;
         let network = GroupNetworkFactory {
             group: id,

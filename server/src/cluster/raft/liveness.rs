@@ -516,12 +516,9 @@ impl Liveness {
         steer: &mut Steering,
         now: Instant,
     ) {
-        let led = live.values().any(|heard| {
-            matches!(
-                heard.groups.get(&group.id),
-                Some((_, GroupRole::Leading))
-            )
-        });
+        let led = live
+            .values()
+            .any(|heard| matches!(heard.groups.get(&group.id), Some((_, GroupRole::Leading))));
         if led {
             steer.unclaimed_since = None;
             return;
@@ -547,7 +544,9 @@ impl Liveness {
 /// The member that initializes a new group: the first in its order of
 /// turns, so that new groups' first leaders spread over the members.
 pub(super) fn first_turn(group: GroupId, members: impl Iterator<Item = NodeId>) -> NodeId {
-    members.min_by_key(|node| mix(group, *node)).unwrap_or_default()
+    members
+        .min_by_key(|node| mix(group, *node))
+        .unwrap_or_default()
 }
 
 /// This node's place (0 = first) among the live voters of `group`, in an
@@ -618,7 +617,10 @@ mod tests {
             initialized[(first - 1) as usize] += 1;
         }
         for count in initialized {
-            assert!((800..1_200).contains(&count), "initializers {initialized:?}");
+            assert!(
+                (800..1_200).contains(&count),
+                "initializers {initialized:?}"
+            );
         }
         assert_eq!(first_turn(5, [4u64].into_iter()), 4);
     }

@@ -23,7 +23,7 @@ use super::types::{
     StoredMembership, TypeConfig,
 };
 use crate::cluster::catalogue;
-use crate::storage::{Install, Storage, Table};
+use crate::storage::{Install, Space, Storage, Table};
 
 /// Raft bookkeeping stored with the data (`raft_state` of the table).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -105,14 +105,16 @@ pub struct Published {
 }
 
 impl GroupStateMachine {
-    /// Opens the state machine of `group` over storage table `name`. Data
-    /// left by an older group of the same name is dropped first.
+    /// Opens the state machine of `group` over storage table `name` of
+    /// `space`. Data left by an older group of the same name is dropped
+    /// first.
     pub fn open(
         storage: Arc<Storage>,
+        space: Space,
         name: &[u8],
         group: GroupId,
     ) -> io::Result<(Self, Published)> {
-        let mut table = storage.create_table(name).map_err(sm_err)?;
+        let mut table = storage.create_table_in(space, name).map_err(sm_err)?;
         let mut state: RaftState = match table.raft_state().map_err(read_err)? {
             Some(raw) => serde_json::from_slice(&raw).map_err(read_err)?,
             None => RaftState::default(),
@@ -123,8 +125,8 @@ impl GroupStateMachine {
                 old_group = state.group,
                 "dropping data of an older table of the same name"
             );
-            storage.drop_table(name).map_err(sm_err)?;
-            table = storage.create_table(name).map_err(sm_err)?;
+            storage.drop_table_in(space, name).map_err(sm_err)?;
+            table = storage.create_table_in(space, name).map_err(sm_err)?;
             state = RaftState::default();
         }
         state.group = group;
@@ -440,7 +442,8 @@ mod tests {
         };
         let storage = open_storage();
         let (mut source, _) =
-            GroupStateMachine::open(storage.clone(), b"source", 10001).expect("source");
+            GroupStateMachine::open(storage.clone(), Space::User, b"source", 10001)
+                .expect("source");
         let built = source
             .get_snapshot_builder()
             .await
@@ -448,7 +451,8 @@ mod tests {
             .await
             .expect("snapshot");
         let (mut target, published) =
-            GroupStateMachine::open(storage.clone(), b"target", 10002).expect("target");
+            GroupStateMachine::open(storage.clone(), Space::User, b"target", 10002)
+                .expect("target");
         assert_eq!(*published.installed.borrow(), 0, "nothing installed yet");
         let meta = SnapshotMeta {
             last_log_id: Some(log_id::<TypeConfig>(3, 1, 50)),
@@ -464,7 +468,7 @@ mod tests {
         drop(storage);
 
         let (_, reopened) =
-            GroupStateMachine::open(open_storage(), b"target", 10002).expect("reopen");
+            GroupStateMachine::open(open_storage(), Space::User, b"target", 10002).expect("reopen");
         assert_eq!(*reopened.installed.borrow(), 50, "kept across a restart");
     }
 }

@@ -23,9 +23,10 @@ impl StoreBuilder<TypeConfig, GroupLogStore, GroupStateMachine, tempfile::TempDi
             Storage::open(&dir.path().join("sm"), &StorageOptions::default()).expect("storage"),
         );
         let (state_machine, _) =
-            GroupStateMachine::open(storage, b"suite", 10001).map_err(|err| {
-                StorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Write, err)
-            })?;
+            GroupStateMachine::open(storage, crate::storage::Space::User, b"suite", 10001)
+                .map_err(|err| {
+                    StorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Write, err)
+                })?;
         Ok((dir, log.group(10001), state_machine))
     }
 }

@@ -54,6 +54,13 @@ pub enum MetaCommand {
     CreateTable { name: Vec<u8> },
     /// Deletes a table (a no-op when it does not exist).
     DeleteTable { name: Vec<u8> },
+    /// Creates a table only if absent (Tables API): the response's shard id
+    /// is set only when this entry created it. (New variants go last: the
+    /// log holds these by position.)
+    CreateNewTable { name: Vec<u8> },
+    /// Deletes a table only if present (Tables API): the response's shard
+    /// id is the deleted table's, unset when there was none.
+    DeleteExistingTable { name: Vec<u8> },
 }
 
 /// What applying an entry produced.
@@ -64,7 +71,8 @@ pub struct Response {
     pub command_result: Vec<u8>,
     /// For a TXN: whether its compares held.
     pub txn_succeeded: Option<bool>,
-    /// For a catalogue change: the table's shard id, if it exists afterwards.
+    /// For a catalogue change: the table's shard id, if it exists afterwards
+    /// (`CreateNewTable`, `DeleteExistingTable`: see there).
     pub shard_id: Option<GroupId>,
     /// For a restore step: whether the restore it names was open.
     pub restore_open: Option<bool>,
@@ -77,6 +85,10 @@ impl std::fmt::Display for Request {
             Request::Table(command) => write!(f, "table write ({} bytes)", command.len()),
             Request::Meta(MetaCommand::CreateTable { .. }) => f.write_str("create table"),
             Request::Meta(MetaCommand::DeleteTable { .. }) => f.write_str("delete table"),
+            Request::Meta(MetaCommand::CreateNewTable { .. }) => f.write_str("create new table"),
+            Request::Meta(MetaCommand::DeleteExistingTable { .. }) => {
+                f.write_str("delete existing table")
+            }
             Request::Restore(RestoreStep::Begin { id }) => write!(f, "restore {id} begin"),
             Request::Restore(RestoreStep::Batch { id, records }) => {
                 write!(f, "restore {id} batch ({} bytes)", records.len())
