@@ -373,6 +373,102 @@ async fn regatta_follower_serves_the_copy_read_only() {
         .into_inner();
     assert!(read_txn.succeeded);
 
+    // Regatta 0.5's Tables API: List on the follower (its own shard ids),
+    // Create and Delete refused with 0.5's messages; tables created and
+    // deleted on the leader cluster follow within the reconcile interval.
+    {
+        use regatta_proto::regatta::v1::cluster_client::ClusterClient;
+        use regatta_proto::regatta::v1::tables_client::TablesClient;
+        use regatta_proto::regatta::v1::{
+            CreateTableRequest, DeleteTableRequest, ListTablesRequest, StatusRequest,
+        };
+        let connect = |address: &str| {
+            Channel::from_shared(format!("http://{address}"))
+                .expect("uri")
+                .connect_lazy()
+        };
+        let mut on_follower = TablesClient::new(connect(&api));
+        let mut on_leader = TablesClient::new(connect(&leader.api));
+        let create = on_follower
+            .create(CreateTableRequest {
+                name: "x".into(),
+                config: None,
+            })
+            .await
+            .expect_err("create on a follower");
+        assert_eq!(
+            (create.code(), create.message()),
+            (
+                tonic::Code::Unimplemented,
+                "method Create not implemented for follower"
+            )
+        );
+        let delete = on_follower
+            .delete(DeleteTableRequest { name: "t".into() })
+            .await
+            .expect_err("delete on a follower");
+        assert_eq!(
+            (delete.code(), delete.message()),
+            (
+                tonic::Code::Unimplemented,
+                "method Delete not implemented for follower"
+            )
+        );
+        let names = |list: regatta_proto::regatta::v1::ListTablesResponse| -> Vec<String> {
+            list.tables.into_iter().map(|table| table.name).collect()
+        };
+        on_leader
+            .create(CreateTableRequest {
+                name: "later".into(),
+                config: None,
+            })
+            .await
+            .expect("create on the leader");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = names(
+                on_follower
+                    .list(ListTablesRequest {})
+                    .await
+                    .expect("list on a follower")
+                    .into_inner(),
+            );
+            if listed == ["later", "t"] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "follower lists {listed:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        on_leader
+            .delete(DeleteTableRequest {
+                name: "later".into(),
+            })
+            .await
+            .expect("delete on the leader");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = names(
+                on_follower
+                    .list(ListTablesRequest {})
+                    .await
+                    .expect("list on a follower")
+                    .into_inner(),
+            );
+            if listed == ["t"] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "follower lists {listed:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The Cluster API answers on a follower cluster too, for itself.
+        let status = ClusterClient::new(connect(&api))
+            .status(StatusRequest { config: false })
+            .await
+            .expect("Status on a follower")
+            .into_inner();
+        assert!(status.tables.contains_key("t"), "{status:?}");
+    }
+
     // The copy keeps up, and the lag shows in the metrics.
     must_put(&leader.api, "t", "k2", "v2").await;
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -534,7 +534,11 @@ async fn health_metrics_and_reflection_describe_the_node() {
     let services: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     // The API port lists what it serves; replication and maintenance
     // (without a token) are served on their own ports, and listed there.
-    for expected in ["regatta.v1.KV", "regatta.v1.Tables", "grpc.health.v1.Health"] {
+    for expected in [
+        "regatta.v1.KV",
+        "regatta.v1.Tables",
+        "grpc.health.v1.Health",
+    ] {
         assert!(
             services.iter().any(|s| s == expected),
             "{expected} not in {services:?}"

@@ -38,6 +38,12 @@ pub struct NodeBeat {
     /// The sender's role in each group.
     #[prost(enumeration = "GroupRole", repeated, tag = "5")]
     pub roles: ::prost::alloc::vec::Vec<i32>,
+    /// The sender's --memberlist.node-name (empty: its id) and
+    /// --api.advertise-address, for the Cluster API's MemberList.
+    #[prost(string, tag = "6")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub client_url: ::prost::alloc::string::String,
 }
 /// A node's role in one group, as the liveness beat tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

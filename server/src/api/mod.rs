@@ -2,6 +2,7 @@
 //! mapping of errors to gRPC statuses. Uses `cluster` (and through it
 //! `storage`); nothing below reaches back up.
 
+pub mod cluster;
 pub mod kv;
 pub mod limits;
 pub mod maintenance;

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use futures::StreamExt;
+use regatta_proto::regatta::v1::cluster_server::ClusterServer;
 use regatta_proto::regatta::v1::kv_server::KvServer;
 use tonic::codec::CompressionEncoding;
 
+use crate::api::cluster::ClusterService;
 use crate::api::maintenance::MaintenanceRole;
 use crate::api::metrics::ApiMetrics;
 use crate::api::KvService;
@@ -41,6 +43,24 @@ pub struct LeaderArgs {
         default_value = "127.0.0.1:8443"
     )]
     pub api_address: String,
+    /// The API address clients are told to use (the Cluster API's
+    /// MemberList `clientURLs`).
+    #[arg(
+        long = "api.advertise-address",
+        env = "REGATTA_API_ADVERTISE_ADDRESS",
+        default_value = "http://127.0.0.1:8443"
+    )]
+    pub api_advertise_address: String,
+    /// The cluster's name in the Cluster API's MemberList.
+    #[arg(
+        long = "memberlist.cluster-name",
+        env = "REGATTA_MEMBERLIST_CLUSTER_NAME",
+        default_value = "default"
+    )]
+    pub memberlist_cluster_name: String,
+    /// This node's name in the Cluster API's MemberList (default: its id).
+    #[arg(long = "memberlist.node-name", env = "REGATTA_MEMBERLIST_NODE_NAME")]
+    pub memberlist_node_name: Option<String>,
     /// TLS certificate (PEM) of the API and REST listeners (plaintext without
     /// it); read again when the file changes.
     #[arg(long = "api.cert-filename", env = "REGATTA_API_CERT_FILENAME")]
@@ -248,6 +268,10 @@ pub struct LeaderArgs {
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long = "log-level", env = "REGATTA_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Every setting by flag name without dashes, tokens masked, as the
+    /// Cluster API's Status shows them with `config` (`cli::parse`).
+    #[arg(skip)]
+    pub settings: std::collections::BTreeMap<String, Option<String>>,
     /// Human-readable logs instead of JSON.
     #[arg(long = "dev-mode", env = "REGATTA_DEV_MODE", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub dev_mode: bool,
@@ -272,6 +296,10 @@ impl LeaderArgs {
             election_rtt: self.raft_election_rtt,
             snapshot_entries: self.raft_snapshot_entries,
             compaction_overhead: self.raft_compaction_overhead,
+            identity: crate::cluster::MemberIdentity {
+                name: self.memberlist_node_name.clone().unwrap_or_default(),
+                client_url: self.api_advertise_address.clone(),
+            },
         })
     }
 }
@@ -456,6 +484,11 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     let (maintenance_on_api, metadata_on_api) =
         super::listeners::maintenance_on_api(&args, node.clone(), maintenance_role);
     let tables = super::listeners::tables_on_api(&args, node.clone(), maintenance_role);
+    let cluster = ClusterServer::new(ClusterService::new(
+        node.clone(),
+        args.memberlist_cluster_name.clone(),
+        args.settings.clone(),
+    ));
     let (reflection, reflection_v1alpha) = if args.api_reflection_api {
         use crate::api::reflection::{services, API_SERVICES, MAINTENANCE_SERVICES};
         let mut served = API_SERVICES.to_vec();
@@ -465,6 +498,7 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         if tables.is_some() {
             served.push("regatta.v1.Tables");
         }
+        served.push("regatta.v1.Cluster");
         let (v1, v1alpha) = services(&served)?;
         (Some(v1), Some(v1alpha))
     } else {
@@ -495,7 +529,8 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         .add_optional_service(reflection_v1alpha)
         .add_optional_service(maintenance_on_api)
         .add_optional_service(metadata_on_api)
-        .add_optional_service(tables);
+        .add_optional_service(tables)
+        .add_service(cluster);
     let served = match tls {
         Some(acceptor) => {
             let incoming = crate::tls::incoming(listener, acceptor);

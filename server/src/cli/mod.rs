@@ -55,15 +55,60 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
         },
         None => Vec::new(),
     };
-    if file_args.is_empty() {
-        return Cli::from_arg_matches(&matches);
+    let matches = if file_args.is_empty() {
+        matches
+    } else {
+        // File values go in as flags only where neither a flag nor the
+        // environment gave one, so they rank above defaults only.
+        let mut layered = args;
+        layered.extend(file_args);
+        Cli::command().try_get_matches_from(&layered)?
+    };
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let Some((name, sub)) = matches.subcommand() {
+        let settings = settings_of(name, sub);
+        match &mut cli.command {
+            Some(Commands::Leader(args)) => args.settings = settings,
+            Some(Commands::Follower(args)) => args.node.settings = settings,
+            _ => {}
+        }
     }
-    // File values go in as flags only where neither a flag nor the
-    // environment gave one, so they rank above defaults only.
-    let mut layered = args;
-    layered.extend(file_args);
-    let matches = Cli::command().try_get_matches_from(&layered)?;
-    Cli::from_arg_matches(&matches)
+    Ok(cli)
+}
+
+/// Shown in place of a token's value.
+const MASKED: &str = "**********";
+
+/// Every setting of `subcommand` by its flag name without dashes, with the
+/// value it ended up with (`None`: unset); tokens masked.
+fn settings_of(
+    subcommand: &str,
+    matches: &clap::ArgMatches,
+) -> std::collections::BTreeMap<String, Option<String>> {
+    let command = Cli::command();
+    let Some(sub) = command.find_subcommand(subcommand) else {
+        return Default::default();
+    };
+    sub.get_arguments()
+        .filter_map(|arg| {
+            let flag = arg.get_long()?;
+            let value = matches
+                .try_get_raw(arg.get_id().as_str())
+                .ok()
+                .flatten()
+                .map(|values| {
+                    values
+                        .map(|value| value.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+            let secret = flag.ends_with(".token");
+            Some((
+                flag.to_string(),
+                value.map(|value| if secret { MASKED.to_string() } else { value }),
+            ))
+        })
+        .collect()
 }
 
 /// Runs the parsed command line.

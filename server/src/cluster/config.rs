@@ -36,6 +36,18 @@ pub struct RaftSettings {
     pub snapshot_entries: u64,
     /// `--raft.compaction-overhead`.
     pub compaction_overhead: u64,
+    /// How the Cluster API names this node to clients.
+    pub identity: MemberIdentity,
+}
+
+/// What the Cluster API's MemberList says of a node beside its id and Raft
+/// address; each node tells its peers its own in the liveness beat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberIdentity {
+    /// `--memberlist.node-name` (empty: the node id).
+    pub name: String,
+    /// `--api.advertise-address`.
+    pub client_url: String,
 }
 
 impl RaftSettings {
@@ -54,6 +66,10 @@ impl RaftSettings {
             election_rtt: 20,
             snapshot_entries: 10_000,
             compaction_overhead: 5_000,
+            identity: MemberIdentity {
+                name: String::new(),
+                client_url: "http://127.0.0.1:8443".into(),
+            },
         }
     }
 

@@ -12,9 +12,9 @@ mod restore;
 mod table_log;
 pub mod table_name;
 
-pub use config::{parse_members, RaftSettings};
+pub use config::{parse_members, MemberIdentity, RaftSettings};
 pub use error::{Error, Result};
-pub use node::{Consistency, GroupInfo, Node, TableStatus, Written};
+pub use node::{Consistency, GroupInfo, Member, Node, TableBytes, TableStatus, Written};
 pub use raft::types::RestoreStep;
 pub use restore::{Filled, TableRestore};
 pub use table_log::{TableLogEntry, TableLogRead};

@@ -189,6 +189,16 @@ impl Table {
         Err(Error::TableNotFound)
     }
 
+    /// Bytes of the table's files on disk (its SST files; memtables not
+    /// yet flushed are not counted).
+    pub fn disk_bytes(&self) -> Result<u64> {
+        let cf = self.cf()?;
+        Ok(self
+            .db()
+            .property_int_value_cf(&cf, "rocksdb.total-sst-files-size")?
+            .unwrap_or(0))
+    }
+
     pub(super) fn current_cf_name(&self) -> String {
         match self.inner.cf_name.read() {
             Ok(name) => name.clone(),

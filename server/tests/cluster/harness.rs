@@ -90,6 +90,10 @@ impl Cluster {
                     (*to, dialed)
                 })
                 .collect();
+            // Node names and client addresses for the Cluster API's
+            // MemberList (`members.rs`).
+            settings.identity.name = format!("node-{id}");
+            settings.identity.client_url = format!("http://client-{id}.test:8443");
             settings.rtt = Duration::from_millis(20);
             settings.heartbeat_rtt = 2;
             settings.election_rtt = 20;

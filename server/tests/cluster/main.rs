@@ -5,6 +5,7 @@ mod append_stream;
 mod forwarding;
 mod harness;
 mod idle;
+mod members;
 mod read_index;
 mod reply_proxy;
 mod scenarios;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::writes::Resend;
-use super::{GroupInfo, Node, TableStatus};
+use super::{GroupInfo, Member, Node, TableBytes, TableStatus};
 use crate::cluster::catalogue::{self, CATALOGUE_TABLE};
 use crate::cluster::error::{Error, Result};
 use crate::cluster::raft::group::{Group, GroupParts};
@@ -143,13 +143,59 @@ impl Node {
     /// What this node knows of `table`'s group.
     pub fn status(&self, table: &[u8]) -> Result<TableStatus> {
         let group = self.table_group(table)?;
+        let applied_index = *group.applied.borrow();
         Ok(TableStatus {
             info: self.group_info(&group),
             leader: group.leader(),
             last_log_index: group.last_log_index(),
             last_purged_index: group.last_purged_index(),
             snapshot_index: group.snapshot_index(),
+            applied_index,
         })
+    }
+
+    /// Bytes `table` takes on this node's disks.
+    pub fn table_bytes(&self, table: &[u8]) -> Result<TableBytes> {
+        let group = self.table_group(table)?;
+        Ok(TableBytes {
+            log: self.log.group_bytes(group.id),
+            data: group.table.disk_bytes()?,
+        })
+    }
+
+    /// The cluster's members (the metadata group's membership), sorted by
+    /// id, as the Cluster API lists them.
+    pub fn members(&self) -> Vec<Member> {
+        let mut members = self
+            .groups
+            .get(METADATA_GROUP)
+            .map(|metadata| metadata.members())
+            .filter(|members| !members.is_empty())
+            .unwrap_or_else(|| {
+                self.settings
+                    .initial_members
+                    .iter()
+                    .map(|(id, address)| (*id, address.clone()))
+                    .collect()
+            });
+        members.sort_unstable_by_key(|(id, _)| *id);
+        members
+            .into_iter()
+            .map(|(id, peer_url)| {
+                let identity = self.liveness.identity_of(id);
+                let name = identity
+                    .as_ref()
+                    .map(|identity| identity.name.clone())
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or_else(|| id.to_string());
+                Member {
+                    id,
+                    name,
+                    peer_url,
+                    client_url: identity.map(|identity| identity.client_url),
+                }
+            })
+            .collect()
     }
 
     /// The running group of `table`.

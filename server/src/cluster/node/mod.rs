@@ -57,6 +57,29 @@ pub struct TableStatus {
     pub last_purged_index: Option<u64>,
     /// Last index covered by this node's current snapshot.
     pub snapshot_index: Option<u64>,
+    /// Index of the last entry applied to the table here.
+    pub applied_index: u64,
+}
+
+/// A node of the cluster as the Cluster API's MemberList shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    /// `--memberlist.node-name`, or the id.
+    pub name: String,
+    /// Its Raft address.
+    pub peer_url: String,
+    /// Its `--api.advertise-address`; `None` while it has not been heard from.
+    pub client_url: Option<String>,
+}
+
+/// Bytes a table takes on this node's disks (the Cluster API's Status).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableBytes {
+    /// Its Raft log's entries (approximate).
+    pub log: u64,
+    /// Its data.
+    pub data: u64,
 }
 
 /// The outcome of a write.
@@ -146,6 +169,7 @@ impl Node {
             groups.clone(),
             peers.clone(),
             timing.liveness(),
+            settings.identity.clone(),
         );
         // Ends with the transport, before the groups stop.
         liveness.spawn(stop_rx.clone());

@@ -209,6 +209,20 @@ impl Group {
         view
     }
 
+    /// Every member of the group (voters and learners) with its Raft
+    /// address, by id.
+    pub fn members(&self) -> Vec<(NodeId, String)> {
+        let metrics = self.raft.server_metrics();
+        let members = metrics
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
+        members
+    }
+
     /// The voter the group prefers as its leader (`liveness.rs`).
     pub fn preferred_leader(&self) -> NodeId {
         super::liveness::first_turn(self.id, self.voters().into_iter())

@@ -65,6 +65,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::group::{Group, GroupView, Groups};
 use super::network::Peers;
 use super::types::{GroupId, NodeId};
+use crate::cluster::config::MemberIdentity;
 
 /// Elections a node has under way at most.
 const ELECTIONS_IN_FLIGHT: usize = 64;
@@ -100,6 +101,7 @@ pub struct LivenessTiming {
 struct Heard {
     at: Instant,
     groups: HashMap<GroupId, (u64, GroupRole)>,
+    identity: MemberIdentity,
 }
 
 /// The last beat of each peer (its own, or its answer to one of ours).
@@ -121,11 +123,24 @@ impl HeardBeats {
         let heard = Arc::new(Heard {
             at: Instant::now(),
             groups,
+            identity: MemberIdentity {
+                name: beat.name,
+                client_url: beat.client_url,
+            },
         });
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(beat.from, heard);
+    }
+
+    /// How `peer` named itself in its last beat, however long ago.
+    fn identity(&self, peer: NodeId) -> Option<MemberIdentity> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .map(|heard| heard.identity.clone())
     }
 
     /// Peers heard from within `silence`.
@@ -157,6 +172,8 @@ pub struct Liveness {
     elections_started: AtomicU64,
     /// Elections this node started to lead a group it is first to lead.
     take_backs: AtomicU64,
+    /// How this node names itself to clients, sent in every beat.
+    identity: MemberIdentity,
 }
 
 /// What the loop remembers between two rounds.
@@ -195,6 +212,7 @@ impl Liveness {
         groups: Arc<Groups>,
         peers: Arc<Peers>,
         timing: LivenessTiming,
+        identity: MemberIdentity,
     ) -> Arc<Liveness> {
         Arc::new(Liveness {
             self_id,
@@ -204,8 +222,11 @@ impl Liveness {
             heard: Arc::default(),
             last_beat: Mutex::new(NodeBeat {
                 from: self_id,
+                name: identity.name.clone(),
+                client_url: identity.client_url.clone(),
                 ..NodeBeat::default()
             }),
+            identity,
             in_flight: Mutex::default(),
             timers_running: AtomicUsize::new(0),
             elections_started: AtomicU64::new(0),
@@ -302,6 +323,15 @@ impl Liveness {
         self.timers_running.store(running, Ordering::Relaxed);
     }
 
+    /// How `node` names itself to clients: this node's own settings, a
+    /// peer's last beat (`None` for a peer never heard from).
+    pub fn identity_of(&self, node: NodeId) -> Option<MemberIdentity> {
+        if node == self.self_id {
+            return Some(self.identity.clone());
+        }
+        self.heard.identity(node)
+    }
+
     /// Groups whose Raft timer runs on this node (as of the last round).
     pub fn timers_running(&self) -> usize {
         self.timers_running.load(Ordering::Relaxed)
@@ -324,6 +354,8 @@ impl Liveness {
             group_ids: groups.iter().map(|g| g.id).collect(),
             terms: views.iter().map(|v| v.term).collect(),
             roles: views.iter().map(|v| v.role as i32).collect(),
+            name: self.identity.name.clone(),
+            client_url: self.identity.client_url.clone(),
         };
         *self.last_beat.lock().unwrap_or_else(|p| p.into_inner()) = beat.clone();
         for peer in self.peers.others() {

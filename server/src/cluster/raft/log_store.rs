@@ -111,6 +111,16 @@ impl LogDb {
         &self.stats
     }
 
+    /// Approximate bytes of a group's log entries on disk (SST files).
+    pub fn group_bytes(&self, group: GroupId) -> u64 {
+        let (start, end) = (entry_key(group, 0), entry_key(group, u64::MAX));
+        self.db
+            .get_approximate_sizes(&[rocksdb::Range::new(&start, &end)])
+            .first()
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Removes everything a group stored (its table was dropped).
     pub fn remove_group(&self, group: GroupId) -> Result<(), rocksdb::Error> {
         let mut batch = WriteBatch::default();
