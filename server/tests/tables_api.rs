@@ -227,3 +227,59 @@ async fn tables_enabled_false_leaves_the_service_unknown() {
         .expect_err("no Tables service");
     assert_eq!(status.code(), Code::Unimplemented);
 }
+
+/// Runs `regatta <args>` against the node; (success, stdout, stderr).
+fn cli(config: &NodeConfig, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_regatta"))
+        .args(args)
+        .args(["--address", &config.api])
+        .output()
+        .expect("run regatta");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_and_cluster_commands_drive_both_apis() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let config = NodeConfig::new();
+    let mut node = config.start_with(dir.path(), &["--tables.token", "t0k"]);
+    let _kv = serving(&config, &mut node).await;
+
+    let (ok, _, err) = cli(&config, &["table", "create", "cli-made"]);
+    assert!(
+        !ok && err.contains("Request unauthenticated with bearer"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(
+        &config,
+        &["table", "create", "cli-made", "--token", "t0k", "--json"],
+    );
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(created["name"], "cli-made");
+    let (ok, out, err) = cli(&config, &["table", "list", "--token", "t0k"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines().any(|line| line.starts_with("cli-made\t")),
+        "{out}"
+    );
+    let (ok, _, err) = cli(&config, &["table", "create", "cli-made", "--token", "t0k"]);
+    assert!(!ok && err.contains("table already exists"), "{err}");
+    let (ok, _, err) = cli(&config, &["table", "delete", "cli-made", "--token", "t0k"]);
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = cli(&config, &["cluster", "members", "--json"]);
+    assert!(ok, "{err}");
+    let members: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(members["cluster"], "default");
+    assert_eq!(members["members"][0]["id"], "1");
+    let (ok, out, err) = cli(&config, &["cluster", "status", "--config", "--json"]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(status["tables"]["regatta"]["leader"], "1");
+    assert_eq!(status["config"]["tables.token"], "**********");
+}

@@ -73,6 +73,12 @@ type Authed = InterceptedService<Channel, Bearer>;
 #[derive(Clone)]
 pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
+impl Bearer {
+    pub fn new(value: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>) -> Bearer {
+        Bearer(value)
+    }
+}
+
 impl tonic::service::Interceptor for Bearer {
     fn call(
         &mut self,

@@ -1,5 +1,6 @@
 //! Command line: the entry point of every `regatta` subcommand.
 
+mod admin;
 mod backup;
 mod client;
 mod config_file;
@@ -42,6 +43,10 @@ pub enum Commands {
     /// Restore a backup directory into a leader cluster, table by table,
     /// after checking every file against the manifest.
     Restore(backup::RestoreArgs),
+    /// Create, delete and list tables (the Tables API).
+    Table(admin::TableArgs),
+    /// The cluster's members and a node's status (the Cluster API).
+    Cluster(admin::ClusterArgs),
 }
 
 /// Parses the command line, layering a `--config` YAML file under flags and
@@ -123,6 +128,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Commands::Kv(args)) => kv::run(args),
         Some(Commands::Backup(args)) => backup::run_backup(args),
         Some(Commands::Restore(args)) => backup::run_restore(args),
+        Some(Commands::Table(args)) => admin::run_table(args),
+        Some(Commands::Cluster(args)) => admin::run_cluster(args),
     }
 }
 

@@ -1,0 +1,284 @@
+//! `regatta table` and `regatta cluster`: the Tables and Cluster APIs
+//! (Regatta 0.5) from the command line, in the style of `regatta kv`:
+//! text by default, one JSON object with `--json`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use regatta_proto::regatta::v1::cluster_client::ClusterClient;
+use regatta_proto::regatta::v1::tables_client::TablesClient;
+use regatta_proto::regatta::v1::{
+    CreateTableRequest, DeleteTableRequest, ListTablesRequest, MemberListRequest, StatusRequest,
+};
+use serde_json::{json, Value};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use super::backup::Bearer;
+
+/// How to reach a node's API.
+#[derive(Debug, Clone, Args)]
+pub struct ApiAddress {
+    /// Address of a node's API: `host:port`, or a URL (`http://`,
+    /// `https://`, `unix:///path`, `unixs:///path`).
+    #[arg(
+        long,
+        env = "REGATTA_KV_ADDRESS",
+        default_value = "127.0.0.1:8443",
+        global = true
+    )]
+    pub address: String,
+    /// The bearer token the server's `--tables.token` requires (Tables only).
+    #[arg(long, env = "REGATTA_TABLES_TOKEN", global = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: super::client::ClientTlsArgs,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TableArgs {
+    #[command(flatten)]
+    pub server: ApiAddress,
+    #[command(subcommand)]
+    pub command: TableCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TableCommand {
+    /// Create a table on the leader cluster.
+    Create { name: String },
+    /// Delete a table and its data on the leader cluster.
+    Delete { name: String },
+    /// List the tables of the cluster the node belongs to.
+    List,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub server: ApiAddress,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// The cluster's members.
+    Members,
+    /// The node's status per table; --config adds its settings (tokens masked).
+    Status {
+        #[arg(long)]
+        config: bool,
+    },
+}
+
+type Authed = InterceptedService<Channel, Bearer>;
+
+async fn channel(server: &ApiAddress) -> Result<Authed, String> {
+    let channel = server.tls.connect(&server.address).await?;
+    let bearer = match &server.token {
+        Some(token) => Some(
+            format!("Bearer {token}")
+                .parse()
+                .map_err(|_| "--token must be printable ASCII".to_string())?,
+        ),
+        None => None,
+    };
+    Ok(InterceptedService::new(channel, Bearer::new(bearer)))
+}
+
+fn failed(what: &str, status: tonic::Status) -> String {
+    format!("{what}: {:?}: {}", status.code(), status.message())
+}
+
+async fn table(args: TableArgs) -> Result<String, String> {
+    let mut client = TablesClient::new(channel(&args.server).await?);
+    let json = args.server.json;
+    match args.command {
+        TableCommand::Create { name } => {
+            let id = client
+                .create(CreateTableRequest {
+                    name: name.clone(),
+                    config: None,
+                })
+                .await
+                .map_err(|status| failed("create", status))?
+                .into_inner()
+                .id;
+            Ok(if json {
+                json!({"name": name, "id": id}).to_string()
+            } else {
+                format!("created {name} (id {id})")
+            })
+        }
+        TableCommand::Delete { name } => {
+            client
+                .delete(DeleteTableRequest { name: name.clone() })
+                .await
+                .map_err(|status| failed("delete", status))?;
+            Ok(if json {
+                json!({"name": name, "deleted": true}).to_string()
+            } else {
+                format!("deleted {name}")
+            })
+        }
+        TableCommand::List => {
+            let tables = client
+                .list(ListTablesRequest {})
+                .await
+                .map_err(|status| failed("list", status))?
+                .into_inner()
+                .tables;
+            Ok(if json {
+                let tables: Vec<Value> = tables
+                    .iter()
+                    .map(|table| json!({"name": table.name, "id": table.id}))
+                    .collect();
+                json!({ "tables": tables }).to_string()
+            } else {
+                tables
+                    .iter()
+                    .map(|table| format!("{}\t{}", table.name, table.id))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+    }
+}
+
+async fn cluster(args: ClusterArgs) -> Result<String, String> {
+    let mut client = ClusterClient::new(channel(&args.server).await?);
+    let json = args.server.json;
+    match args.command {
+        ClusterCommand::Members => {
+            let list = client
+                .member_list(MemberListRequest {})
+                .await
+                .map_err(|status| failed("members", status))?
+                .into_inner();
+            Ok(if json {
+                let members: Vec<Value> = list
+                    .members
+                    .iter()
+                    .map(|m| {
+                        json!({"id": m.id, "name": m.name, "peerURLs": m.peer_ur_ls,
+                            "clientURLs": m.client_ur_ls})
+                    })
+                    .collect();
+                json!({"cluster": list.cluster, "members": members}).to_string()
+            } else {
+                let mut lines = vec![format!("cluster {}", list.cluster)];
+                lines.extend(list.members.iter().map(|m| {
+                    format!(
+                        "{}\t{}\t{}\t{}",
+                        m.id,
+                        m.name,
+                        m.peer_ur_ls.join(","),
+                        m.client_ur_ls.join(",")
+                    )
+                }));
+                lines.join("\n")
+            })
+        }
+        ClusterCommand::Status { config } => {
+            let status = client
+                .status(StatusRequest { config })
+                .await
+                .map_err(|status| failed("status", status))?
+                .into_inner();
+            let mut names: Vec<&String> = status.tables.keys().collect();
+            names.sort();
+            let settings: Vec<(String, Value)> = status
+                .config
+                .iter()
+                .flat_map(|config| config.fields.iter())
+                .map(|(flag, value)| {
+                    let shown = match &value.kind {
+                        Some(prost_types::value::Kind::StringValue(text)) => json!(text),
+                        _ => Value::Null,
+                    };
+                    (flag.clone(), shown)
+                })
+                .collect();
+            Ok(if json {
+                let tables: serde_json::Map<String, Value> = names
+                    .iter()
+                    .map(|name| {
+                        let t = &status.tables[*name];
+                        (
+                            (*name).clone(),
+                            json!({"leader": t.leader, "raftTerm": t.raft_term,
+                                "raftIndex": t.raft_index, "raftAppliedIndex": t.raft_applied_index,
+                                "logSize": t.log_size, "dbSize": t.db_size}),
+                        )
+                    })
+                    .collect();
+                let mut out = json!({"id": status.id, "version": status.version,
+                    "tables": tables, "errors": status.errors});
+                if config {
+                    out["config"] = Value::Object(settings.into_iter().collect());
+                }
+                out.to_string()
+            } else {
+                let mut lines = vec![format!("node {} (version {})", status.id, status.version)];
+                for name in names {
+                    let t = &status.tables[name];
+                    lines.push(format!(
+                        "{name}\tleader {}\tterm {}\tindex {}\tapplied {}\tlog {} B\tdata {} B",
+                        t.leader,
+                        t.raft_term,
+                        t.raft_index,
+                        t.raft_applied_index,
+                        t.log_size,
+                        t.db_size
+                    ));
+                }
+                lines.extend(status.errors.iter().map(|err| format!("error: {err}")));
+                lines.extend(settings.iter().map(|(flag, value)| match value {
+                    Value::String(text) => format!("{flag} = {text}"),
+                    _ => format!("{flag} (unset)"),
+                }));
+                lines.join("\n")
+            })
+        }
+    }
+}
+
+fn run_with(
+    what: &str,
+    work: impl std::future::Future<Output = Result<String, String>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("regatta {what}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(output) => {
+            if !output.is_empty() {
+                println!("{output}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("regatta {what}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run_table(args: TableArgs) -> ExitCode {
+    run_with("table", table(args))
+}
+
+pub fn run_cluster(args: ClusterArgs) -> ExitCode {
+    run_with("cluster", cluster(args))
+}
