@@ -414,9 +414,26 @@ async fn regatta_follower_serves_the_copy_read_only() {
                 "method Delete not implemented for follower"
             )
         );
-        let names = |list: regatta_proto::regatta::v1::ListTablesResponse| -> Vec<String> {
-            list.tables.into_iter().map(|table| table.name).collect()
-        };
+        // Waits until the follower lists exactly `want`.
+        async fn wait_listed(follower: &mut TablesClient<Channel>, want: &[&str]) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let listed: Vec<String> = follower
+                    .list(ListTablesRequest {})
+                    .await
+                    .expect("list on a follower")
+                    .into_inner()
+                    .tables
+                    .into_iter()
+                    .map(|table| table.name)
+                    .collect();
+                if listed == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "follower lists {listed:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         on_leader
             .create(CreateTableRequest {
                 name: "later".into(),
@@ -424,42 +441,14 @@ async fn regatta_follower_serves_the_copy_read_only() {
             })
             .await
             .expect("create on the leader");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let listed = names(
-                on_follower
-                    .list(ListTablesRequest {})
-                    .await
-                    .expect("list on a follower")
-                    .into_inner(),
-            );
-            if listed == ["later", "t"] {
-                break;
-            }
-            assert!(Instant::now() < deadline, "follower lists {listed:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_listed(&mut on_follower, &["later", "t"]).await;
         on_leader
             .delete(DeleteTableRequest {
                 name: "later".into(),
             })
             .await
             .expect("delete on the leader");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let listed = names(
-                on_follower
-                    .list(ListTablesRequest {})
-                    .await
-                    .expect("list on a follower")
-                    .into_inner(),
-            );
-            if listed == ["t"] {
-                break;
-            }
-            assert!(Instant::now() < deadline, "follower lists {listed:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_listed(&mut on_follower, &["t"]).await;
         // The Cluster API answers on a follower cluster too, for itself.
         let status = ClusterClient::new(connect(&api))
             .status(StatusRequest { config: false })

@@ -79,15 +79,8 @@ type Authed = InterceptedService<Channel, Bearer>;
 
 async fn channel(server: &ApiAddress) -> Result<Authed, String> {
     let channel = server.tls.connect(&server.address).await?;
-    let bearer = match &server.token {
-        Some(token) => Some(
-            format!("Bearer {token}")
-                .parse()
-                .map_err(|_| "--token must be printable ASCII".to_string())?,
-        ),
-        None => None,
-    };
-    Ok(InterceptedService::new(channel, Bearer::new(bearer)))
+    let bearer = Bearer::from_token(server.token.as_deref())?;
+    Ok(InterceptedService::new(channel, bearer))
 }
 
 fn failed(what: &str, status: tonic::Status) -> String {

@@ -74,8 +74,18 @@ type Authed = InterceptedService<Channel, Bearer>;
 pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl Bearer {
-    pub fn new(value: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>) -> Bearer {
-        Bearer(value)
+    /// `authorization: Bearer <token>` on every call, or nothing without a
+    /// token.
+    pub fn from_token(token: Option<&str>) -> Result<Bearer, String> {
+        let value = match token {
+            Some(token) => Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| "--token must be printable ASCII".to_string())?,
+            ),
+            None => None,
+        };
+        Ok(Bearer(value))
     }
 }
 
@@ -95,15 +105,7 @@ impl tonic::service::Interceptor for Bearer {
 
 async fn connect(server: &MaintenanceAddress) -> Result<(Channel, Bearer), String> {
     let channel = server.tls.connect(&server.address).await?;
-    let bearer = match &server.token {
-        Some(token) => Some(
-            format!("Bearer {token}")
-                .parse()
-                .map_err(|_| "--token must be printable ASCII".to_string())?,
-        ),
-        None => None,
-    };
-    Ok((channel, Bearer(bearer)))
+    Ok((channel, Bearer::from_token(server.token.as_deref())?))
 }
 
 /// A failed call as an operator reads it.
