@@ -1,5 +1,6 @@
-//! `regatta.v1.KV` (behaviour.md §2): read-write on a leader-cluster node,
-//! read-only on a follower-cluster node (§2.6).
+//! `regatta.v1.KV` (behaviour.md §2): read-write on a leader-cluster node;
+//! on a follower-cluster node, reads from its copy and writes forwarded to
+//! the leader cluster (regatta-0.5.md §6) or refused (behaviour.md §2.6).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use super::metrics::ApiMetrics;
 use super::status::Error;
 use super::validate;
 use crate::cluster::{Consistency, GroupInfo, Node};
+use crate::replication::forward::WriteForwarder;
 use crate::storage::{is_read_only, MessageSizes, RangeQuery};
 
 /// Deadline of a KV call that brings none (behaviour.md §1).
@@ -27,25 +29,31 @@ pub const DEFAULT_KV_DEADLINE: Duration = Duration::from_secs(5);
 pub struct KvService {
     node: Arc<Node>,
     metrics: Arc<ApiMetrics>,
-    /// A follower cluster's node: writes are refused (§2.6).
-    read_only: bool,
+    writes: Writes,
+}
+
+/// Where a node's writes go.
+pub enum Writes {
+    /// A leader-cluster node: through the table's own Raft group.
+    Local,
+    /// A follower-cluster node with `--replication.forward-writes=false`:
+    /// refused before any other check (behaviour.md §2.6).
+    Refused,
+    /// A follower-cluster node: to the leader cluster, answered once this
+    /// node's copy holds the write (regatta-0.5.md §6).
+    Forwarded(Arc<WriteForwarder>),
 }
 
 impl KvService {
     pub fn new(node: Arc<Node>, metrics: Arc<ApiMetrics>) -> Self {
-        KvService {
-            node,
-            metrics,
-            read_only: false,
-        }
+        KvService::with_writes(node, metrics, Writes::Local)
     }
 
-    /// The KV service of a follower-cluster node: reads only.
-    pub fn read_only(node: Arc<Node>, metrics: Arc<ApiMetrics>) -> Self {
+    pub fn with_writes(node: Arc<Node>, metrics: Arc<ApiMetrics>, writes: Writes) -> Self {
         KvService {
             node,
             metrics,
-            read_only: true,
+            writes,
         }
     }
 
@@ -256,13 +264,20 @@ impl KvService {
         &self,
         request: Request<PutRequest>,
     ) -> Result<Response<PutResponse>, Status> {
-        if self.read_only {
-            return Err(
-                Error::Unimplemented("method Put not implemented for follower".into()).into(),
-            );
-        }
         let timeout = deadline(&request);
         let request = request.into_inner();
+        match &self.writes {
+            Writes::Local => {}
+            Writes::Refused => {
+                return Err(
+                    Error::Unimplemented("method Put not implemented for follower".into()).into(),
+                )
+            }
+            Writes::Forwarded(leader) => {
+                let answer = leader.put(request, timeout).await.map_err(Error::from)?;
+                return Ok(Response::new(answer));
+            }
+        }
         validate::put(&request, &self.exists())?;
         let command = Command {
             table: request.table.clone(),
@@ -294,14 +309,24 @@ impl KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        if self.read_only {
-            return Err(Error::Unimplemented(
-                "method DeleteRange not implemented for follower".into(),
-            )
-            .into());
-        }
         let timeout = deadline(&request);
         let request = request.into_inner();
+        match &self.writes {
+            Writes::Local => {}
+            Writes::Refused => {
+                return Err(Error::Unimplemented(
+                    "method DeleteRange not implemented for follower".into(),
+                )
+                .into())
+            }
+            Writes::Forwarded(leader) => {
+                let answer = leader
+                    .delete_range(request, timeout)
+                    .await
+                    .map_err(Error::from)?;
+                return Ok(Response::new(answer));
+            }
+        }
         validate::delete_range(&request, &self.exists())?;
         let command = Command {
             table: request.table.clone(),
@@ -339,10 +364,20 @@ impl KvService {
     ) -> Result<Response<TxnResponse>, Status> {
         let timeout = deadline(&request);
         let request = request.into_inner();
-        if self.read_only && !txn_is_read_only(&request) {
-            return Err(
-                Error::Unimplemented("writable Txn not implemented for follower".into()).into(),
-            );
+        if !txn_is_read_only(&request) {
+            match &self.writes {
+                Writes::Local => {}
+                Writes::Refused => {
+                    return Err(Error::Unimplemented(
+                        "writable Txn not implemented for follower".into(),
+                    )
+                    .into())
+                }
+                Writes::Forwarded(leader) => {
+                    let answer = leader.txn(request, timeout).await.map_err(Error::from)?;
+                    return Ok(Response::new(answer));
+                }
+            }
         }
         validate::txn(&request, &self.exists())?;
         let txn = Txn {

@@ -12,10 +12,12 @@ pub const API_SERVICES: [&str; 2] = ["regatta.v1.KV", "grpc.health.v1.Health"];
 pub const MAINTENANCE_SERVICES: [&str; 2] =
     ["maintenance.v1.Maintenance", "replication.v1.Metadata"];
 /// The replication port's services.
-pub const REPLICATION_SERVICES: [&str; 3] = [
+pub const REPLICATION_SERVICES: [&str; 4] = [
     "replication.v1.Metadata",
     "replication.v1.Log",
     "replication.v1.Snapshot",
+    // Follower clusters forward writes here (regatta-0.5.md §6).
+    "regatta.v1.KV",
 ];
 
 /// The v1 and v1alpha reflection services, listing `served` (and

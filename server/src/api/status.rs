@@ -7,7 +7,13 @@
 //! ├── NotFound(msg)         -> NotFound          (unknown table)
 //! ├── Unimplemented(msg)    -> Unimplemented     (a role does not serve the call)
 //! ├── Unavailable(reason)   -> Unavailable       (no leader, no quorum, timeout: retryable)
-//! └── Internal(detail)      -> Internal          (a bug or the disk; detail logged, not sent)
+//! ├── Internal(detail)      -> Internal          (a bug or the disk; detail logged, not sent)
+//! └── Forward(err)          -> a write a follower forwarded (regatta-0.5.md §6):
+//!         Leader{code, msg}   -> code, "leader error: <msg>"
+//!         NotReplicated{rev}  -> DeadlineExceeded "write committed on the leader cluster at revision <rev>, not yet replicated here"
+//!         Unreachable(why)    -> DeadlineExceeded "leader cluster unreachable, the write was not made: <why>"
+//!         NoAnswer            -> DeadlineExceeded "no answer from the leader cluster in time, the write may or may not have been made"
+//!         ConnectionLost(why) -> Unavailable "connection to the leader cluster lost, the write may or may not have been made: <why>"
 //!         ^ cluster::Error::{Unavailable, TableNotFound, InvalidTableName, Storage, Startup}
 //!         ^ storage::Error::{TableNotFound, ...}
 //! ```
@@ -15,6 +21,7 @@
 use tonic::Status;
 
 use crate::cluster;
+use crate::replication::forward::ForwardError;
 use crate::storage;
 
 /// Errors the API answers with.
@@ -32,6 +39,8 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
 }
 
 pub const TABLE_NOT_FOUND: &str = "table not found";
@@ -73,6 +82,30 @@ impl From<Error> for Status {
                 tracing::error!(error = %detail, "internal error");
                 Status::internal("internal error")
             }
+            Error::Forward(err) => forwarded(err),
         }
+    }
+}
+
+/// The answer to a write a follower forwarded to the leader cluster: the
+/// leader's own errors keep their code, and every other outcome says
+/// whether the write was made.
+fn forwarded(err: ForwardError) -> Status {
+    match err {
+        ForwardError::Leader { code, message } => {
+            Status::new(code, format!("leader error: {message}"))
+        }
+        ForwardError::NotReplicated { revision } => Status::deadline_exceeded(format!(
+            "write committed on the leader cluster at revision {revision}, not yet replicated here"
+        )),
+        ForwardError::Unreachable(reason) => Status::deadline_exceeded(format!(
+            "leader cluster unreachable, the write was not made: {reason}"
+        )),
+        ForwardError::NoAnswer => Status::deadline_exceeded(
+            "no answer from the leader cluster in time, the write may or may not have been made",
+        ),
+        ForwardError::ConnectionLost(reason) => Status::unavailable(format!(
+            "connection to the leader cluster lost, the write may or may not have been made: {reason}"
+        )),
     }
 }

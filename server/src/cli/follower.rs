@@ -61,6 +61,11 @@ pub struct FollowerArgs {
         default_value_t = 0
     )]
     pub max_snapshot_recv_bytes_per_second: u64,
+    /// Forward Put, DeleteRange and writing Txns to the leader cluster and
+    /// answer once this node's copy holds them (Regatta 0.5). `false`:
+    /// refuse them with `Unimplemented`, as Regatta 2022 did.
+    #[arg(long = "replication.forward-writes", env = "REGATTA_REPLICATION_FORWARD_WRITES", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub forward_writes: bool,
 }
 
 /// Runs a follower-cluster node until SIGTERM or SIGINT.
@@ -75,6 +80,7 @@ pub fn run(args: FollowerArgs) -> ExitCode {
         snapshot_rpc_timeout: args.snapshot_rpc_timeout,
         max_recovery_in_flight: args.max_recovery_in_flight.max(1),
         max_snapshot_recv_bytes_per_second: args.max_snapshot_recv_bytes_per_second,
+        forward_writes: args.forward_writes,
     };
     leader::run_role(
         args.node,

@@ -14,8 +14,10 @@ use tonic::codec::CompressionEncoding;
 use crate::api::cluster::ClusterService;
 use crate::api::maintenance::MaintenanceRole;
 use crate::api::metrics::ApiMetrics;
+use crate::api::kv::Writes;
 use crate::api::KvService;
 use crate::cluster::{parse_members, Node, RaftSettings};
+use crate::replication::forward::WriteForwarder;
 use crate::storage::{StorageOptions, MAX_MESSAGE_BYTES};
 
 /// `--tables.names` created at once at start.
@@ -432,31 +434,40 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     .await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(node.clone(), health));
-    let kv = match role {
-        Role::Leader => KvService::new(node.clone(), metrics.clone()),
-        Role::Follower { .. } => KvService::read_only(node.clone(), metrics.clone()),
+    // A follower's one channel to the leader cluster: replication workers
+    // and forwarded writes share it.
+    let leader = match &role {
+        Role::Leader => None,
+        Role::Follower { leader_address, .. } => Some(leader_channel(&args, leader_address)?),
     };
-    let api = KvServer::new(kv)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let writes = match (&role, &leader) {
+        (Role::Follower { settings, .. }, Some(channel)) if settings.forward_writes => {
+            Writes::Forwarded(Arc::new(WriteForwarder::new(node.clone(), channel.clone())))
+        }
+        (Role::Follower { .. }, _) => Writes::Refused,
+        (Role::Leader, _) => Writes::Local,
+    };
+    let api = kv_server(KvService::with_writes(
+        node.clone(),
+        metrics.clone(),
+        writes,
+    ));
     let replication = match &role {
         Role::Leader if args.replication_enabled => {
             let rendered = node.clone();
             metrics.add_source(Box::new(move || {
                 crate::api::replication::leader_metrics(&rendered)
             }));
-            Some(super::listeners::replication_server(&args, node.clone()).await?)
+            // Follower clusters forward their writes here (regatta-0.5.md §6).
+            let kv = kv_server(KvService::new(node.clone(), metrics.clone()));
+            Some(super::listeners::replication_server(&args, node.clone(), kv).await?)
         }
         Role::Leader => None,
         Role::Follower {
             leader_address,
             settings,
         } => {
-            let channel = leader_channel(&args, leader_address)?;
+            let channel = leader.clone().ok_or("a follower has a leader channel")?;
             let replication = Arc::new(crate::replication::metrics::ReplicationMetrics::default());
             let rendered = replication.clone();
             metrics.add_source(Box::new(move || rendered.render()));
@@ -553,6 +564,18 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     node.shutdown().await;
     drop(node);
     served.map_err(|e| e.to_string())
+}
+
+/// `regatta.v1.KV` as every listener serves it: both compressions, 4 MiB
+/// messages.
+fn kv_server(service: KvService) -> KvServer<KvService> {
+    KvServer::new(service)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// Serves `/healthz` and `/metrics` on the REST address.

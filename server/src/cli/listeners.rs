@@ -11,17 +11,22 @@ use super::listener_flags::{MAINTENANCE_CERT_FLAGS, REPLICATION_CERT_FLAGS};
 use crate::api::maintenance::{MaintenanceRole, MaintenanceService, TokenCheck};
 use crate::api::replication::MetadataService;
 use crate::api::tables::TablesService;
+use crate::api::KvService;
 use crate::cluster::Node;
 use crate::net::{Address, Listener};
 use crate::storage::MAX_MESSAGE_BYTES;
 use regatta_proto::maintenance::v1::maintenance_server::MaintenanceServer;
+use regatta_proto::regatta::v1::kv_server::KvServer;
 use regatta_proto::regatta::v1::tables_server::TablesServer;
 use regatta_proto::replication::v1::metadata_server::MetadataServer;
 
 /// Serves the replication API (behaviour.md §4) on `--replication.address`.
+/// `kv` is served there too: follower clusters forward their writes to it
+/// (regatta-0.5.md §6).
 pub async fn replication_server(
     args: &LeaderArgs,
     node: Arc<Node>,
+    kv: KvServer<KvService>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     use crate::api::replication::{LogService, MetadataService, SnapshotService};
     use regatta_proto::replication::v1::{
@@ -67,6 +72,7 @@ pub async fn replication_server(
                 .send_compressed(CompressionEncoding::Zstd),
         )
         .add_service(SnapshotServer::new(SnapshotService::new(node)))
+        .add_service(kv)
         .add_service(reflection)
         .add_service(reflection_v1alpha);
     let (listener, tls) = bind(

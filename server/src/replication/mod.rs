@@ -8,6 +8,7 @@
 //! the work moves with Raft leadership. Sits above `cluster`; the gRPC
 //! clients it uses come from `regatta-proto`.
 
+pub mod forward;
 pub mod metrics;
 pub mod recovery;
 pub mod worker;
@@ -48,6 +49,9 @@ pub struct FollowerSettings {
     pub max_recovery_in_flight: usize,
     /// Snapshot download rate limit of this node (bytes/s), 0 = none.
     pub max_snapshot_recv_bytes_per_second: u64,
+    /// Forward writes to the leader cluster (regatta-0.5.md §6); `false`
+    /// refuses them as 2022 did (behaviour.md §2.6).
+    pub forward_writes: bool,
 }
 
 impl Default for FollowerSettings {
@@ -62,6 +66,7 @@ impl Default for FollowerSettings {
             snapshot_rpc_timeout: Duration::from_secs(3600),
             max_recovery_in_flight: 1,
             max_snapshot_recv_bytes_per_second: 0,
+            forward_writes: true,
         }
     }
 }

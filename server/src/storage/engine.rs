@@ -22,6 +22,7 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 use super::encoding::{decode_u64, encode_u64};
 use super::error::{Error, Result};
+use super::replicated::ReplicatedWaiters;
 use super::table::{read_state, Staging, Table, TableInner};
 use super::view::DbView;
 
@@ -163,6 +164,7 @@ impl Storage {
                     snapshot: None,
                 })?
             };
+            let leader_index = state.leader_index;
             let inner = TableInner {
                 space: name.0,
                 name: name.1.clone(),
@@ -171,6 +173,7 @@ impl Storage {
                 writer: Mutex::new(state),
                 staging: Mutex::new(staging.remove(&name)),
                 dropped: AtomicBool::new(false),
+                replicated: ReplicatedWaiters::starting_at(leader_index),
             };
             tables.insert(
                 name,
@@ -244,6 +247,7 @@ impl Storage {
                 published: RwLock::new(Default::default()),
                 staging: Mutex::new(None),
                 dropped: AtomicBool::new(false),
+                replicated: Default::default(),
             }),
         };
         tables.insert(key, table.clone());
@@ -338,6 +342,7 @@ impl Storage {
                 writer: Mutex::new(writer.clone()),
                 staging: Mutex::new(staging),
                 dropped: AtomicBool::new(false),
+                replicated: ReplicatedWaiters::starting_at(writer.leader_index),
             }),
         };
         drop(writer);

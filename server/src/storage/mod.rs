@@ -10,6 +10,7 @@ mod engine;
 mod error;
 mod query;
 mod range;
+mod replicated;
 mod restore;
 pub mod stream;
 mod table;

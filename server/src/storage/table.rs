@@ -93,6 +93,8 @@ pub(crate) struct TableInner {
     /// The generation an open restore fills; changed only under `writer`.
     pub(crate) staging: Mutex<Option<Staging>>,
     pub(crate) dropped: AtomicBool,
+    /// Forwarded writes waiting for `leader_index` to reach theirs.
+    pub(crate) replicated: super::replicated::ReplicatedWaiters,
 }
 
 /// The writer lock over the table's state; what the writer leaves is
@@ -100,6 +102,7 @@ pub(crate) struct TableInner {
 pub(super) struct WriterGuard<'a> {
     state: MutexGuard<'a, TableState>,
     published: &'a RwLock<TableState>,
+    replicated: &'a super::replicated::ReplicatedWaiters,
 }
 
 impl std::ops::Deref for WriterGuard<'_> {
@@ -123,6 +126,9 @@ impl Drop for WriterGuard<'_> {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *published = self.state.clone();
+        drop(published);
+        // After publishing: a woken writer's next read sees the new state.
+        self.replicated.reached(self.state.leader_index);
     }
 }
 
@@ -214,6 +220,7 @@ impl Table {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             published: &self.inner.published,
+            replicated: &self.inner.replicated,
         }
     }
 
@@ -224,6 +231,14 @@ impl Table {
             Ok(state) => state.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// On a follower cluster: `None` once this copy holds leader-cluster
+    /// index `leader_index` (its `L` is at or past it), else a receiver that
+    /// resolves when it does, or errs if the table is dropped first. One
+    /// entry per waiter, woken by the writer that gets there.
+    pub fn replicated_to(&self, leader_index: u64) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.inner.replicated.wait_for(leader_index)
     }
 
     /// The opaque Raft bookkeeping stored with the data, if any.

@@ -101,6 +101,13 @@ pub mod node {
 
     pub struct Running(Child);
 
+    /// Any `regatta` process the test started (a follower, say).
+    impl From<Child> for Running {
+        fn from(child: Child) -> Running {
+            Running(child)
+        }
+    }
+
     impl Running {
         /// Fails the test with the node's output if it exited.
         pub fn assert_running(&mut self, when: &str) {

@@ -107,3 +107,51 @@ async fn read_index_round(
         answer => answer,
     }
 }
+
+impl Node {
+    /// Waits until this node's copy of `table` holds leader-cluster index
+    /// `leader_index` (its `L`, regatta-0.5.md §6): a write forwarded to the
+    /// leader cluster is then readable here. The table may not be here yet
+    /// (created on the leader cluster since the last reconcile). Returns
+    /// whether it got there before `deadline`.
+    pub async fn wait_replicated(
+        &self,
+        table: &[u8],
+        leader_index: u64,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        // A table that comes or goes changes this; the short sleep covers a
+        // group listed a moment before it runs.
+        let mut tables = self.tables.subscribe();
+        loop {
+            let waiting = match self.table_group(table) {
+                Ok(group) => group.table.replicated_to(leader_index),
+                Err(_) => {
+                    let changed = async {
+                        let pause = Duration::from_millis(50);
+                        tokio::select! {
+                            changed = tables.changed() => if changed.is_err() {
+                                // The node is shutting down.
+                                tokio::time::sleep(pause).await;
+                            },
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                    };
+                    if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            let Some(reached) = waiting else {
+                return true;
+            };
+            match tokio::time::timeout_at(deadline, reached).await {
+                Ok(Ok(())) => return true,
+                // The table was dropped under us: look it up again.
+                Ok(Err(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
