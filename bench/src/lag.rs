@@ -61,7 +61,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
-fn spawn(
+pub(crate) fn spawn(
     binary: &PathBuf,
     role: &str,
     dir: &std::path::Path,
@@ -89,7 +89,7 @@ fn spawn(
     Ok((Process::new(child), api))
 }
 
-async fn connect(api: &str) -> Result<KvClient<Channel>> {
+pub(crate) async fn connect(api: &str) -> Result<KvClient<Channel>> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let channel = Channel::from_shared(format!("http://{api}"))?

@@ -10,9 +10,12 @@
 //! - `idle-tables`: CPU and memory of idle tables, and failover
 //!   (`idle_tables.rs`);
 //! - `replication-lag`: follower visibility lag (`lag.rs`);
+//! - `follower-writes`: writes through a follower cluster beside writes to
+//!   the leader cluster (`follower_writes.rs`);
 //! - `noop-server`: the no-op RPC server the `kv` run starts for the
 //!   transport ceiling.
 
+mod follower_writes;
 mod idle_tables;
 mod iterate;
 mod kv;
@@ -39,6 +42,7 @@ usage:
   bench snapshot-memory --binary PATH [--out FILE] [--mib N] [--val-size N] [--snapshot-entries N] [--quick]
   bench idle-tables --binary PATH [--out FILE] [--tables 10,100,1000] [--window SECS] [--quick]
   bench replication-lag --binary PATH [--rate N] [--duration SECS] [--mode follow|poll|both]
+  bench follower-writes --binary PATH [--out FILE] [--duration SECS] [--rounds N] [--quick]
   bench noop-server --address HOST:PORT
 environment: BENCH_LOG_LEVEL (regatta nodes' --log-level, default warn),
   BENCH_KEEP_LOGS=DIR (copy each regatta node's log there when it stops),
@@ -124,6 +128,9 @@ async fn main() -> Result<()> {
         Some("scan-load") => scan_load::main(scan_load::parse(&args[1..])?).await,
         Some("snapshot-memory") => snapshot_memory::main(snapshot_memory::parse(&args[1..])?).await,
         Some("replication-lag") => lag::main(lag::parse(&args[1..])?).await,
+        Some("follower-writes") => {
+            follower_writes::main(follower_writes::parse(&args[1..])?).await
+        }
         Some("noop-server") => match args.get(1..) {
             Some([flag, address]) if flag == "--address" => systems::serve_noop(address).await,
             _ => bail!("{USAGE}"),

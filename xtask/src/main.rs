@@ -40,6 +40,9 @@ tasks:
                     on a third node that joins empty (not in the default run)
   bench replication-lag [--rate N] [--duration SECS] [--mode follow|poll|both]
                     follower visibility lag after the leader's acknowledgement
+  bench follower-writes [--quick] [--duration SECS] [--rounds N]
+                    64 clients writing through a follower node beside 64 writing to
+                    the leader node; its section of BENCHMARKS.md (not with --quick)
   jepsen [--runs N] [--nemesis NAME|all] [--time SECS] [--nodes 3|5] [--follower N]
          [--clients N] [--keys N]
                     linearizability under faults: recorded histories, verdicts,
@@ -127,7 +130,7 @@ fn run_bench(
     let quick = args.iter().any(|arg| arg == "--quick");
     let recorded = matches!(
         args[0].as_str(),
-        "kv" | "iterate" | "scan-load" | "snapshot-memory" | "idle-tables"
+        "kv" | "iterate" | "scan-load" | "snapshot-memory" | "idle-tables" | "follower-writes"
     );
     if recorded && !quick && !args.iter().any(|arg| arg == "--out") {
         args.push("--out".into());

@@ -1,0 +1,171 @@
+//! `bench follower-writes`: writes sent to a follower cluster (forwarded to
+//! the leader cluster, answered once the follower holds them) beside the
+//! same writes sent to the leader cluster, in one run on the same pair.
+//!
+//! Starts a leader node and a follower node of the given binary on loopback
+//! and alternates two closed-loop workloads of 64 clients over 8
+//! connections: `put-64` against the leader, `follower-put-64` against the
+//! follower. Each runs `--rounds` times; the median round counts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use regatta_proto::regatta::v1::kv_client::KvClient;
+use regatta_proto::regatta::v1::PutRequest;
+use tonic::transport::Channel;
+
+use crate::lag::{connect, spawn};
+use crate::load::{self, Report, Stop};
+use crate::systems::{free_address, TABLE};
+
+pub struct Options {
+    binary: PathBuf,
+    out: Option<PathBuf>,
+    duration: Duration,
+    rounds: usize,
+}
+
+pub fn parse(args: &[String]) -> Result<Options> {
+    let mut options = Options {
+        binary: PathBuf::new(),
+        out: None,
+        duration: Duration::from_secs(10),
+        rounds: 3,
+    };
+    crate::parse_flags(args, |flag, value| {
+        match flag {
+            "--binary" => options.binary = PathBuf::from(value()?),
+            "--out" => options.out = Some(PathBuf::from(value()?)),
+            "--duration" => options.duration = Duration::from_secs(value()?.parse()?),
+            "--rounds" => options.rounds = value()?.parse::<usize>()?.max(1),
+            "--quick" => {
+                options.duration = Duration::from_secs(2);
+                options.rounds = 1;
+            }
+            other => bail!("unknown flag {other}"),
+        }
+        Ok(())
+    })?;
+    if options.binary.as_os_str().is_empty() {
+        bail!("--binary is required (cargo xtask bench follower-writes passes it)");
+    }
+    Ok(options)
+}
+
+const CLIENTS: usize = 64;
+const CONNS: usize = 8;
+/// Distinct keys the clients write (etcd's `benchmark put` default).
+const KEY_SPACE: u64 = 10_000;
+
+/// 64 clients putting 8-byte keys and values into `api` for `duration`.
+async fn put_64(api: &str, duration: Duration) -> Result<Report> {
+    let mut conns: Vec<KvClient<Channel>> = Vec::new();
+    for _ in 0..CONNS {
+        conns.push(connect(api).await?);
+    }
+    let report = load::run(CLIENTS, CONNS, Stop::Duration(duration), move |conn, _, seq| {
+        let mut kv = conns[conn].clone();
+        async move {
+            kv.put(PutRequest {
+                table: TABLE.into(),
+                key: format!("{:08}", seq % KEY_SPACE).into_bytes(),
+                value: seq.to_le_bytes().to_vec(),
+                prev_kv: false,
+            })
+            .await
+            .map(drop)
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+        }
+    })
+    .await;
+    if let Some(err) = &report.first_error {
+        bail!("{} of the writes to {api} failed, the first: {err}", report.errors);
+    }
+    Ok(report)
+}
+
+fn median(mut reports: Vec<Report>) -> Report {
+    reports.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+    reports.swap_remove(reports.len() / 2)
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2}", duration.as_secs_f64() * 1000.0)
+}
+
+pub async fn main(options: Options) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let replication = free_address()?;
+    let (_leader, leader_api) = spawn(
+        &options.binary,
+        "leader",
+        &dir.path().join("leader"),
+        &[
+            format!("--tables.names={TABLE}"),
+            format!("--replication.address={replication}"),
+        ],
+    )?;
+    let (_follower, follower_api) = spawn(
+        &options.binary,
+        "follower",
+        &dir.path().join("follower"),
+        &[
+            format!("--replication.leader-address={replication}"),
+            "--replication.reconcile-interval=200ms".into(),
+        ],
+    )?;
+    connect(&leader_api).await?;
+    connect(&follower_api).await?;
+    // Warm both paths (connections, the follower's worker) before measuring.
+    put_64(&leader_api, Duration::from_secs(1)).await?;
+    put_64(&follower_api, Duration::from_secs(1)).await?;
+    let (mut on_leader, mut on_follower) = (Vec::new(), Vec::new());
+    for round in 1..=options.rounds {
+        let leader = put_64(&leader_api, options.duration).await?;
+        let follower = put_64(&follower_api, options.duration).await?;
+        println!(
+            "round {round}: put-64 {:.0}/s, follower-put-64 {:.0}/s",
+            leader.per_second(),
+            follower.per_second()
+        );
+        on_leader.push(leader);
+        on_follower.push(follower);
+    }
+    let (leader, follower) = (median(on_leader), median(on_follower));
+    let mut section = String::from("## follower-writes\n\n");
+    section.push_str(&format!(
+        "`cargo xtask bench follower-writes`: one leader node and one follower node on \
+         loopback (one machine, {} cores), {CLIENTS} clients over {CONNS} connections, \
+         8-byte keys over {KEY_SPACE} keys, {} s per round, median of {} rounds (by \
+         req/s), workloads alternating. A follower write is forwarded to the leader \
+         cluster and answered once the follower's copy holds it.\n\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        options.duration.as_secs(),
+        options.rounds,
+    ));
+    section.push_str("| workload | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|\n");
+    for (name, report) in [("put-64 (leader)", &leader), ("follower-put-64", &follower)] {
+        section.push_str(&format!(
+            "| {name} | {:.0} | {} | {} | {} |\n",
+            report.per_second(),
+            ms(report.percentile(50.0)),
+            ms(report.percentile(99.0)),
+            report.errors
+        ));
+    }
+    section.push_str(&format!(
+        "\nfollower-put-64 / put-64: throughput {:.2}x, p50 {:+.2} ms, p99 {:+.2} ms.\n",
+        follower.per_second() / leader.per_second(),
+        (follower.percentile(50.0).as_secs_f64() - leader.percentile(50.0).as_secs_f64())
+            * 1000.0,
+        (follower.percentile(99.0).as_secs_f64() - leader.percentile(99.0).as_secs_f64())
+            * 1000.0,
+    ));
+    println!("{section}");
+    if let Some(out) = &options.out {
+        crate::record::record_section(out, "## follower-writes", &section)?;
+        println!("written to {}", out.display());
+    }
+    Ok(())
+}
