@@ -64,23 +64,31 @@ async fn put_64(api: &str, duration: Duration) -> Result<Report> {
     for _ in 0..CONNS {
         conns.push(connect(api).await?);
     }
-    let report = load::run(CLIENTS, CONNS, Stop::Duration(duration), move |conn, _, seq| {
-        let mut kv = conns[conn].clone();
-        async move {
-            kv.put(PutRequest {
-                table: TABLE.into(),
-                key: format!("{:08}", seq % KEY_SPACE).into_bytes(),
-                value: seq.to_le_bytes().to_vec(),
-                prev_kv: false,
-            })
-            .await
-            .map(drop)
-            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
-        }
-    })
+    let report = load::run(
+        CLIENTS,
+        CONNS,
+        Stop::Duration(duration),
+        move |conn, _, seq| {
+            let mut kv = conns[conn].clone();
+            async move {
+                kv.put(PutRequest {
+                    table: TABLE.into(),
+                    key: format!("{:08}", seq % KEY_SPACE).into_bytes(),
+                    value: seq.to_le_bytes().to_vec(),
+                    prev_kv: false,
+                })
+                .await
+                .map(drop)
+                .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+            }
+        },
+    )
     .await;
     if let Some(err) = &report.first_error {
-        bail!("{} of the writes to {api} failed, the first: {err}", report.errors);
+        bail!(
+            "{} of the writes to {api} failed, the first: {err}",
+            report.errors
+        );
     }
     Ok(report)
 }
@@ -157,10 +165,8 @@ pub async fn main(options: Options) -> Result<()> {
     section.push_str(&format!(
         "\nfollower-put-64 / put-64: throughput {:.2}x, p50 {:+.2} ms, p99 {:+.2} ms.\n",
         follower.per_second() / leader.per_second(),
-        (follower.percentile(50.0).as_secs_f64() - leader.percentile(50.0).as_secs_f64())
-            * 1000.0,
-        (follower.percentile(99.0).as_secs_f64() - leader.percentile(99.0).as_secs_f64())
-            * 1000.0,
+        (follower.percentile(50.0).as_secs_f64() - leader.percentile(50.0).as_secs_f64()) * 1000.0,
+        (follower.percentile(99.0).as_secs_f64() - leader.percentile(99.0).as_secs_f64()) * 1000.0,
     ));
     println!("{section}");
     if let Some(out) = &options.out {

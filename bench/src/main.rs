@@ -128,9 +128,7 @@ async fn main() -> Result<()> {
         Some("scan-load") => scan_load::main(scan_load::parse(&args[1..])?).await,
         Some("snapshot-memory") => snapshot_memory::main(snapshot_memory::parse(&args[1..])?).await,
         Some("replication-lag") => lag::main(lag::parse(&args[1..])?).await,
-        Some("follower-writes") => {
-            follower_writes::main(follower_writes::parse(&args[1..])?).await
-        }
+        Some("follower-writes") => follower_writes::main(follower_writes::parse(&args[1..])?).await,
         Some("noop-server") => match args.get(1..) {
             Some([flag, address]) if flag == "--address" => systems::serve_noop(address).await,
             _ => bail!("{USAGE}"),

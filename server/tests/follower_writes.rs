@@ -141,14 +141,20 @@ async fn writes_on_a_follower_are_made_on_the_leader_and_readable_there_at_once(
             .into_inner();
         let header = answer.header.expect("header");
         assert!(header.revision > 0, "{header:?}");
-        assert_eq!(value_on(&mut kv, &key).await, Some(n.to_string().into_bytes()));
+        assert_eq!(
+            value_on(&mut kv, &key).await,
+            Some(n.to_string().into_bytes())
+        );
     }
     let on_the_leader = on_leader
         .range(serializable(b"k19"))
         .await
         .expect("read on the leader")
         .into_inner();
-    assert_eq!(on_the_leader.kvs[0].value, b"19", "made on the leader cluster");
+    assert_eq!(
+        on_the_leader.kvs[0].value, b"19",
+        "made on the leader cluster"
+    );
 
     // prev_kv comes back as the leader gave it.
     let previous = kv
@@ -279,7 +285,11 @@ async fn a_deadline_that_passes_says_what_became_of_the_write() {
         .await
         .expect_err("a write with no leader cluster to take it");
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(unreachable.code(), Code::DeadlineExceeded, "{unreachable:?}");
+    assert_eq!(
+        unreachable.code(),
+        Code::DeadlineExceeded,
+        "{unreachable:?}"
+    );
     assert!(
         unreachable
             .message()
@@ -297,7 +307,10 @@ async fn forwarding_off_refuses_writes_as_regatta_2022_did() {
     let refused = kv.put(put("k", "v")).await.expect_err("put refused");
     assert_eq!(
         (refused.code(), refused.message()),
-        (Code::Unimplemented, "method Put not implemented for follower")
+        (
+            Code::Unimplemented,
+            "method Put not implemented for follower"
+        )
     );
     assert_eq!(value_on(&mut kv, "k").await, None);
 }

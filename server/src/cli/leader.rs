@@ -12,9 +12,9 @@ use regatta_proto::regatta::v1::kv_server::KvServer;
 use tonic::codec::CompressionEncoding;
 
 use crate::api::cluster::ClusterService;
+use crate::api::kv::Writes;
 use crate::api::maintenance::MaintenanceRole;
 use crate::api::metrics::ApiMetrics;
-use crate::api::kv::Writes;
 use crate::api::KvService;
 use crate::cluster::{parse_members, Node, RaftSettings};
 use crate::replication::forward::WriteForwarder;

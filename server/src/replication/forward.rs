@@ -126,12 +126,11 @@ impl WriteForwarder {
             let remaining = answer_by.saturating_duration_since(Instant::now());
             let mut sent = tonic::Request::new(request.clone());
             sent.set_timeout(remaining);
-            let answer = match tokio::time::timeout_at(answer_by, call(self.leader.clone(), sent))
-                .await
-            {
-                Ok(answer) => answer,
-                Err(_) => return Err(ForwardError::NoAnswer),
-            };
+            let answer =
+                match tokio::time::timeout_at(answer_by, call(self.leader.clone(), sent)).await {
+                    Ok(answer) => answer,
+                    Err(_) => return Err(ForwardError::NoAnswer),
+                };
             match answer {
                 Ok(answer) => break answer.into_inner(),
                 Err(status) if never_sent(&status) => {

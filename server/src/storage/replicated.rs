@@ -123,7 +123,10 @@ mod tests {
         at_5.await.expect("woken at 7");
         assert_eq!(waiters.waiting(), 1, "the waiter for 9 stays");
         drop(waiters);
-        assert!(at_9.await.is_err(), "a table gone wakes its waiters with an error");
+        assert!(
+            at_9.await.is_err(),
+            "a table gone wakes its waiters with an error"
+        );
     }
 
     #[test]
