@@ -93,6 +93,22 @@ pub struct LeaderArgs {
     /// as in Regatta 0.5, `--api.reflection-api=false` turns it off.
     #[arg(long = "api.reflection-api", env = "REGATTA_API_REFLECTION_API", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub api_reflection_api: bool,
+    /// Connections the API port holds open at once; more wait to be
+    /// accepted until one closes. 0: no limit (Regatta 0.5's flag).
+    #[arg(
+        long = "api.max-concurrent-connections",
+        env = "REGATTA_API_MAX_CONCURRENT_CONNECTIONS",
+        default_value_t = 0
+    )]
+    pub api_max_concurrent_connections: usize,
+    /// HTTP/2 streams (calls in flight) per API connection; a client past it
+    /// waits for a stream to end. 0: no limit (Regatta 0.5's flag).
+    #[arg(
+        long = "api.max-concurrent-streams",
+        env = "REGATTA_API_MAX_CONCURRENT_STREAMS",
+        default_value_t = 0
+    )]
+    pub api_max_concurrent_streams: u32,
 
     /// Address of the REST listener (health and metrics), in either form as
     /// --api.address; TLS with the API's certificate unless `http://`.
@@ -529,8 +545,12 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         "regatta {} is serving: reach the KV API at {reach}",
         if matches!(role, Role::Leader) { "leader" } else { "follower" }
     );
+    let listener = crate::net::Limited::new(listener, args.api_max_concurrent_connections);
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .max_concurrent_streams(Some(streams_per_connection(
+            args.api_max_concurrent_streams,
+        )))
         .layer(tower::util::MapResponseLayer::new(
             crate::api::limits::resource_exhausted_for_oversized,
         ))
@@ -564,6 +584,16 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     node.shutdown().await;
     drop(node);
     served.map_err(|e| e.to_string())
+}
+
+/// The API port's HTTP/2 stream limit: `0` is none, where hyper would
+/// otherwise allow 200.
+fn streams_per_connection(flag: u32) -> u32 {
+    if flag == 0 {
+        u32::MAX
+    } else {
+        flag
+    }
 }
 
 /// `regatta.v1.KV` as every listener serves it: both compressions, 4 MiB

@@ -13,10 +13,12 @@ pub mod dial;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo, UdsConnectInfo};
 
@@ -27,6 +29,42 @@ pub use address::{Address, AddressError, Transport};
 pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
+}
+
+/// A listener that holds at most so many connections open at once
+/// (`--api.max-concurrent-connections`): the next is accepted when one
+/// closes; until then it waits in the kernel's backlog.
+pub struct Limited {
+    pub listener: Listener,
+    open: Option<Arc<Semaphore>>,
+}
+
+impl Limited {
+    /// `max` connections at once; 0 is no limit.
+    pub fn new(listener: Listener, max: usize) -> Limited {
+        Limited {
+            listener,
+            open: (max > 0).then(|| Arc::new(Semaphore::new(max))),
+        }
+    }
+
+    /// The next connection, once fewer than the limit are open.
+    pub async fn accept(&self) -> io::Result<Conn> {
+        let permit = match &self.open {
+            // The semaphore is never closed, so this always yields a permit.
+            Some(open) => open.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        let mut conn = self.listener.accept().await?;
+        conn.permit = permit;
+        Ok(conn)
+    }
+}
+
+impl From<Listener> for Limited {
+    fn from(listener: Listener) -> Limited {
+        Limited::new(listener, 0)
+    }
 }
 
 impl Listener {
@@ -57,14 +95,18 @@ impl Listener {
 
     /// The next connection (Nagle's algorithm off on TCP).
     pub async fn accept(&self) -> io::Result<Conn> {
-        match self {
+        let socket = match self {
             Listener::Tcp(listener) => {
                 let (stream, _) = listener.accept().await?;
                 stream.set_nodelay(true)?;
-                Ok(Conn::Tcp(stream))
+                Socket::Tcp(stream)
             }
-            Listener::Unix(listener, _) => Ok(Conn::Unix(listener.accept().await?.0)),
-        }
+            Listener::Unix(listener, _) => Socket::Unix(listener.accept().await?.0),
+        };
+        Ok(Conn {
+            socket,
+            permit: None,
+        })
     }
 }
 
@@ -98,7 +140,8 @@ async fn remove_stale_socket(path: &Path) -> io::Result<()> {
 
 /// The connections of `listener`, one at a time; an accept error is logged
 /// and the loop goes on (a full file table must not stop the server).
-pub fn incoming(listener: Listener) -> impl Stream<Item = io::Result<Conn>> {
+pub fn incoming(listener: impl Into<Limited>) -> impl Stream<Item = io::Result<Conn>> {
+    let listener = listener.into();
     futures::stream::unfold(listener, |listener| async move {
         loop {
             match listener.accept().await {
@@ -112,8 +155,14 @@ pub fn incoming(listener: Listener) -> impl Stream<Item = io::Result<Conn>> {
     })
 }
 
-/// An accepted connection over either transport.
-pub enum Conn {
+/// An accepted connection over either transport; under a connection
+/// limit it holds its place until dropped.
+pub struct Conn {
+    socket: Socket,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
@@ -129,9 +178,9 @@ impl Connected for Conn {
     type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> ConnInfo {
-        match self {
-            Conn::Tcp(stream) => ConnInfo::Tcp(stream.connect_info()),
-            Conn::Unix(stream) => ConnInfo::Unix(stream.connect_info()),
+        match &self.socket {
+            Socket::Tcp(stream) => ConnInfo::Tcp(stream.connect_info()),
+            Socket::Unix(stream) => ConnInfo::Unix(stream.connect_info()),
         }
     }
 }
@@ -142,9 +191,9 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
-            Conn::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
+            Socket::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
         }
     }
 }
@@ -155,9 +204,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
-            Conn::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
+            Socket::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
         }
     }
 
@@ -166,30 +215,30 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Tcp(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Conn::Unix(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Socket::Unix(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Tcp(stream) => stream.is_write_vectored(),
-            Conn::Unix(stream) => stream.is_write_vectored(),
+        match &self.socket {
+            Socket::Tcp(stream) => stream.is_write_vectored(),
+            Socket::Unix(stream) => stream.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(stream) => Pin::new(stream).poll_flush(cx),
-            Conn::Unix(stream) => Pin::new(stream).poll_flush(cx),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(stream) => Pin::new(stream).poll_flush(cx),
+            Socket::Unix(stream) => Pin::new(stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
-            Conn::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
+            Socket::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
         }
     }
 }

@@ -17,7 +17,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::net::{Conn, Listener};
+use crate::net::Conn;
 
 mod allowed_client;
 
@@ -188,9 +188,10 @@ pub fn acceptor_with_client_ca(
 /// Accepted TLS connections of `listener` (TCP or Unix socket); handshakes
 /// run concurrently so a slow or broken client does not hold up others.
 pub fn incoming(
-    listener: Listener,
+    listener: impl Into<crate::net::Limited>,
     acceptor: TlsAcceptor,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsStream<Conn>>> {
+    let listener = listener.into();
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
