@@ -165,6 +165,42 @@ async fn a_follower_copies_tables_existing_data_and_new_writes() {
     node.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_deleted_and_created_again_on_the_leader_is_copied_from_scratch() {
+    use regatta_proto::regatta::v1::tables_client::TablesClient;
+    use regatta_proto::regatta::v1::{CreateTableRequest, DeleteTableRequest};
+    let leader = start_leader("re");
+    must_put(&leader.api, "re", "old", "1").await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (node, _metrics, follower) = start_follower(&leader.replication, &dir).await;
+    wait_for(&node, "re", &[("old", "1")]).await;
+
+    // Both between two of the follower's reconciles: the name never
+    // disappears from the leader's list, only its shard id changes.
+    let channel = Channel::from_shared(format!("http://{}", leader.api))
+        .expect("uri")
+        .connect_lazy();
+    let mut tables = TablesClient::new(channel);
+    tables
+        .delete(DeleteTableRequest { name: "re".into() })
+        .await
+        .expect("delete on the leader");
+    tables
+        .create(CreateTableRequest {
+            name: "re".into(),
+            config: None,
+        })
+        .await
+        .expect("create again on the leader");
+    must_put(&leader.api, "re", "new", "2").await;
+    wait_for(&node, "re", &[("new", "2")]).await;
+    // A restarted follower keeps knowing which table it copies.
+    assert_eq!(node.table_origins().expect("origins").len(), 1);
+
+    follower.abort();
+    node.shutdown().await;
+}
+
 /// Starts an in-process follower node of the leader cluster whose
 /// replication API is at `replication`.
 async fn start_follower(
@@ -540,6 +576,8 @@ mod scripted_leader {
                 tables: vec![Table {
                     name: self.table.clone(),
                     r#type: table::Type::Replicated as i32,
+                    // A Regatta leader does not say (an extension of ours).
+                    shard_id: 0,
                 }],
             }))
         }

@@ -18,6 +18,13 @@ pub struct Table {
     pub name: ::prost::alloc::string::String,
     #[prost(enumeration = "table::Type", tag = "2")]
     pub r#type: i32,
+    /// Extension: the table's shard id in the leader cluster, which changes
+    /// when a table is deleted and created again under the same name; a
+    /// follower that sees it change copies the new table from scratch.
+    /// Regatta leaders do not send it (0: unknown). A number far from
+    /// Regatta's own, so no later Regatta field can collide with it.
+    #[prost(uint64, tag = "1000")]
+    pub shard_id: u64,
 }
 /// Nested message and enum types in `Table`.
 pub mod table {

@@ -22,9 +22,25 @@ pub const LEGACY_CATALOGUE_TABLE: &[u8] = b"\0catalogue";
 
 const TABLE_PREFIX: &[u8] = b"table/";
 const NEXT_SHARD_KEY: &[u8] = b"next_shard_id";
+/// On a follower cluster: `origin/<name>` -> the leader cluster's shard id
+/// of the table this one copies, so a table deleted and created again there
+/// is not taken for the one copied before.
+const ORIGIN_PREFIX: &[u8] = b"origin/";
 
 fn table_key(name: &[u8]) -> Vec<u8> {
     [TABLE_PREFIX, name].concat()
+}
+
+fn origin_key(name: &[u8]) -> Vec<u8> {
+    [ORIGIN_PREFIX, name].concat()
+}
+
+fn put_u64(key: Vec<u8>, value: u64) -> KeyValue {
+    KeyValue {
+        key,
+        value: value.to_be_bytes().to_vec(),
+        ..KeyValue::default()
+    }
 }
 
 fn read_u64(table: &Table, key: &[u8]) -> storage::Result<Option<u64>> {
@@ -42,9 +58,19 @@ fn read_u64(table: &Table, key: &[u8]) -> storage::Result<Option<u64>> {
 
 /// Every table of the catalogue with its shard id.
 pub fn tables(table: &Table) -> storage::Result<BTreeMap<Vec<u8>, GroupId>> {
+    ids_under(table, TABLE_PREFIX)
+}
+
+/// On a follower cluster: every table whose origin is known, with the
+/// leader cluster's shard id it copies.
+pub fn origins(table: &Table) -> storage::Result<BTreeMap<Vec<u8>, u64>> {
+    ids_under(table, ORIGIN_PREFIX)
+}
+
+fn ids_under(table: &Table, prefix: &[u8]) -> storage::Result<BTreeMap<Vec<u8>, u64>> {
     let found = table.range(&RangeQuery {
-        key: TABLE_PREFIX.to_vec(),
-        range_end: prefix_end(TABLE_PREFIX),
+        key: prefix.to_vec(),
+        range_end: prefix_end(prefix),
         ..RangeQuery::default()
     })?;
     Ok(found
@@ -53,7 +79,7 @@ pub fn tables(table: &Table) -> storage::Result<BTreeMap<Vec<u8>, GroupId>> {
         .into_iter()
         .filter_map(|kv| {
             let id = u64::from_be_bytes(kv.value.as_slice().try_into().ok()?);
-            Some((kv.key[TABLE_PREFIX.len()..].to_vec(), id))
+            Some((kv.key[prefix.len()..].to_vec(), id))
         })
         .collect())
 }
@@ -68,11 +94,22 @@ pub fn apply(
     command: &MetaCommand,
     raft_state: &[u8],
 ) -> storage::Result<Option<GroupId>> {
-    let (name, create, exclusive) = match command {
-        MetaCommand::CreateTable { name } => (name, true, false),
-        MetaCommand::DeleteTable { name } => (name, false, false),
-        MetaCommand::CreateNewTable { name } => (name, true, true),
-        MetaCommand::DeleteExistingTable { name } => (name, false, true),
+    let (name, create, exclusive, origin) = match command {
+        MetaCommand::CreateTable { name } => (name, true, false, None),
+        MetaCommand::DeleteTable { name } => (name, false, false, None),
+        MetaCommand::CreateNewTable { name } => (name, true, true, None),
+        MetaCommand::DeleteExistingTable { name } => (name, false, true, None),
+        MetaCommand::CreateCopy { name, origin } => (name, true, false, Some(*origin)),
+        MetaCommand::RecordOrigin { name, origin } => {
+            let existing = read_u64(table, &table_key(name))?;
+            let record = existing.map(|_| Command {
+                r#type: CommandType::Put as i32,
+                kv: Some(put_u64(origin_key(name), *origin)),
+                ..Command::default()
+            });
+            table.apply_entry(index, record.as_ref(), Some(raft_state))?;
+            return Ok(existing);
+        }
     };
     let existing = read_u64(table, &table_key(name))?;
     let command = match (create, existing) {
@@ -86,28 +123,28 @@ pub fn apply(
         }
         (true, None) => {
             let shard = read_u64(table, NEXT_SHARD_KEY)?.unwrap_or(FIRST_TABLE_SHARD);
-            let put = |key: Vec<u8>, value: u64| KeyValue {
-                key,
-                value: value.to_be_bytes().to_vec(),
-                ..KeyValue::default()
-            };
+            let mut batch = vec![
+                put_u64(table_key(name), shard),
+                put_u64(NEXT_SHARD_KEY.to_vec(), shard + 1),
+            ];
+            batch.extend(origin.map(|origin| put_u64(origin_key(name), origin)));
             let command = Command {
                 r#type: CommandType::PutBatch as i32,
-                batch: vec![
-                    put(table_key(name), shard),
-                    put(NEXT_SHARD_KEY.to_vec(), shard + 1),
-                ],
+                batch,
                 ..Command::default()
             };
             table.apply_entry(index, Some(&command), Some(raft_state))?;
             return Ok(Some(shard));
         }
         (false, Some(_)) => Command {
-            r#type: CommandType::Delete as i32,
-            kv: Some(KeyValue {
-                key: table_key(name),
-                ..KeyValue::default()
-            }),
+            r#type: CommandType::DeleteBatch as i32,
+            batch: [table_key(name), origin_key(name)]
+                .into_iter()
+                .map(|key| KeyValue {
+                    key,
+                    ..KeyValue::default()
+                })
+                .collect(),
             ..Command::default()
         },
     };

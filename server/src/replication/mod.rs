@@ -13,7 +13,7 @@ pub mod metrics;
 pub mod recovery;
 pub mod worker;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,11 +185,12 @@ impl Follower {
         .map_err(|_| "Metadata.Get did not answer in time".to_string())?
         .map_err(|status| format!("Metadata.Get: {status}"))?
         .into_inner();
-        let wanted: BTreeSet<Vec<u8>> = answer
+        // Name -> the leader's shard id (0 from a leader that does not say).
+        let wanted: BTreeMap<Vec<u8>, u64> = answer
             .tables
             .into_iter()
-            .map(|table| table.name.into_bytes())
-            .filter(|name| match table_name::check(name) {
+            .map(|table| (table.name.into_bytes(), table.shard_id))
+            .filter(|(name, _)| match table_name::check(name) {
                 Ok(()) => true,
                 Err(err) => {
                     tracing::warn!(table = ?String::from_utf8_lossy(name), error = %err,
@@ -199,14 +200,45 @@ impl Follower {
             })
             .collect();
         let have: BTreeSet<Vec<u8>> = self.node.tables().into_keys().collect();
+        let origins = self
+            .node
+            .table_origins()
+            .map_err(|err| format!("reading the tables' origins: {err}"))?;
         let timeout = Duration::from_secs(30);
-        for table in wanted.difference(&have) {
-            tracing::info!(table = %String::from_utf8_lossy(table), "creating table the leader cluster has");
-            self.node
-                .create_table(table, timeout)
-                .await
-                .map_err(|err| format!("creating {}: {err}", String::from_utf8_lossy(table)))?;
+        for (table, &origin) in &wanted {
+            let shown = String::from_utf8_lossy(table);
+            let copied = origins.get(table).copied();
+            if have.contains(table) {
+                match copied {
+                    // Deleted and created again on the leader cluster since
+                    // it was copied: what is here belongs to the old table.
+                    Some(copied) if origin != 0 && copied != origin => {
+                        tracing::info!(table = %shown, copied, origin,
+                            "the leader cluster created this table anew: copying it from scratch");
+                        self.node
+                            .delete_table(table, timeout)
+                            .await
+                            .map_err(|err| format!("deleting {shown}: {err}"))?;
+                    }
+                    // Copied before origins were kept: from now on.
+                    None if origin != 0 => {
+                        self.node
+                            .record_origin(table, origin, timeout)
+                            .await
+                            .map_err(|err| format!("recording the origin of {shown}: {err}"))?;
+                        continue;
+                    }
+                    _ => continue,
+                }
+            }
+            tracing::info!(table = %shown, "creating table the leader cluster has");
+            let created = match origin {
+                0 => self.node.create_table(table, timeout).await,
+                origin => self.node.create_copy(table, origin, timeout).await,
+            };
+            created.map_err(|err| format!("creating {shown}: {err}"))?;
         }
+        let wanted: BTreeSet<Vec<u8>> = wanted.into_keys().collect();
         for table in have.difference(&wanted) {
             tracing::info!(table = %String::from_utf8_lossy(table), "deleting table the leader cluster deleted");
             self.node

@@ -37,10 +37,11 @@ impl Metadata for MetadataService {
         // The catalogue is a BTreeMap keyed by name: already sorted.
         let tables = node
             .tables()
-            .into_keys()
-            .map(|name| Table {
+            .into_iter()
+            .map(|(name, shard_id)| Table {
                 name: String::from_utf8_lossy(&name).into_owned(),
                 r#type: table::Type::Replicated as i32,
+                shard_id,
             })
             .collect();
         Ok(Response::new(MetadataResponse { tables }))

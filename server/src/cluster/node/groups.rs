@@ -289,6 +289,55 @@ impl Node {
         self.wait_table(name, None, timeout).await
     }
 
+    /// On a follower cluster: creates `name` (a no-op when it exists) as
+    /// the copy of the leader cluster's shard `origin`.
+    pub async fn create_copy(
+        &self,
+        name: &[u8],
+        origin: u64,
+        timeout: Duration,
+    ) -> Result<GroupId> {
+        table_name::check(name)?;
+        let metadata = self
+            .groups
+            .get(METADATA_GROUP)
+            .ok_or(Error::TableNotFound)?;
+        let request = Request::Meta(MetaCommand::CreateCopy {
+            name: name.to_vec(),
+            origin,
+        });
+        let response = self
+            .propose(&metadata, request, timeout, Resend::Idempotent)
+            .await?;
+        let id = response
+            .shard_id
+            .ok_or_else(|| Error::Unavailable("catalogue did not assign a shard".into()))?;
+        self.wait_table(name, Some(id), timeout).await?;
+        Ok(id)
+    }
+
+    /// On a follower cluster: records that the existing table `name` copies
+    /// the leader cluster's shard `origin`.
+    pub async fn record_origin(&self, name: &[u8], origin: u64, timeout: Duration) -> Result<()> {
+        let metadata = self
+            .groups
+            .get(METADATA_GROUP)
+            .ok_or(Error::TableNotFound)?;
+        let request = Request::Meta(MetaCommand::RecordOrigin {
+            name: name.to_vec(),
+            origin,
+        });
+        self.propose(&metadata, request, timeout, Resend::Idempotent)
+            .await?;
+        Ok(())
+    }
+
+    /// On a follower cluster: the leader cluster's shard id each table
+    /// copies, where known (as applied on this node).
+    pub fn table_origins(&self) -> Result<BTreeMap<Vec<u8>, u64>> {
+        Ok(catalogue::origins(&self.catalogue_table()?)?)
+    }
+
     /// Creates a table that must not exist yet (the Tables API): its shard
     /// id once its group runs here; `TableExists` when the name is taken.
     /// Sent again only when provably not applied, so the answer is exact.

@@ -61,6 +61,13 @@ pub enum MetaCommand {
     /// Deletes a table only if present (Tables API): the response's shard
     /// id is the deleted table's, unset when there was none.
     DeleteExistingTable { name: Vec<u8> },
+    /// On a follower cluster: creates a table (a no-op when it exists) as
+    /// the copy of the leader cluster's shard `origin`.
+    CreateCopy { name: Vec<u8>, origin: u64 },
+    /// On a follower cluster: records that an existing table copies the
+    /// leader cluster's shard `origin` (tables created before origins were
+    /// kept); a no-op when the table does not exist.
+    RecordOrigin { name: Vec<u8>, origin: u64 },
 }
 
 /// What applying an entry produced.
@@ -88,6 +95,12 @@ impl std::fmt::Display for Request {
             Request::Meta(MetaCommand::CreateNewTable { .. }) => f.write_str("create new table"),
             Request::Meta(MetaCommand::DeleteExistingTable { .. }) => {
                 f.write_str("delete existing table")
+            }
+            Request::Meta(MetaCommand::CreateCopy { origin, .. }) => {
+                write!(f, "create copy of leader shard {origin}")
+            }
+            Request::Meta(MetaCommand::RecordOrigin { origin, .. }) => {
+                write!(f, "record origin leader shard {origin}")
             }
             Request::Restore(RestoreStep::Begin { id }) => write!(f, "restore {id} begin"),
             Request::Restore(RestoreStep::Batch { id, records }) => {
