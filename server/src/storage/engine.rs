@@ -117,15 +117,28 @@ impl Storage {
         // One memtable budget for every table (and staging copy) together,
         // so memory does not grow with the number or size of tables.
         db_options.set_db_write_buffer_size(MEMTABLE_BUDGET);
-
+        // Table writes are not synced one by one: the Raft log is replayed
+        // over whatever a crash cut off the end of this WAL. A record that
+        // fails its checksum anywhere else refuses the start.
+        db_options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+        let opening = |source| Error::Open {
+            dir: dir.display().to_string(),
+            source,
+        };
         let existing = match DB::list_cf(&db_options, dir) {
             Ok(names) => names,
-            Err(_) => vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string()],
+            // A new directory; with a CURRENT file, what names the column
+            // families is unreadable, and opening without them would fail
+            // with a less helpful message.
+            Err(_) if !dir.join("CURRENT").exists() => {
+                vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string()]
+            }
+            Err(err) => return Err(opening(err)),
         };
         let descriptors = existing
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options.clone()));
-        let db = DB::open_cf_descriptors(&db_options, dir, descriptors)?;
+        let db = DB::open_cf_descriptors(&db_options, dir, descriptors).map_err(opening)?;
         check_format(&db)?;
 
         let catalog = read_catalog(&db)?;
@@ -156,7 +169,13 @@ impl Storage {
         for (name, cf_name) in catalog {
             let state = {
                 let cf = shared.db.cf_handle(&cf_name).ok_or_else(|| {
-                    Error::Corrupt(format!("catalogue names missing column family {cf_name}"))
+                    // RocksDB lists column families from its MANIFEST; one
+                    // the catalogue (itself in the data) names but the
+                    // MANIFEST lacks means a damaged or replaced MANIFEST.
+                    Error::Corrupt(format!(
+                        "catalogue names missing column family {cf_name}: the MANIFEST in {} is damaged or not this data's",
+                        dir.display()
+                    ))
                 })?;
                 read_state(&DbView {
                     db: &shared.db,

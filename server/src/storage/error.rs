@@ -16,6 +16,9 @@ pub enum Error {
     /// A value or meta record on disk cannot be decoded (disk corruption or a bug).
     #[error("corrupt record on disk: {0}")]
     Corrupt(String),
+    /// The data directory cannot be opened (a corrupted file, a disk error).
+    #[error("opening the table data in {dir}: {source}{}", suspects(dir, source))]
+    Open { dir: String, source: rocksdb::Error },
     /// A snapshot or backup stream is not in the command-stream format.
     #[error("malformed command stream: {0}")]
     MalformedStream(String),
@@ -25,3 +28,27 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// For a corruption RocksDB reports without naming a file (a write-ahead
+/// log record that fails its checksum): the write-ahead log files of `dir`,
+/// so an operator knows where to look. Empty otherwise.
+pub fn suspects(dir: &str, err: &rocksdb::Error) -> String {
+    let message = err.to_string();
+    if !message.contains("Corruption") || message.contains("The file ") {
+        return String::new();
+    }
+    let mut logs: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .map(|path| path.display().to_string())
+        .collect();
+    logs.sort();
+    if logs.is_empty() {
+        String::new()
+    } else {
+        format!(" (in its write-ahead log: {})", logs.join(", "))
+    }
+}

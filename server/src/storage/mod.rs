@@ -19,7 +19,7 @@ mod view;
 
 pub use encoding::Stored;
 pub use engine::{Space, Storage, StorageOptions, FORMAT_VERSION};
-pub use error::{Error, Result};
+pub use error::{suspects, Error, Result};
 pub use query::{MessageSizes, RangeQuery, RangeResult, MAX_MESSAGE_BYTES};
 pub use range::{prefix_end, KeyRange};
 pub use table::{ApplyResult, Install, Installed, Table, TableState, Trailer, Versioned};

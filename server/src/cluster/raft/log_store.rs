@@ -82,7 +82,16 @@ impl LogDb {
         // Memtables of every group's log together: a bound on memory however
         // large the entries that pass through (restores write 1 MiB ones).
         options.set_db_write_buffer_size(LOG_MEMTABLE_BUDGET);
-        let db = Arc::new(DB::open(&options, dir).map_err(io::Error::other)?);
+        // A record cut short at the end of the WAL is an append a crash
+        // interrupted, never acknowledged: dropped. Anything else that fails
+        // its checksum refuses the start (RocksDB's default would silently
+        // replay up to it and drop every acknowledged entry after it).
+        options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+        let db = Arc::new(DB::open(&options, dir).map_err(|err| {
+            let dir = dir.display().to_string();
+            let suspects = crate::storage::suspects(&dir, &err);
+            io::Error::other(format!("opening the Raft log in {dir}: {err}{suspects}"))
+        })?);
         let (flusher, queue) = mpsc::channel::<FlushCallback>();
         let flush_db = db.clone();
         let stats = Arc::new(FlushStats::default());
