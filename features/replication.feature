@@ -2,8 +2,9 @@
 Feature: Follower clusters
   A follower cluster copies every table of the leader cluster and serves it
   read-only: writes and Txn results show up there, tables come and go with
-  the leader's, and writes sent to a follower are refused.
-  (behaviour.md §2.6, §3, §4)
+  the leader's, and with --replication.forward-writes=false writes sent to a
+  follower are refused as Regatta 2022 did (follower_writes.feature has
+  Regatta 0.5's forwarding). (behaviour.md §2.6, §3, §4)
 
   Scenario: Writes on the leader cluster show up on every follower node
     Given a leader cluster of 3 nodes with tables "regatta-test"
@@ -35,7 +36,7 @@ Feature: Follower clusters
 
   Scenario: A follower refuses writes before any other check, with Regatta's messages
     Given a leader cluster of 3 nodes with tables "regatta-test"
-    And a follower cluster of 3 nodes following it
+    And a follower cluster of 3 nodes with flags "--replication.forward-writes=false" following it
     When I send Put {table: "", key: ""} to follower node 1
     Then the error is Unimplemented "method Put not implemented for follower"
     When I send Put {table: "regatta-test", key: "k", value: "v"} to follower node 2

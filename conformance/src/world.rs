@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use regatta_proto::regatta::v1::kv_client::KvClient;
 use regatta_proto::regatta::v1::{
-    DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
+    CreateTableResponse, DeleteRangeResponse, DeleteTableResponse, ListTablesResponse,
+    MemberListResponse, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse,
+    TxnResponse,
 };
 use regatta_proto::replication::v1::{ReplicateResponse, SnapshotChunk};
 use tonic::transport::{Channel, Endpoint};
@@ -46,6 +48,13 @@ pub enum Answer {
     Txn(TxnResponse),
     /// Every message of a server stream (IterateRange), in order.
     Stream(Vec<RangeResponse>),
+    /// Regatta 0.5's Tables API (`steps::tables_api`).
+    CreateTable(CreateTableResponse),
+    DeleteTable(DeleteTableResponse),
+    ListTables(ListTablesResponse),
+    /// Regatta 0.5's Cluster API (`steps::cluster_api`).
+    MemberList(MemberListResponse),
+    Status(StatusResponse),
 }
 
 impl Answer {
@@ -56,6 +65,11 @@ impl Answer {
             Answer::DeleteRange(r) => r.header.as_ref(),
             Answer::Txn(r) => r.header.as_ref(),
             Answer::Stream(messages) => messages.first().and_then(|m| m.header.as_ref()),
+            Answer::CreateTable(_)
+            | Answer::DeleteTable(_)
+            | Answer::ListTables(_)
+            | Answer::MemberList(_)
+            | Answer::Status(_) => None,
         }
     }
 }

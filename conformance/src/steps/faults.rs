@@ -64,10 +64,10 @@ async fn fault_leader(world: &mut RegattaWorld, table: String, action: String) -
     apply(world, leader, &action).await
 }
 
-#[when(regex = r"^every node is killed$")]
-async fn kill_all(world: &mut RegattaWorld) -> Result<()> {
+#[when(regex = r"^every node is (killed|stopped)$")]
+async fn kill_all(world: &mut RegattaWorld, action: String) -> Result<()> {
     for n in world.live_nodes() {
-        apply(world, n, "killed").await?;
+        apply(world, n, &action).await?;
     }
     Ok(())
 }

@@ -15,10 +15,21 @@ use crate::world::{backend, RegattaWorld, FOLLOWER_NODES};
 
 #[given(regex = r"^a follower cluster of (\d+) nodes? following it$")]
 async fn follower_cluster(world: &mut RegattaWorld, nodes: usize) -> Result<()> {
-    start(world, nodes).await.map_err(super::flatten)
+    start(world, nodes, "").await.map_err(super::flatten)
 }
 
-async fn start(world: &mut RegattaWorld, nodes: usize) -> Result<()> {
+/// With server flags of the follower nodes' own, e.g.
+/// `--replication.forward-writes=false`.
+#[given(regex = r#"^a follower cluster of (\d+) nodes? with flags "([^"]*)" following it$"#)]
+async fn follower_cluster_with_flags(
+    world: &mut RegattaWorld,
+    nodes: usize,
+    flags: String,
+) -> Result<()> {
+    start(world, nodes, &flags).await.map_err(super::flatten)
+}
+
+async fn start(world: &mut RegattaWorld, nodes: usize, flags: &str) -> Result<()> {
     let leader_spec = world.spec.clone().context("no leader cluster yet")?;
     let target = world
         .cluster()?
@@ -28,7 +39,7 @@ async fn start(world: &mut RegattaWorld, nodes: usize) -> Result<()> {
         name: format!("{}f", RegattaWorld::scenario_name()),
         nodes,
         tables: leader_spec.tables.clone(),
-        extra_args: Vec::new(),
+        extra_args: flags.split_whitespace().map(String::from).collect(),
         follow: Some(target),
         api_socket: false,
     };

@@ -8,8 +8,10 @@
 //! none of those roles.
 
 pub mod cluster;
+pub mod cluster_api;
 pub mod faults;
 pub mod follower;
+pub mod follower_writes;
 pub mod headers;
 pub mod iterate;
 pub mod kv;
@@ -17,6 +19,7 @@ pub mod maintenance;
 pub mod recovery;
 pub mod replication;
 pub mod request;
+pub mod tables_api;
 pub mod txn;
 pub mod wire;
 
