@@ -398,6 +398,8 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 tables: vec![repl::Table {
                     name: "t".into(),
                     r#type: repl::table::Type::Local as i32,
+                    // Our extension; unset, as Regatta leaders send it.
+                    shard_id: 0,
                 }],
             }
             .encode_to_vec(),
@@ -407,6 +409,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             repl::Table {
                 name: "regatta-test".into(),
                 r#type: repl::table::Type::Local as i32,
+                shard_id: 0,
             }
             .encode_to_vec(),
         ),
