@@ -7,11 +7,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// The sections after the `kv` document, in the order they are written.
-const SECTIONS: [&str; 4] = [
+const SECTIONS: [&str; 5] = [
     "## iterate-100k",
     "## scan-load",
     "## snapshot-memory",
     "## idle-tables",
+    "## follower-writes",
 ];
 
 /// Splits `text` into what comes before the first section and each
