@@ -57,6 +57,11 @@ fn join(head: &str, sections: &[(&'static str, String)]) -> String {
 /// Writes `section` (starting with `heading`) into `out`, replacing the
 /// section of that heading and keeping everything else.
 pub fn record_section(out: &Path, heading: &'static str, section: &str) -> Result<()> {
+    // A heading not listed would be written and then dropped by `join`.
+    anyhow::ensure!(
+        SECTIONS.contains(&heading),
+        "{heading} is not a section of BENCHMARKS.md (record.rs SECTIONS)"
+    );
     let existing = std::fs::read_to_string(out).unwrap_or_default();
     let (head, mut sections) = split(&existing);
     sections.retain(|(h, _)| *h != heading);
@@ -91,5 +96,6 @@ mod tests {
             text,
             "# Benchmarks\n\nkv two\n\n## iterate-100k\n\niterate\n\n## scan-load\n\nsecond scan\n"
         );
+        assert!(record_section(&out, "## unlisted", "## unlisted\n\nx").is_err());
     }
 }
