@@ -93,9 +93,41 @@ async fn put_64(api: &str, duration: Duration) -> Result<Report> {
     Ok(report)
 }
 
-fn median(mut reports: Vec<Report>) -> Report {
-    reports.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
-    reports.swap_remove(reports.len() / 2)
+/// One round of a workload: the load's report and the CPU seconds each
+/// node spent on it.
+struct Round {
+    report: Report,
+    leader_cpu: f64,
+    follower_cpu: f64,
+}
+
+impl Round {
+    /// CPU milliseconds per 1,000 writes of a node.
+    fn per_thousand(&self, cpu: f64) -> f64 {
+        cpu * 1000.0 * 1000.0 / self.report.requests.max(1) as f64
+    }
+}
+
+/// Runs `put_64` against `api`, timing both nodes' CPU.
+async fn measured(api: &str, duration: Duration, pids: (u32, u32)) -> Result<Round> {
+    let ticks = crate::procfs::clock_ticks_per_second();
+    let before = (
+        crate::procfs::cpu_ticks(pids.0),
+        crate::procfs::cpu_ticks(pids.1),
+    );
+    let report = put_64(api, duration).await?;
+    let seconds =
+        |pid: u32, then: u64| crate::procfs::cpu_ticks(pid).saturating_sub(then) as f64 / ticks;
+    Ok(Round {
+        leader_cpu: seconds(pids.0, before.0),
+        follower_cpu: seconds(pids.1, before.1),
+        report,
+    })
+}
+
+fn median(mut rounds: Vec<Round>) -> Round {
+    rounds.sort_by(|a, b| a.report.per_second().total_cmp(&b.report.per_second()));
+    rounds.swap_remove(rounds.len() / 2)
 }
 
 fn ms(duration: Duration) -> String {
@@ -105,7 +137,7 @@ fn ms(duration: Duration) -> String {
 pub async fn main(options: Options) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let replication = free_address()?;
-    let (_leader, leader_api) = spawn(
+    let (leader_process, leader_api) = spawn(
         &options.binary,
         "leader",
         &dir.path().join("leader"),
@@ -114,7 +146,7 @@ pub async fn main(options: Options) -> Result<()> {
             format!("--replication.address={replication}"),
         ],
     )?;
-    let (_follower, follower_api) = spawn(
+    let (follower_process, follower_api) = spawn(
         &options.binary,
         "follower",
         &dir.path().join("follower"),
@@ -128,14 +160,15 @@ pub async fn main(options: Options) -> Result<()> {
     // Warm both paths (connections, the follower's worker) before measuring.
     put_64(&leader_api, Duration::from_secs(1)).await?;
     put_64(&follower_api, Duration::from_secs(1)).await?;
+    let pids = (leader_process.id(), follower_process.id());
     let (mut on_leader, mut on_follower) = (Vec::new(), Vec::new());
     for round in 1..=options.rounds {
-        let leader = put_64(&leader_api, options.duration).await?;
-        let follower = put_64(&follower_api, options.duration).await?;
+        let leader = measured(&leader_api, options.duration, pids).await?;
+        let follower = measured(&follower_api, options.duration, pids).await?;
         println!(
             "round {round}: put-64 {:.0}/s, follower-put-64 {:.0}/s",
-            leader.per_second(),
-            follower.per_second()
+            leader.report.per_second(),
+            follower.report.per_second()
         );
         on_leader.push(leader);
         on_follower.push(follower);
@@ -147,21 +180,29 @@ pub async fn main(options: Options) -> Result<()> {
          loopback (one machine, {} cores), {CLIENTS} clients over {CONNS} connections, \
          8-byte keys over {KEY_SPACE} keys, {} s per round, median of {} rounds (by \
          req/s), workloads alternating. A follower write is forwarded to the leader \
-         cluster and answered once the follower's copy holds it.\n\n",
+         cluster and answered once the follower's copy holds it; in both workloads the \
+         follower node copies every write. CPU: milliseconds of each node's CPU per \
+         1,000 writes.\n\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         options.duration.as_secs(),
         options.rounds,
     ));
-    section.push_str("| workload | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|\n");
-    for (name, report) in [("put-64 (leader)", &leader), ("follower-put-64", &follower)] {
+    section.push_str(
+        "| workload | req/s | p50 ms | p99 ms | errors | leader node CPU | follower node CPU |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (name, round) in [("put-64 (leader)", &leader), ("follower-put-64", &follower)] {
+        let report = &round.report;
         section.push_str(&format!(
-            "| {name} | {:.0} | {} | {} | {} |\n",
+            "| {name} | {:.0} | {} | {} | {} | {:.0} | {:.0} |\n",
             report.per_second(),
             ms(report.percentile(50.0)),
             ms(report.percentile(99.0)),
-            report.errors
+            report.errors,
+            round.per_thousand(round.leader_cpu),
+            round.per_thousand(round.follower_cpu),
         ));
     }
+    let (leader, follower) = (&leader.report, &follower.report);
     section.push_str(&format!(
         "\nfollower-put-64 / put-64: throughput {:.2}x, p50 {:+.2} ms, p99 {:+.2} ms.\n",
         follower.per_second() / leader.per_second(),

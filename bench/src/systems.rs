@@ -30,6 +30,10 @@ impl Process {
     pub fn new(child: Child) -> Process {
         Process(child)
     }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
 }
 
 impl Drop for Process {
