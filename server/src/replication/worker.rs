@@ -10,12 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use regatta_proto::replication::v1::log_client::LogClient;
 use regatta_proto::replication::v1::{
-    replicate_response::Response as Reply, ReplicateError, ReplicateRequest, ReplicateResponse,
+    replicate_response::Response as Reply, ReplicateError, ReplicateRequest,
 };
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -169,32 +167,12 @@ impl TableWorker {
                 .map_err(|_| "Log.Replicate did not answer in time".to_string())?
                 .map_err(|status| format!("Log.Replicate: {status}"))?
                 .into_inner();
-        // Batches queued in the table's group, not yet committed, oldest
-        // first: the next batch is queued while these commit, so a sync of
-        // this cluster's log does not hold the stream up. `stored` is what
-        // committed, `queued` what was handed to the group.
-        let mut in_flight: InFlight = FuturesOrdered::new();
-        let mut queued = stored;
         loop {
-            let next = tokio::select! {
-                biased;
-                Some((len, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                    Next::Committed(len, outcome)
-                }
-                message = tokio::time::timeout(self.settings.log_rpc_timeout, stream.message()),
-                    if in_flight.len() < MAX_BATCHES_IN_FLIGHT => Next::Message(message),
-            };
-            let message = match next {
-                Next::Committed(len, outcome) => {
-                    committed(&stats, &mut stored, len, outcome)?;
-                    continue;
-                }
-                Next::Message(message) => message
-                    .map_err(|_| "the replication stream went silent".to_string())?
-                    .map_err(|status| format!("Log.Replicate stream: {status}"))?,
-            };
+            let message = tokio::time::timeout(self.settings.log_rpc_timeout, stream.message())
+                .await
+                .map_err(|_| "the replication stream went silent".to_string())?
+                .map_err(|status| format!("Log.Replicate stream: {status}"))?;
             let Some(message) = message else {
-                drain(&stats, &mut stored, &mut in_flight).await?;
                 return Ok(RoundEnd::CaughtUp);
             };
             // Messages already received join this one: proposed as one
@@ -214,12 +192,7 @@ impl TableWorker {
                     None => break,
                 }
             }
-            // Between what committed and what was queued, unless a reset
-            // (maintenance) set it back under the worker.
-            if !self
-                .stored_index()
-                .is_some_and(|now| (stored..=queued).contains(&now))
-            {
+            if self.stored_index() != Some(stored) {
                 return Err("the stored leader index changed (a reset?); asking again".into());
             }
             let mut commands = Vec::new();
@@ -243,7 +216,7 @@ impl TableWorker {
                                     replicated.leader_index
                                 ));
                             };
-                            let expected = queued + 1 + commands.len() as u64;
+                            let expected = stored + 1 + commands.len() as u64;
                             if replicated.leader_index != expected {
                                 return Err(format!(
                                     "expected entry {expected}, got {}",
@@ -259,85 +232,24 @@ impl TableWorker {
             if !commands.is_empty() {
                 // One batch of entries: at high write rates one append and
                 // one sync for many commands instead of one each.
-                let len = commands.len() as u64;
-                match self
+                let (applied, failed) = self
                     .node
-                    .queue_many(&self.table, &commands, PROPOSE_TIMEOUT)
-                    .await
-                {
-                    Some(outcome) => {
-                        queued += len;
-                        in_flight.push_back(async move { (len, outcome.await) }.boxed());
-                    }
-                    // This node does not lead the table's group (leadership
-                    // moved; the supervisor stops this worker soon): the
-                    // slow way, after what is queued.
-                    None => {
-                        drain(&stats, &mut stored, &mut in_flight).await?;
-                        let outcome = self
-                            .node
-                            .write_many(&self.table, &commands, PROPOSE_TIMEOUT)
-                            .await;
-                        committed(&stats, &mut stored, len, outcome)?;
-                        queued = stored;
-                    }
+                    .write_many(&self.table, &commands, PROPOSE_TIMEOUT)
+                    .await;
+                stored += applied as u64;
+                stats.observe_stored(stored);
+                if let Some(err) = failed {
+                    return Err(format!("proposing entry {}: {err}", stored + 1));
                 }
             }
             if let Some(end) = end {
-                drain(&stats, &mut stored, &mut in_flight).await?;
                 return Ok(end);
             }
             match then {
-                Some(Ok(None)) => {
-                    drain(&stats, &mut stored, &mut in_flight).await?;
-                    return Ok(RoundEnd::CaughtUp);
-                }
+                Some(Ok(None)) => return Ok(RoundEnd::CaughtUp),
                 Some(Err(status)) => return Err(format!("Log.Replicate stream: {status}")),
                 Some(Ok(Some(_))) | None => {}
             }
         }
-    }
-}
-
-/// What the worker waits for next: the stream, or a batch committing.
-enum Next {
-    Message(Result<Result<Option<ReplicateResponse>, tonic::Status>, tokio::time::error::Elapsed>),
-    Committed(u64, Outcome),
-}
-
-/// Batches of one worker queued in its group at once, at most.
-const MAX_BATCHES_IN_FLIGHT: usize = 4;
-
-/// What a batch's proposal came to: how many applied, and why not the rest.
-type Outcome = (usize, Option<crate::cluster::Error>);
-
-/// Batches queued and not yet committed, each with its length.
-type InFlight = FuturesOrdered<BoxFuture<'static, (u64, Outcome)>>;
-
-/// Waits for every batch in flight, counting them into `stored`.
-async fn drain(
-    stats: &TableReplication,
-    stored: &mut u64,
-    in_flight: &mut InFlight,
-) -> Result<(), String> {
-    while let Some((len, outcome)) = in_flight.next().await {
-        committed(stats, stored, len, outcome)?;
-    }
-    Ok(())
-}
-
-/// Counts a committed batch of `len` commands into `stored`.
-fn committed(
-    stats: &TableReplication,
-    stored: &mut u64,
-    len: u64,
-    (applied, failed): Outcome,
-) -> Result<(), String> {
-    *stored += applied as u64;
-    stats.observe_stored(*stored);
-    match failed {
-        Some(err) => Err(format!("proposing entry {}: {err}", *stored + 1)),
-        None if (applied as u64) < len => Err(format!("entry {} was not applied", *stored + 1)),
-        None => Ok(()),
     }
 }

@@ -114,51 +114,6 @@ impl Node {
         (done, None)
     }
 
-    /// When this node leads `table`'s group: queues `commands` there, in
-    /// order behind every write queued before, and returns a future of
-    /// their outcome as `write_many` reports it (how many were applied, in
-    /// order, and the error that stopped the rest). A replication worker
-    /// queues the next batch while this one commits. `None` when this node
-    /// does not lead the group (then `write_many`).
-    pub async fn queue_many(
-        &self,
-        table: &[u8],
-        commands: &[Command],
-        timeout: Duration,
-    ) -> Option<futures::future::BoxFuture<'static, (usize, Option<Error>)>> {
-        use futures::FutureExt;
-        let group = self.table_group(table).ok()?;
-        if group.leader() != Some(self.id()) {
-            return None;
-        }
-        let requests = commands
-            .iter()
-            .map(|command| Request::Table(command.encode_to_vec()))
-            .collect();
-        let answers = group.queue_local_many(requests).await;
-        Some(
-            async move {
-                let Ok(answers) = tokio::time::timeout(timeout, answers).await else {
-                    return (
-                        0,
-                        Some(Error::Unavailable(
-                            "write outcome unknown: not committed in time".into(),
-                        )),
-                    );
-                };
-                let mut done = 0;
-                for answer in answers {
-                    match answer {
-                        Ok(_) => done += 1,
-                        Err(err) => return (done, Some(Error::Unavailable(err.to_string()))),
-                    }
-                }
-                (done, None)
-            }
-            .boxed(),
-        )
-    }
-
     /// Proposes one step of a restore of `table` (see `storage/restore.rs`);
     /// returns whether the restore it names was open when it applied.
     pub async fn restore(

@@ -330,49 +330,35 @@ impl Group {
         &self,
         requests: Vec<Request>,
     ) -> Vec<Result<Response, GroupError>> {
-        self.queue_local_many(requests).await.await
-    }
-
-    /// `write_local_many` in two steps: once this resolves, `requests` are
-    /// queued in the Raft core behind everything queued before, so the
-    /// caller may queue more before the returned future (their answers)
-    /// resolves; entries keep the order in which they were queued.
-    pub async fn queue_local_many(
-        &self,
-        requests: Vec<Request>,
-    ) -> futures::future::BoxFuture<'static, Vec<Result<Response, GroupError>>> {
-        use futures::{FutureExt, StreamExt};
+        use futures::StreamExt;
         let count = requests.len();
-        let refused = |err: GroupError| futures::future::ready(vec![Err(err); count]).boxed();
         if let Err(err) = self.renew_lapsing_lease().await {
-            return refused(err);
+            return vec![Err(err); count];
         }
-        let mut results = match self.raft.client_write_many(requests).await {
-            Ok(results) => results,
-            // Never reached the Raft core: nothing was appended.
-            Err(fatal) => return refused(GroupError::Unavailable(fatal.to_string())),
-        };
-        async move {
-            let mut answers = Vec::with_capacity(count);
-            while let Some(result) = results.next().await {
-                answers.push(match result {
-                    Ok(Ok(written)) => Ok(written.response),
-                    Ok(Err(err)) => Err(refusal(err)),
-                    Err(fatal) => Err(GroupError::Unavailable(format!(
-                        "write outcome unknown: {fatal}"
-                    ))),
-                });
+        let mut answers = Vec::with_capacity(count);
+        match self.raft.client_write_many(requests).await {
+            Ok(mut results) => {
+                while let Some(result) = results.next().await {
+                    answers.push(match result {
+                        Ok(Ok(written)) => Ok(written.response),
+                        Ok(Err(err)) => Err(refusal(err)),
+                        Err(fatal) => Err(GroupError::Unavailable(format!(
+                            "write outcome unknown: {fatal}"
+                        ))),
+                    });
+                }
             }
-            // The stream ends early only when the group stopped under it.
-            answers.resize(
-                count,
-                Err(GroupError::Unavailable(
-                    "write outcome unknown: the group stopped".into(),
-                )),
-            );
-            answers
+            // Never reached the Raft core: nothing was appended.
+            Err(fatal) => return vec![Err(GroupError::Unavailable(fatal.to_string())); count],
         }
-        .boxed()
+        // The stream ends early only when the group stopped under it.
+        answers.resize(
+            count,
+            Err(GroupError::Unavailable(
+                "write outcome unknown: the group stopped".into(),
+            )),
+        );
+        answers
     }
 
     /// openraft 0.10 takes writes only from a leader that a quorum acked
