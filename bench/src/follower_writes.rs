@@ -15,9 +15,9 @@ use regatta_proto::regatta::v1::kv_client::KvClient;
 use regatta_proto::regatta::v1::PutRequest;
 use tonic::transport::Channel;
 
-use crate::lag::{connect, spawn};
+use crate::lag::connect;
 use crate::load::{self, Report, Stop};
-use crate::systems::{free_address, TABLE};
+use crate::systems::TABLE;
 
 pub struct Options {
     binary: PathBuf,
@@ -136,31 +136,14 @@ fn ms(duration: Duration) -> String {
 
 pub async fn main(options: Options) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let replication = free_address()?;
-    let (leader_process, leader_api) = spawn(
-        &options.binary,
-        "leader",
-        &dir.path().join("leader"),
-        &[
-            format!("--tables.names={TABLE}"),
-            format!("--replication.address={replication}"),
-        ],
-    )?;
-    let (follower_process, follower_api) = spawn(
-        &options.binary,
-        "follower",
-        &dir.path().join("follower"),
-        &[
-            format!("--replication.leader-address={replication}"),
-            "--replication.reconcile-interval=200ms".into(),
-        ],
-    )?;
+    let pair = crate::lag::leader_and_follower(&options.binary, dir.path(), &[])?;
+    let (leader_api, follower_api) = (pair.leader_api.clone(), pair.follower_api.clone());
     connect(&leader_api).await?;
     connect(&follower_api).await?;
     // Warm both paths (connections, the follower's worker) before measuring.
     put_64(&leader_api, Duration::from_secs(1)).await?;
     put_64(&follower_api, Duration::from_secs(1)).await?;
-    let pids = (leader_process.id(), follower_process.id());
+    let pids = (pair.leader.id(), pair.follower.id());
     let (mut on_leader, mut on_follower) = (Vec::new(), Vec::new());
     for round in 1..=options.rounds {
         let leader = measured(&leader_api, options.duration, pids).await?;

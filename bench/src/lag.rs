@@ -121,28 +121,52 @@ struct Outcome {
     lags: Vec<Duration>,
 }
 
-async fn run(options: &Options, follow: bool) -> Result<Outcome> {
-    let dir = tempfile::tempdir()?;
+/// A leader node serving [`TABLE`] and a follower node copying it, with
+/// the follower's flags `follower_extra`, under `dir`.
+pub(crate) struct Pair {
+    pub leader: Process,
+    pub leader_api: String,
+    pub follower: Process,
+    pub follower_api: String,
+}
+
+pub(crate) fn leader_and_follower(
+    binary: &PathBuf,
+    dir: &std::path::Path,
+    follower_extra: &[String],
+) -> Result<Pair> {
     let replication = free_address()?;
-    let (_leader, leader_api) = spawn(
-        &options.binary,
+    let (leader, leader_api) = spawn(
+        binary,
         "leader",
-        &dir.path().join("leader"),
+        &dir.join("leader"),
         &[
             format!("--tables.names={TABLE}"),
             format!("--replication.address={replication}"),
         ],
     )?;
-    let (_follower, follower_api) = spawn(
+    let mut flags = vec![
+        format!("--replication.leader-address={replication}"),
+        "--replication.reconcile-interval=200ms".into(),
+    ];
+    flags.extend_from_slice(follower_extra);
+    let (follower, follower_api) = spawn(binary, "follower", &dir.join("follower"), &flags)?;
+    Ok(Pair {
+        leader,
+        leader_api,
+        follower,
+        follower_api,
+    })
+}
+
+async fn run(options: &Options, follow: bool) -> Result<Outcome> {
+    let dir = tempfile::tempdir()?;
+    let pair = leader_and_follower(
         &options.binary,
-        "follower",
-        &dir.path().join("follower"),
-        &[
-            format!("--replication.leader-address={replication}"),
-            "--replication.reconcile-interval=200ms".into(),
-            format!("--replication.follow-mode={follow}"),
-        ],
+        dir.path(),
+        &[format!("--replication.follow-mode={follow}")],
     )?;
+    let (leader_api, follower_api) = (pair.leader_api.clone(), pair.follower_api.clone());
     let leader = connect(&leader_api).await?;
     let mut follower = connect(&follower_api).await?;
 

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use cucumber::{then, when};
 use regatta_proto::mvcc::v1::compare::{CompareResult, CompareTarget, TargetUnion};
 use regatta_proto::mvcc::v1::request_op::{self, Request as Op};
-use regatta_proto::mvcc::v1::{Compare, RequestOp};
+use regatta_proto::mvcc::v1::{Compare, KeyValue, RequestOp};
 use regatta_proto::regatta::v1::{PutRequest, RangeRequest, TxnRequest};
 use tonic::Code;
 
@@ -52,8 +52,13 @@ async fn put_with_deadline(
     Ok(())
 }
 
-/// The modification revision of `key` in `table` on the leader cluster.
-async fn leader_revision(world: &mut RegattaWorld, table: &str, key: &[u8]) -> Result<Option<i64>> {
+/// `key` in `table` as the leader cluster's leader of it reads it
+/// (linearizable), if present.
+async fn leader_pair(
+    world: &mut RegattaWorld,
+    table: &str,
+    key: &[u8],
+) -> Result<Option<KeyValue>> {
     let n = world.leader_of(table).await?;
     let read = world
         .range(
@@ -67,7 +72,7 @@ async fn leader_revision(world: &mut RegattaWorld, table: &str, key: &[u8]) -> R
         )
         .await
         .map_err(|status| anyhow::anyhow!("reading {key:?} on node {n}: {status:?}"))?;
-    Ok(read.kvs.first().map(|pair| pair.mod_revision))
+    Ok(read.kvs.into_iter().next())
 }
 
 #[then(
@@ -82,8 +87,9 @@ async fn committed_not_replicated(
         Some(Err(status)) => status.clone(),
         other => bail!("expected DeadlineExceeded, got {other:?}"),
     };
-    let revision = leader_revision(world, &table, &values::parse(&key)?)
+    let revision = leader_pair(world, &table, &values::parse(&key)?)
         .await?
+        .map(|pair| pair.mod_revision)
         .with_context(|| format!("{key} is not on the leader cluster: the write was not made"))?;
     let expected = format!(
         "write committed on the leader cluster at revision {revision}, not yet replicated here"
@@ -130,7 +136,7 @@ async fn held_only_if_maybe(world: &mut RegattaWorld, key: String, table: String
         .remembered
         .get(MAYBE_MADE_MARK)
         .context("no deadline verdict remembered")?;
-    let held = leader_revision(world, &table, &values::parse(&key)?).await?;
+    let held = leader_pair(world, &table, &values::parse(&key)?).await?;
     if maybe == 0 && held.is_some() {
         bail!("the error said the write was not made, but the leader cluster holds {key}");
     }
@@ -212,7 +218,10 @@ async fn one_winner(world: &mut RegattaWorld, key: String, table: String) -> Res
         );
     }
     let key = values::parse(&key)?;
-    let won = leader_value(world, &table, &key).await?;
+    let won = leader_pair(world, &table, &key)
+        .await?
+        .map(|pair| pair.value)
+        .unwrap_or_default();
     let nodes: Vec<usize> = world
         .live_nodes()
         .into_iter()
@@ -223,25 +232,4 @@ async fn one_winner(world: &mut RegattaWorld, key: String, table: String) -> Res
             .await?;
     }
     Ok(())
-}
-
-async fn leader_value(world: &mut RegattaWorld, table: &str, key: &[u8]) -> Result<Vec<u8>> {
-    let n = world.leader_of(table).await?;
-    let read = world
-        .range(
-            n,
-            RangeRequest {
-                table: table.as_bytes().to_vec(),
-                key: key.to_vec(),
-                linearizable: true,
-                ..RangeRequest::default()
-            },
-        )
-        .await
-        .map_err(|status| anyhow::anyhow!("reading on node {n}: {status:?}"))?;
-    Ok(read
-        .kvs
-        .first()
-        .map(|pair| pair.value.clone())
-        .unwrap_or_default())
 }

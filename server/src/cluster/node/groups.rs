@@ -240,6 +240,11 @@ impl Node {
         }
     }
 
+    /// The metadata group (the catalogue's), which every node runs.
+    fn metadata_group(&self) -> Result<Arc<Group>> {
+        self.groups.get(METADATA_GROUP).ok_or(Error::TableNotFound)
+    }
+
     /// Creates a table through the metadata group (a no-op if it exists) and
     /// waits until its group runs here; returns its shard id. Being a no-op
     /// when repeated, it is sent again after an attempt of unknown outcome:
@@ -249,10 +254,7 @@ impl Node {
     /// `.ci/run`).
     pub async fn create_table(&self, name: &[u8], timeout: Duration) -> Result<GroupId> {
         table_name::check(name)?;
-        let metadata = self
-            .groups
-            .get(METADATA_GROUP)
-            .ok_or(Error::TableNotFound)?;
+        let metadata = self.metadata_group()?;
         let response = self
             .propose(
                 &metadata,
@@ -273,10 +275,7 @@ impl Node {
     /// Deletes a table through the metadata group (a no-op if it is absent).
     pub async fn delete_table(&self, name: &[u8], timeout: Duration) -> Result<()> {
         table_name::check(name)?;
-        let metadata = self
-            .groups
-            .get(METADATA_GROUP)
-            .ok_or(Error::TableNotFound)?;
+        let metadata = self.metadata_group()?;
         self.propose(
             &metadata,
             Request::Meta(MetaCommand::DeleteTable {
@@ -298,10 +297,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<GroupId> {
         table_name::check(name)?;
-        let metadata = self
-            .groups
-            .get(METADATA_GROUP)
-            .ok_or(Error::TableNotFound)?;
+        let metadata = self.metadata_group()?;
         let request = Request::Meta(MetaCommand::CreateCopy {
             name: name.to_vec(),
             origin,
@@ -319,10 +315,7 @@ impl Node {
     /// On a follower cluster: records that the existing table `name` copies
     /// the leader cluster's shard `origin`.
     pub async fn record_origin(&self, name: &[u8], origin: u64, timeout: Duration) -> Result<()> {
-        let metadata = self
-            .groups
-            .get(METADATA_GROUP)
-            .ok_or(Error::TableNotFound)?;
+        let metadata = self.metadata_group()?;
         let request = Request::Meta(MetaCommand::RecordOrigin {
             name: name.to_vec(),
             origin,
@@ -343,10 +336,7 @@ impl Node {
     /// Sent again only when provably not applied, so the answer is exact.
     pub async fn create_new_table(&self, name: &[u8], timeout: Duration) -> Result<GroupId> {
         table_name::check(name)?;
-        let metadata = self
-            .groups
-            .get(METADATA_GROUP)
-            .ok_or(Error::TableNotFound)?;
+        let metadata = self.metadata_group()?;
         let request = Request::Meta(MetaCommand::CreateNewTable {
             name: name.to_vec(),
         });
@@ -362,10 +352,7 @@ impl Node {
     /// when it does not. Returns once this node dropped its data.
     pub async fn delete_existing_table(&self, name: &[u8], timeout: Duration) -> Result<()> {
         table_name::check(name)?;
-        let metadata = self
-            .groups
-            .get(METADATA_GROUP)
-            .ok_or(Error::TableNotFound)?;
+        let metadata = self.metadata_group()?;
         let request = Request::Meta(MetaCommand::DeleteExistingTable {
             name: name.to_vec(),
         });
