@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod command_stream;
+pub mod fuzz;
 pub mod gate;
 pub mod jepsen;
 pub mod metrics;

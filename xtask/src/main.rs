@@ -48,6 +48,10 @@ tasks:
                     linearizability under faults: recorded histories, verdicts,
                     timelines in target/jepsen (backend as for the conformance suite);
                     --follower N adds a follower cluster checked against the leader's log
+  fuzz [--seed N] [--messages N] [--quick] [--only INDEX] [--concurrency N]
+                    the seeded wire fuzzer: mutated requests to every method of every
+                    listener of one node (debug build); 100,000 messages, --quick 5,000;
+                    --only replays one message; findings in target/fuzz
 ";
 
 fn main() -> ExitCode {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         ["image", rest @ ..] => image_task(rest),
         ["bench", rest @ ..] => bench(&workspace_root(), rest),
         ["jepsen", rest @ ..] => jepsen(&workspace_root(), rest),
+        ["fuzz", rest @ ..] => fuzz(&workspace_root(), rest),
         ["server-binary"] => image::build_binary(&workspace_root(), Profile::Dev).map(|path| {
             println!("{}", path.display());
         }),
@@ -151,14 +156,44 @@ fn run_bench(
 
 /// Runs the recorded runs under faults (`conformance`'s `jepsen` binary).
 fn jepsen(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    run_conformance_bin(root, "jepsen", args, &[])
+        .map_err(|status| anyhow::anyhow!("jepsen found anomalies or failed ({status})"))
+}
+
+/// Builds the server (the debug binary of `cargo test --workspace`) and runs
+/// the wire fuzzer (`conformance`'s `fuzz` binary) against a node of it.
+fn fuzz(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    let binary = image::build_binary(root, Profile::Dev)?;
+    let binary = binary.to_string_lossy().into_owned();
+    run_conformance_bin(root, "fuzz", args, &["--binary", &binary])
+        .map_err(|status| anyhow::anyhow!("the fuzzer found problems or failed ({status})"))
+}
+
+/// Runs binary `bin` of the conformance crate with `args`, `--out
+/// <target>/<bin>` unless given, and `defaults` (flag, value) pairs unless
+/// given; the exit status when it fails.
+fn run_conformance_bin(
+    root: &std::path::Path,
+    bin: &str,
+    args: &[&str],
+    defaults: &[&str],
+) -> Result<(), String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let out = target.join("jepsen");
+    let out = target.join(bin).to_string_lossy().into_owned();
     let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-    if !args.iter().any(|arg| arg == "--out") {
-        args.push("--out".into());
-        args.push(out.to_string_lossy().into_owned());
+    for pair in [["--out", out.as_str()]]
+        .iter()
+        .map(|p| &p[..])
+        .chain(defaults.chunks(2))
+    {
+        if let [flag, value] = pair {
+            if !args.iter().any(|arg| arg == flag) {
+                args.push(flag.to_string());
+                args.push(value.to_string());
+            }
+        }
     }
     let status = image::cargo()
         .current_dir(root)
@@ -168,15 +203,17 @@ fn jepsen(root: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
             "--package",
             "conformance",
             "--bin",
-            "jepsen",
+            bin,
             "--",
         ])
         .args(&args)
-        .status()?;
-    if !status.success() {
-        anyhow::bail!("jepsen found anomalies or failed ({status})");
+        .status()
+        .map_err(|err| err.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(status.to_string())
     }
-    Ok(())
 }
 
 /// The workspace root: xtask lives one level below it. Read at run time

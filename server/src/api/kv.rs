@@ -90,7 +90,12 @@ fn header(info: GroupInfo, revision: u64) -> Option<ResponseHeader> {
     })
 }
 
-/// The client's deadline (`grpc-timeout`), or the default.
+/// The longest deadline a call is given, whatever it asks: deadlines are
+/// added to clocks, and a sum past the clock's range panics (the wire
+/// fuzzer's first finding).
+const LONGEST_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+
+/// The client's deadline (`grpc-timeout`), or the default; at most a day.
 pub(super) fn deadline<T>(request: &Request<T>) -> Duration {
     request
         .metadata()
@@ -98,10 +103,16 @@ pub(super) fn deadline<T>(request: &Request<T>) -> Duration {
         .and_then(|value| value.to_str().ok())
         .and_then(parse_grpc_timeout)
         .unwrap_or(DEFAULT_KV_DEADLINE)
+        .min(LONGEST_DEADLINE)
 }
 
+/// gRPC's `TimeoutValue TimeoutUnit`: at most 8 digits, then one unit
+/// letter; anything else is no deadline at all (the default applies).
 fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(amount.saturating_mul(3600)),
@@ -478,5 +489,22 @@ mod tests {
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_grpc_timeout("x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("+5S"), None);
+        // Past gRPC's 8 digits (the fuzzer's `18446744073709551615H`, which
+        // once overflowed `Instant + Duration`).
+        assert_eq!(parse_grpc_timeout("18446744073709551615H"), None);
+        assert_eq!(
+            parse_grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+    }
+
+    #[test]
+    fn a_deadline_is_at_most_a_day() {
+        let mut request = Request::new(());
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "99999999H".parse().expect("header"));
+        assert_eq!(deadline(&request), LONGEST_DEADLINE);
     }
 }

@@ -13,5 +13,7 @@ pub mod rest;
 pub mod status;
 pub mod tables;
 pub mod validate;
+#[cfg(test)]
+mod validate_props;
 
 pub use kv::KvService;
