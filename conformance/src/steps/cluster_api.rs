@@ -677,4 +677,3 @@ fn config_hides(world: &mut RegattaWorld, secret: String) -> Result<()> {
     }
     Ok(())
 }
-
