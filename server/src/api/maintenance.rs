@@ -96,8 +96,16 @@ impl MaintenanceService {
 /// A status the client stream ended with (its own error, or a refusal made
 /// while reading it) as an API error.
 fn status_error(status: Status) -> Error {
+    use tonic::Code;
     match status.code() {
-        tonic::Code::InvalidArgument => Error::InvalidStream(status.message().to_string()),
+        Code::InvalidArgument => Error::InvalidStream(status.message().to_string()),
+        // What gRPC says of a message that does not decode (Internal) or
+        // is over the size limit (ResourceExhausted): the same bytes will
+        // never do, so not Unavailable, which invites a retry (found by
+        // the wire fuzzer).
+        Code::Internal | Code::ResourceExhausted => {
+            Error::InvalidStream(format!("malformed restore stream: {}", status.message()))
+        }
         _ => Error::Unavailable(format!("reading the restore stream: {}", status.message())),
     }
 }
@@ -253,6 +261,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use tonic::service::Interceptor;
+
+    #[test]
+    fn a_restore_stream_that_cannot_be_read_as_sent_is_invalid_not_retryable() {
+        let undecodable = status_error(Status::internal("failed to decode Protobuf message"));
+        assert!(
+            matches!(undecodable, Error::InvalidStream(_)),
+            "{undecodable:?}"
+        );
+        let oversized = status_error(Status::resource_exhausted("message too large"));
+        assert!(
+            matches!(oversized, Error::InvalidStream(_)),
+            "{oversized:?}"
+        );
+        let cut = status_error(Status::unavailable("connection reset"));
+        assert!(matches!(cut, Error::Unavailable(_)), "{cut:?}");
+    }
 
     fn check(token: Option<&str>, header: Option<&str>) -> Result<(), String> {
         let mut request = Request::new(());

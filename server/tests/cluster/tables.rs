@@ -76,6 +76,17 @@ async fn a_node_down_during_create_and_delete_converges_when_it_returns() {
         .expect("create doomed");
     cluster.wait_table(3, "doomed", Some(doomed)).await;
     cluster.stop(3).await;
+    // Node 3 may have led the catalogue: a creation forwarded to it as it
+    // stopped has an unknown outcome, which `create_new_table` reports
+    // rather than guesses (seen once in CI). Wait for the next leader.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !(cluster.node(1).leads_metadata() || cluster.node(2).leads_metadata()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new catalogue leader"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let late = cluster
         .node(1)
         .create_new_table(b"late", TIMEOUT)
