@@ -157,7 +157,9 @@ fn ensure_image() -> Result<()> {
 
 /// Builds the server binary (the workspace's debug build, shared with
 /// `cargo test --workspace`) and returns its path.
-fn server_binary() -> Result<PathBuf> {
+/// The workspace's debug server binary, built if needed (`cargo xtask
+/// server-binary`).
+pub fn server_binary() -> Result<PathBuf> {
     println!("conformance: building the server binary (`cargo xtask server-binary`; from scratch, RocksDB included, about 25 minutes on 2 cores)");
     let output = cargo()
         .current_dir(workspace_root())

@@ -123,57 +123,5 @@ pub fn server_binary(explicit: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("REGATTA_BINARY") {
         return Ok(PathBuf::from(path));
     }
-    println!("fuzz: building the server binary (`cargo xtask server-binary`)");
-    let root = workspace_root();
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    // Without the variables cargo set for this program: build scripts that
-    // watch them would run again and recompile half the tree.
-    for (name, _) in std::env::vars_os() {
-        let Some(name) = name.to_str() else { continue };
-        let set_by_cargo = name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_BIN_")
-            || matches!(
-                name,
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_MANIFEST_LINKS"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-                    | "CARGO_RUSTC_CURRENT_DIR"
-                    | "OUT_DIR"
-            );
-        if set_by_cargo {
-            cargo.env_remove(name);
-        }
-    }
-    let output = cargo
-        .current_dir(&root)
-        .args([
-            "run",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--",
-            "server-binary",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo xtask server-binary")?;
-    if !output.status.success() {
-        bail!("`cargo xtask server-binary` failed");
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let path = text
-        .lines()
-        .last()
-        .context("xtask printed no binary path")?;
-    Ok(PathBuf::from(path.trim()))
-}
-
-fn workspace_root() -> PathBuf {
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+    crate::setup::server_binary()
 }
