@@ -62,10 +62,39 @@ async fn render_metrics(State(rest): State<Rest>) -> impl IntoResponse {
 
 /// The REST routes.
 pub fn router(node: Arc<Node>, metrics: Arc<ApiMetrics>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(render_metrics))
-        .with_state(Rest { node, metrics })
+        .route("/metrics", get(render_metrics));
+    #[cfg(feature = "failpoints")]
+    let router = router.route(
+        "/failpoints/{name}",
+        axum::routing::put(set_failpoint).delete(remove_failpoint),
+    );
+    router.with_state(Rest { node, metrics })
+}
+
+/// `PUT /failpoints/<name>` with the actions (`return`, `50%return`,
+/// `off`, ... as the `fail` crate reads them) as the body. Test builds only.
+#[cfg(feature = "failpoints")]
+async fn set_failpoint(
+    axum::extract::Path(name): axum::extract::Path<String>,
+    actions: String,
+) -> impl IntoResponse {
+    match fail::cfg(name.clone(), actions.trim()) {
+        Ok(()) => {
+            tracing::warn!(failpoint = %name, actions = %actions.trim(), "failpoint set");
+            (StatusCode::OK, "ok\n".to_string())
+        }
+        Err(err) => (StatusCode::BAD_REQUEST, format!("{err}\n")),
+    }
+}
+
+#[cfg(feature = "failpoints")]
+async fn remove_failpoint(
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    fail::remove(name);
+    (StatusCode::OK, "ok\n")
 }
 
 /// Serves the REST routes on every connection of `connections` (plain TCP

@@ -7,6 +7,7 @@
 //! ├── NotFound(msg)         -> NotFound          (unknown table)
 //! ├── Unimplemented(msg)    -> Unimplemented     (a role does not serve the call)
 //! ├── Unavailable(reason)   -> Unavailable       (no leader, no quorum, timeout: retryable)
+//! ├── NoSpace(reason)       -> ResourceExhausted (the leader's disk is below its reserve; names the disk)
 //! ├── Internal(detail)      -> Internal          (a bug or the disk; detail logged, not sent)
 //! └── Forward(err)          -> a write a follower forwarded (regatta-0.5.md §6):
 //!         Leader{code, msg}   -> code, "leader error: <msg>"
@@ -14,7 +15,7 @@
 //!         Unreachable(why)    -> DeadlineExceeded "leader cluster unreachable, the write was not made: <why>"
 //!         NoAnswer            -> DeadlineExceeded "no answer from the leader cluster in time, the write may or may not have been made"
 //!         ConnectionLost(why) -> Unavailable "connection to the leader cluster lost, the write may or may not have been made: <why>"
-//!         ^ cluster::Error::{Unavailable, TableNotFound, InvalidTableName, Storage, Startup}
+//!         ^ cluster::Error::{Unavailable, NoSpace, TableNotFound, InvalidTableName, Storage, Startup}
 //!         ^ storage::Error::{TableNotFound, ...}
 //! ```
 
@@ -38,6 +39,8 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
+    NoSpace(String),
+    #[error("{0}")]
     Internal(String),
     #[error(transparent)]
     Forward(#[from] ForwardError),
@@ -53,6 +56,7 @@ impl From<cluster::Error> for Error {
             cluster::Error::InvalidTableName(message) => Error::InvalidArgument(message),
             cluster::Error::TableExists => Error::InvalidArgument(TABLE_EXISTS),
             cluster::Error::Unavailable(reason) => Error::Unavailable(reason),
+            cluster::Error::NoSpace(reason) => Error::NoSpace(reason),
             cluster::Error::MalformedStream(reason) => Error::InvalidStream(reason),
             cluster::Error::Storage(err) => err.into(),
             other => Error::Internal(other.to_string()),
@@ -77,6 +81,7 @@ impl From<Error> for Status {
             Error::NotFound(message) => Status::not_found(message),
             Error::Unimplemented(message) => Status::unimplemented(message),
             Error::Unavailable(reason) => Status::unavailable(reason),
+            Error::NoSpace(reason) => Status::resource_exhausted(reason),
             Error::Internal(detail) => {
                 // Server faults are logged once, here; callers get no internals.
                 tracing::error!(error = %detail, "internal error");

@@ -194,6 +194,12 @@ pub struct LeaderArgs {
     /// Bytes of RocksDB block cache for table data.
     #[arg(long = "storage.block-cache-size", env = "REGATTA_STORAGE_BLOCK_CACHE_SIZE", default_value_t = 16 * 1024 * 1024)]
     pub storage_block_cache_size: usize,
+    /// Bytes of free space kept on each data disk: below it the node
+    /// refuses writes (ResourceExhausted) and new log entries, and defers
+    /// snapshots, until space is freed (0: no reserve). The default holds
+    /// a flush of both databases' memtables (64 MiB each) with room to spare.
+    #[arg(long = "storage.min-free-space", env = "REGATTA_STORAGE_MIN_FREE_SPACE", default_value_t = 256 * 1024 * 1024)]
+    pub storage_min_free_space: u64,
 
     /// Tables to create at start (existing ones are kept; leader only).
     #[arg(
@@ -393,6 +399,7 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     let settings = args.raft_settings()?;
     let storage = StorageOptions {
         block_cache_size: args.storage_block_cache_size,
+        min_free_space: args.storage_min_free_space,
     };
     let node = Node::start(settings, storage)
         .await
@@ -562,17 +569,18 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         .add_optional_service(metadata_on_api)
         .add_optional_service(tables)
         .add_service(cluster);
+    let failure = node.storage_failure();
     let served = match tls {
         Some(acceptor) => {
             let incoming = crate::tls::incoming(listener, acceptor);
             router
-                .serve_with_incoming_shutdown(incoming, shutdown_signal())
+                .serve_with_incoming_shutdown(incoming, stop(failure.clone()))
                 .await
         }
         None => {
             let incoming = crate::net::incoming(listener);
             router
-                .serve_with_incoming_shutdown(incoming, shutdown_signal())
+                .serve_with_incoming_shutdown(incoming, stop(failure.clone()))
                 .await
         }
     };
@@ -583,7 +591,22 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     }
     node.shutdown().await;
     drop(node);
+    if let Some(why) = failure.borrow().clone() {
+        return Err(format!(
+            "stopped after a storage failure ({why}); nothing it did not store was \
+             acknowledged, and a restart recovers from what is on disk"
+        ));
+    }
     served.map_err(|e| e.to_string())
+}
+
+/// Resolves when the node is asked to stop (SIGINT, SIGTERM) or must stop
+/// (a storage failure).
+async fn stop(mut failure: tokio::sync::watch::Receiver<Option<String>>) {
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = failure.wait_for(Option::is_some) => {}
+    }
 }
 
 /// The API port's HTTP/2 stream limit: `0` is none, where hyper would

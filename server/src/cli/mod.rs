@@ -118,6 +118,10 @@ fn settings_of(
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    // Test builds only: `FAILPOINTS=name=action;...` configures failpoints
+    // from the start (the REST listener changes them at run time).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     match cli.command {
         None => {
             let _ = Cli::command().print_help();

@@ -18,6 +18,9 @@ pub enum Error {
     /// timeout inside the cluster, shutting down.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The leader's disk is below its reserve; the message names the disk.
+    #[error("{0}")]
+    NoSpace(String),
     /// The storage layer failed.
     #[error(transparent)]
     Storage(#[from] crate::storage::Error),

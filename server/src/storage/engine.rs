@@ -76,12 +76,16 @@ const MEMTABLE_BUDGET: usize = 64 * 1024 * 1024;
 pub struct StorageOptions {
     /// Bytes of RocksDB block cache shared by all tables (`--storage.block-cache-size`).
     pub block_cache_size: usize,
+    /// Writes stop while a data disk has less free space than this, in
+    /// bytes (`--storage.min-free-space`; 0: never).
+    pub min_free_space: u64,
 }
 
 impl Default for StorageOptions {
     fn default() -> Self {
         StorageOptions {
             block_cache_size: 16 * 1024 * 1024,
+            min_free_space: 0,
         }
     }
 }

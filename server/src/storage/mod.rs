@@ -5,6 +5,7 @@
 //! [`Table::write_snapshot`]/[`Table::install_snapshot`].
 
 mod apply;
+mod disk_space;
 mod encoding;
 mod engine;
 mod error;
@@ -17,6 +18,7 @@ mod table;
 mod txn;
 mod view;
 
+pub use disk_space::DiskSpace;
 pub use encoding::Stored;
 pub use engine::{Space, Storage, StorageOptions, FORMAT_VERSION};
 pub use error::{suspects, Error, Result};

@@ -101,6 +101,35 @@ pub mod node {
 
     pub struct Running(Child);
 
+    impl Running {
+        /// The process id.
+        pub fn id(&self) -> u32 {
+            self.0.id()
+        }
+
+        /// Waits up to `timeout` for the process to exit on its own; its
+        /// status and what it wrote to stderr.
+        pub fn wait_exit(
+            &mut self,
+            timeout: Duration,
+        ) -> Option<(std::process::ExitStatus, String)> {
+            let deadline = Instant::now() + timeout;
+            loop {
+                if let Some(status) = self.0.try_wait().expect("try_wait") {
+                    let mut stderr = String::new();
+                    if let Some(mut pipe) = self.0.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                    }
+                    return Some((status, stderr));
+                }
+                if Instant::now() > deadline {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     /// Any `regatta` process the test started (a follower, say).
     impl From<Child> for Running {
         fn from(child: Child) -> Running {
@@ -155,5 +184,179 @@ pub mod node {
             linearizable: true,
             ..RangeRequest::default()
         }
+    }
+}
+
+/// Several `regatta leader` processes forming one cluster, each with its
+/// own addresses and data directory kept across restarts.
+#[allow(dead_code)]
+pub mod cluster {
+    use std::time::{Duration, Instant};
+
+    use regatta_proto::regatta::v1::cluster_client::ClusterClient;
+    use regatta_proto::regatta::v1::kv_client::KvClient;
+    use regatta_proto::regatta::v1::StatusRequest;
+    use tonic::transport::Channel;
+
+    use super::node::{NodeConfig, Running};
+
+    pub struct Member {
+        pub config: NodeConfig,
+        pub dir: tempfile::TempDir,
+        pub process: Option<Running>,
+    }
+
+    pub struct Cluster {
+        pub members: Vec<Member>,
+        initial_members: String,
+        flags: Vec<String>,
+    }
+
+    impl Cluster {
+        /// `size` nodes (ids 1..=size), not started; `flags` go to every node.
+        pub fn new(size: usize, flags: &[&str]) -> Cluster {
+            let members: Vec<Member> = (0..size)
+                .map(|_| Member {
+                    config: NodeConfig::new(),
+                    dir: tempfile::TempDir::new().expect("temp dir"),
+                    process: None,
+                })
+                .collect();
+            let initial_members = members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| format!("{}={}", i + 1, m.config.raft))
+                .collect::<Vec<_>>()
+                .join(",");
+            Cluster {
+                members,
+                initial_members,
+                flags: flags.iter().map(|f| f.to_string()).collect(),
+            }
+        }
+
+        /// Starts node `id` (1-based) with `env` set.
+        pub fn start(&mut self, id: usize, env: &[(&str, &str)]) {
+            let id_text = id.to_string();
+            let mut extra: Vec<&str> = vec![
+                "--raft.node-id",
+                &id_text,
+                "--raft.initial-members",
+                &self.initial_members,
+            ];
+            extra.extend(self.flags.iter().map(String::as_str));
+            let member = &mut self.members[id - 1];
+            let mut command = member.config.command(member.dir.path(), &extra);
+            command.envs(env.iter().copied());
+            member.process = Some(command.spawn().expect("spawn regatta leader").into());
+        }
+
+        pub fn start_all(&mut self) {
+            for id in 1..=self.members.len() {
+                self.start(id, &[]);
+            }
+        }
+
+        /// Kills node `id` (SIGKILL).
+        pub fn kill(&mut self, id: usize) {
+            self.members[id - 1].process.take();
+        }
+
+        pub fn process(&mut self, id: usize) -> &mut Running {
+            self.members[id - 1]
+                .process
+                .as_mut()
+                .expect("the node was started")
+        }
+
+        pub fn api(&self, id: usize) -> &str {
+            &self.members[id - 1].config.api
+        }
+
+        pub fn rest(&self, id: usize) -> &str {
+            &self.members[id - 1].config.rest
+        }
+
+        async fn channel(&self, id: usize) -> Option<Channel> {
+            Channel::from_shared(format!("http://{}", self.api(id)))
+                .expect("uri")
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(5))
+                .connect()
+                .await
+                .ok()
+        }
+
+        pub async fn kv(&self, id: usize) -> KvClient<Channel> {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(channel) = self.channel(id).await {
+                    return KvClient::new(channel);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} never took connections"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
+        /// The leader of `table` as node `id` sees it (0: none known).
+        pub async fn leader_seen_by(&self, id: usize, table: &str) -> u64 {
+            let Some(channel) = self.channel(id).await else {
+                return 0;
+            };
+            let Ok(status) = ClusterClient::new(channel)
+                .status(StatusRequest::default())
+                .await
+            else {
+                return 0;
+            };
+            status
+                .into_inner()
+                .tables
+                .get(table)
+                .and_then(|t| t.leader.parse().ok())
+                .unwrap_or(0)
+        }
+
+        /// Waits until every running node names the same leader of `table`.
+        pub async fn agreed_leader(&self, table: &str) -> usize {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let mut seen = Vec::new();
+                for (i, member) in self.members.iter().enumerate() {
+                    if member.process.is_some() {
+                        seen.push(self.leader_seen_by(i + 1, table).await);
+                    }
+                }
+                if seen[0] != 0 && seen.iter().all(|l| *l == seen[0]) {
+                    return seen[0] as usize;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no agreed leader of {table}: {seen:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// `PUT /failpoints/<name>` on a node's REST listener (test builds).
+    pub fn set_failpoint(rest: &str, name: &str, actions: &str) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(rest).expect("connect to REST");
+        write!(
+            stream,
+            "PUT /failpoints/{name} HTTP/1.1\r\nHost: {rest}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{actions}",
+            actions.len()
+        )
+        .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "failpoint {name}: {answer}"
+        );
     }
 }

@@ -35,6 +35,7 @@ impl Node {
                 log: &self.log,
                 storage: &self.storage,
                 members: &self.settings.initial_members,
+                health: &self.health,
             },
             id,
             name,

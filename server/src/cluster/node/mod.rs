@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use super::catalogue::{CATALOGUE_TABLE, LEGACY_CATALOGUE_TABLE};
 use super::config::RaftSettings;
 use super::error::{Error, Result};
+use super::raft::failure::DiskHealth;
 use super::raft::group::Groups;
 use super::raft::liveness::Liveness;
 use super::raft::log_store::LogDb;
@@ -29,7 +30,7 @@ use super::raft::network::{Peers, MAX_MESSAGE_BYTES};
 use super::raft::service::InternalService;
 use super::raft::timing::RaftTiming;
 use super::raft::types::{GroupId, NodeId, METADATA_GROUP};
-use crate::storage::{Storage, StorageOptions};
+use crate::storage::{DiskSpace, Storage, StorageOptions};
 
 /// Resets of not yet accepted streams the internal transport takes per
 /// connection (h2's default is 20).
@@ -95,6 +96,8 @@ pub struct Node {
     timing: RaftTiming,
     storage: Arc<Storage>,
     log: Arc<LogDb>,
+    /// Storage failures and free disk space, shared with every group.
+    health: DiskHealth,
     peers: Arc<Peers>,
     groups: Arc<Groups>,
     liveness: Arc<Liveness>,
@@ -152,6 +155,13 @@ impl Node {
             .map_err(|err| Error::Startup(format!("{}: {err}", log_dir.display())))?;
         let log =
             LogDb::open(&log_dir).map_err(|err| Error::Startup(format!("raft log: {err}")))?;
+        let health = DiskHealth {
+            failure: log.failure().clone(),
+            space: DiskSpace::watch(
+                vec![settings.state_machine_dir.clone(), log_dir.clone()],
+                storage_options.min_free_space,
+            ),
+        };
         let addresses: HashMap<NodeId, String> = settings
             .initial_members
             .iter()
@@ -178,6 +188,7 @@ impl Node {
             groups: groups.clone(),
             liveness: liveness.clone(),
             closing: stop_rx.clone(),
+            disk: health.space.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -208,6 +219,7 @@ impl Node {
             timing,
             storage,
             log,
+            health,
             peers,
             groups,
             liveness,
@@ -273,6 +285,12 @@ impl Node {
             self.liveness.elections_started(),
             self.liveness.take_backs(),
         )
+    }
+
+    /// The node's first storage failure, once there is one: the node can no
+    /// longer trust its own state and must stop (`raft/failure.rs`).
+    pub fn storage_failure(&self) -> watch::Receiver<Option<String>> {
+        self.log.failure().subscribe()
     }
 
     /// The Raft log database shared by every group of this node.

@@ -72,7 +72,10 @@ impl Node {
                         .map_err(|err| Error::Unavailable(err.to_string()))?;
                     return Ok(group);
                 }
-                Err(GroupError::Unavailable(reason)) => return Err(Error::Unavailable(reason)),
+                // Reads append nothing: never refused for space.
+                Err(GroupError::Unavailable(reason) | GroupError::NoSpace(reason)) => {
+                    return Err(Error::Unavailable(reason))
+                }
                 Err(GroupError::NoQuorum(_) | GroupError::NotLeader(_)) => {}
             }
             self.pause_for_leader(&group, deadline).await;

@@ -31,6 +31,9 @@ enum Attempt {
     NotApplied,
     /// It may or may not have been applied; why.
     Unknown(String),
+    /// Refused for good (the leader's disk is full): not applied, and not
+    /// to be sent again now.
+    Refused(Error),
 }
 
 impl Node {
@@ -102,6 +105,9 @@ impl Node {
                     Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason)) => {
                         return (done, Some(Error::Unavailable(reason)))
                     }
+                    Err(GroupError::NoSpace(reason)) => {
+                        return (done, Some(Error::NoSpace(reason)))
+                    }
                 }
             }
         }
@@ -158,6 +164,7 @@ impl Node {
             }
             match self.propose_once(group, &request, remaining).await {
                 Attempt::Applied(response) => return Ok(response),
+                Attempt::Refused(err) => return Err(err),
                 Attempt::NotApplied => {}
                 Attempt::Unknown(reason) => match resend {
                     Resend::IfNotApplied => return Err(Error::Unavailable(reason)),
@@ -195,6 +202,7 @@ impl Node {
             Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason)) => {
                 return Attempt::Unknown(reason)
             }
+            Err(GroupError::NoSpace(reason)) => return Attempt::Refused(Error::NoSpace(reason)),
             Err(GroupError::NotLeader(leader)) => leader,
         };
         let Some(leader) = leader.filter(|leader| *leader != self.id()) else {
@@ -214,6 +222,7 @@ impl Node {
             Ok(Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason))) => {
                 Attempt::Unknown(reason)
             }
+            Ok(Err(GroupError::NoSpace(reason))) => Attempt::Refused(Error::NoSpace(reason)),
             // Provably not applied there: the leader moved, or the request
             // never reached it. Anything else (a lost connection after
             // sending, a timeout) may have been applied.

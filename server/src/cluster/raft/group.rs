@@ -12,6 +12,7 @@ use regatta_proto::internal::raft::v1::GroupRole;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::failure::DiskHealth;
 use super::forward_batch::ForwardBatcher;
 use super::log_store::LogDb;
 use super::network::{GroupNetworkFactory, Peers};
@@ -19,7 +20,7 @@ use super::read_rounds::ReadRounds;
 use super::state_machine::GroupStateMachine;
 use super::timing::RaftTiming;
 use super::types::{GroupId, NodeId, Raft, Request, Response, TypeConfig, METADATA_GROUP};
-use crate::storage::{Space, Storage, Table};
+use crate::storage::{DiskSpace, Space, Storage, Table};
 
 /// Why a group could not serve a request here; travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -34,6 +35,10 @@ pub enum GroupError {
     /// (peers down, or slow to answer); a later round may succeed.
     #[error("no quorum: {0}")]
     NoQuorum(String),
+    /// The leader's disk is below its reserve (`storage/disk_space.rs`):
+    /// refused, nothing appended.
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 /// A running group, seen from outside the cluster layer only through
@@ -61,6 +66,8 @@ pub struct Group {
     members: BTreeMap<NodeId, BasicNode>,
     /// The member that initializes the group when it is new.
     initializer: NodeId,
+    /// Free space on this node's disks.
+    disk: Arc<DiskSpace>,
 }
 
 /// One replica's state as the liveness beat and its steering need it.
@@ -84,6 +91,8 @@ pub struct GroupParts<'a> {
     pub storage: &'a Arc<Storage>,
     /// Every member's id and Raft address (the static membership).
     pub members: &'a BTreeMap<NodeId, String>,
+    /// Failures reported to the node; free space on its disks.
+    pub health: &'a DiskHealth,
 }
 
 impl Group {
@@ -107,7 +116,8 @@ impl Group {
         };
         let (state_machine, published) = {
             let (storage, name) = (parts.storage.clone(), name.to_vec());
-            super::blocking(move || GroupStateMachine::open(storage, space, &name, id))
+            let health = parts.health.clone();
+            super::blocking(move || GroupStateMachine::open(storage, space, &name, id, health))
                 .await
                 .map_err(|err| err.to_string())?
         };
@@ -146,6 +156,7 @@ impl Group {
             renew_lease_after: parts.timing.leader_lease() / 2,
             members,
             initializer,
+            disk: parts.health.space.clone(),
         });
         // One member initializes a new group, the others learn its
         // membership from the leader it elects: openraft's first log id
@@ -314,6 +325,7 @@ impl Group {
 
     /// Proposes `request` on this node; fails with `NotLeader` elsewhere.
     pub async fn write_local(&self, request: Request) -> Result<Response, GroupError> {
+        self.disk_refusal()?;
         self.renew_lapsing_lease().await?;
         match self.raft.client_write(request).await {
             Ok(written) => Ok(written.data),
@@ -332,6 +344,9 @@ impl Group {
     ) -> Vec<Result<Response, GroupError>> {
         use futures::StreamExt;
         let count = requests.len();
+        if let Err(err) = self.disk_refusal() {
+            return vec![Err(err); count];
+        }
         if let Err(err) = self.renew_lapsing_lease().await {
             return vec![Err(err); count];
         }
@@ -359,6 +374,25 @@ impl Group {
             )),
         );
         answers
+    }
+
+    /// New entries are refused while this node leads the group and its
+    /// disk is below the reserve. A node that does not lead goes on (the
+    /// Raft core answers `NotLeader`): the leader's disk decides.
+    fn disk_refusal(&self) -> Result<(), GroupError> {
+        let Some(reason) = self.disk.refusal() else {
+            return Ok(());
+        };
+        let metrics = self.raft.server_metrics();
+        let leads = {
+            let metrics = metrics.borrow_watched();
+            metrics.current_leader == Some(metrics.id)
+        };
+        if leads {
+            Err(GroupError::NoSpace(reason))
+        } else {
+            Ok(())
+        }
     }
 
     /// openraft 0.10 takes writes only from a leader that a quorum acked

@@ -23,6 +23,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{EntryPayload, OptionalSend};
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 
+use super::failure::StorageFailure;
 use super::types::{Entry, GroupId, LogId, Request, TypeConfig, Vote};
 
 const KIND_ENTRY: u8 = 1;
@@ -57,6 +58,7 @@ pub struct FlushStats {
 pub struct LogDb {
     db: Arc<DB>,
     stats: Arc<FlushStats>,
+    failure: StorageFailure,
     flusher: Option<mpsc::Sender<FlushCallback>>,
     flusher_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -96,12 +98,15 @@ impl LogDb {
         let flush_db = db.clone();
         let stats = Arc::new(FlushStats::default());
         let flush_stats = stats.clone();
+        let failure = StorageFailure::default();
+        let flush_failure = failure.clone();
         let flusher_thread = std::thread::Builder::new()
             .name("raft-log-flusher".into())
-            .spawn(move || run_flusher(&flush_db, &queue, &flush_stats))?;
+            .spawn(move || run_flusher(&flush_db, &queue, &flush_stats, &flush_failure))?;
         Ok(Arc::new(LogDb {
             db,
             stats,
+            failure,
             flusher: Some(flusher),
             flusher_thread: Some(flusher_thread),
         }))
@@ -113,6 +118,11 @@ impl LogDb {
             log: self.clone(),
             group,
         }
+    }
+
+    /// The node's first storage failure (this log's or a state machine's).
+    pub fn failure(&self) -> &StorageFailure {
+        &self.failure
     }
 
     /// Group-commit counters since the database was opened.
@@ -147,11 +157,22 @@ impl LogDb {
 }
 
 /// Syncs the WAL once for every callback queued, then completes them in order.
-fn run_flusher(db: &DB, queue: &mpsc::Receiver<FlushCallback>, stats: &FlushStats) {
+fn run_flusher(
+    db: &DB,
+    queue: &mpsc::Receiver<FlushCallback>,
+    stats: &FlushStats,
+    failure: &StorageFailure,
+) {
     run_flusher_with(
-        || db.flush_wal(true).map_err(|err| err.to_string()),
+        || {
+            fail::fail_point!("raft-log-sync", |_| Err(
+                "injected I/O error (failpoint raft-log-sync)".to_string()
+            ));
+            db.flush_wal(true).map_err(|err| err.to_string())
+        },
         queue,
         stats,
+        failure,
     )
 }
 
@@ -160,6 +181,7 @@ fn run_flusher_with(
     mut sync: impl FnMut() -> Result<(), String>,
     queue: &mpsc::Receiver<FlushCallback>,
     stats: &FlushStats,
+    failure: &StorageFailure,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     // Sticky: once a sync failed, what it should have covered may be lost,
@@ -171,6 +193,7 @@ fn run_flusher_with(
         if failed.is_none() {
             if let Err(err) = sync() {
                 tracing::error!(error = %err, "syncing the Raft log failed; no append is acknowledged from now on");
+                let _ = failure.record("syncing the Raft log", io::Error::other(err.clone()));
                 failed = Some(err);
             }
             stats.syncs.fetch_add(1, Relaxed);
@@ -204,6 +227,12 @@ pub struct GroupLogStore {
 impl GroupLogStore {
     fn db(&self) -> &DB {
         &self.log.db
+    }
+
+    /// A write to the log failed: openraft stops the group, and the node
+    /// hears of it (`failure.rs`).
+    fn failed(&self, what: &str, err: io::Error) -> io::Error {
+        self.log.failure.record(what, err)
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, kind: u8) -> io::Result<Option<T>> {
@@ -352,7 +381,9 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
         );
         // An fsync: on a blocking thread, not a runtime worker.
         let log = self.log.clone();
-        super::blocking(move || log.write_synced(batch).map_err(write_err)).await
+        super::blocking(move || log.write_synced(batch).map_err(write_err))
+            .await
+            .map_err(|err| self.failed("saving a vote", err))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
@@ -367,7 +398,9 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
                 bincode::serialize(&entry).map_err(write_err)?,
             );
         }
-        self.db().write(batch).map_err(write_err)?;
+        self.db()
+            .write(batch)
+            .map_err(|err| self.failed("appending to the Raft log", write_err(err)))?;
         let queued: FlushCallback = Box::new(move |result| callback.io_completed(result));
         self.log
             .flusher
@@ -385,7 +418,9 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             entry_key(self.group, u64::MAX),
         );
         batch.delete(entry_key(self.group, u64::MAX));
-        self.log.write_synced(batch).map_err(write_err)
+        self.log
+            .write_synced(batch)
+            .map_err(|err| self.failed("truncating the Raft log", write_err(err)))
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
@@ -399,7 +434,9 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             entry_key(self.group, log_id.index.saturating_add(1)),
         );
         // Rides the next sync: losing a purge only keeps entries longer.
-        self.db().write(batch).map_err(write_err)
+        self.db()
+            .write(batch)
+            .map_err(|err| self.failed("purging the Raft log", write_err(err)))
     }
 }
 
@@ -428,6 +465,7 @@ mod tests {
             || sync.take().unwrap_or(Ok(())),
             &queue,
             &FlushStats::default(),
+            &StorageFailure::default(),
         );
         let told = told.lock().unwrap().clone();
         told
@@ -450,6 +488,8 @@ mod tests {
         let mut results = vec![Err("disk gone".to_string()), Ok(())].into_iter();
         let (step_tx, step_rx) = mpsc::channel::<()>();
         let thread_stats = stats.clone();
+        let failure = StorageFailure::default();
+        let reported = failure.subscribe();
         let flusher = std::thread::spawn(move || {
             run_flusher_with(
                 || {
@@ -458,6 +498,7 @@ mod tests {
                 },
                 &queue,
                 &thread_stats,
+                &failure,
             )
         });
         for id in 0..2u32 {
@@ -485,5 +526,10 @@ mod tests {
         assert_eq!(told, vec![(0, false), (1, false), (2, false)]);
         assert_eq!(stats.syncs.load(Relaxed), 1, "no sync after the failure");
         assert_eq!(stats.appends.load(Relaxed), 3);
+        assert_eq!(
+            reported.borrow().as_deref(),
+            Some("syncing the Raft log: disk gone"),
+            "the node hears of the failure"
+        );
     }
 }

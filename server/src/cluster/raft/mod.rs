@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 mod answer_credit;
+pub mod failure;
 pub mod forward_batch;
 pub mod group;
 pub mod liveness;

@@ -27,6 +27,9 @@ pub struct InternalService {
     /// as the peer's replication session, and a graceful server stop waits
     /// for every stream: they must end first.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// While this node's disk is below its reserve it takes no new log
+    /// entries: the leader retries them later, and commits with the others.
+    pub disk: Arc<crate::storage::DiskSpace>,
 }
 
 impl InternalService {
@@ -118,6 +121,7 @@ impl RaftService for InternalService {
         };
         // A message that does not decode, or for another group, ends the
         // requests: answers must match requests one to one, in order.
+        let disk = self.disk.clone();
         let rpcs = inbound
             .take_until(closed(self.closing.clone()))
             .take_while(move |message| {
@@ -130,7 +134,11 @@ impl RaftService for InternalService {
                 })
             })
             .take_while(|rpc| std::future::ready(rpc.is_some()))
-            .filter_map(std::future::ready);
+            .filter_map(std::future::ready)
+            // Ending the stream is how it refuses: answers stay one per request.
+            .take_while(move |rpc| {
+                std::future::ready(rpc.entries.is_empty() || disk.refusal().is_none())
+            });
         let self_id = self.self_id;
         let answers = group
             .raft
@@ -157,6 +165,11 @@ impl RaftService for InternalService {
     ) -> Result<Response<RaftMessage>, Status> {
         let message = request.into_inner();
         let (group, rpc): (_, AppendEntriesRequest<TypeConfig>) = self.route(&message)?;
+        if !rpc.entries.is_empty() {
+            if let Some(reason) = self.disk.refusal() {
+                return Err(Status::resource_exhausted(reason));
+            }
+        }
         self.reply(&message, &group.raft.append_entries(rpc).await)
     }
 
@@ -172,6 +185,9 @@ impl RaftService for InternalService {
     ) -> Result<Response<RaftMessage>, Status> {
         let message = request.into_inner();
         let (group, rpc): (_, InstallSnapshotRequest<TypeConfig>) = self.route(&message)?;
+        if let Some(reason) = self.disk.refusal() {
+            return Err(Status::resource_exhausted(reason));
+        }
         self.reply(&message, &group.raft.install_snapshot(rpc).await)
     }
 

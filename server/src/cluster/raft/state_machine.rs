@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::blocking;
+use super::failure::{DiskHealth, StorageFailure};
 use super::snapshot_file::{self, SnapshotDir, SnapshotFile};
 use super::types::{
     Entry, GroupId, LogId, Request, Response, RestoreStep, Snapshot, SnapshotData, SnapshotMeta,
@@ -93,6 +94,9 @@ pub struct GroupStateMachine {
     applied: watch::Sender<u64>,
     /// `RaftState::installed` (0 for none), for readers of the log.
     installed: watch::Sender<u64>,
+    /// Where a failed write is reported (the node stops), and whether the
+    /// disk has room for a snapshot.
+    health: DiskHealth,
 }
 
 /// What a group's state machine publishes as it goes.
@@ -113,6 +117,7 @@ impl GroupStateMachine {
         space: Space,
         name: &[u8],
         group: GroupId,
+        health: DiskHealth,
     ) -> io::Result<(Self, Published)> {
         let mut table = storage.create_table_in(space, name).map_err(sm_err)?;
         let mut state: RaftState = match table.raft_state().map_err(read_err)? {
@@ -142,6 +147,7 @@ impl GroupStateMachine {
                 snapshots,
                 applied,
                 installed,
+                health,
             },
             Published {
                 applied: applied_rx,
@@ -151,6 +157,9 @@ impl GroupStateMachine {
     }
 
     fn apply_one(&mut self, entry: Entry) -> io::Result<Response> {
+        fail::fail_point!("state-machine-write", |_| Err(io::Error::other(
+            "injected I/O error (failpoint state-machine-write)"
+        )));
         let index = entry.log_id.index;
         self.state.last_applied = Some(entry.log_id);
         if let EntryPayload::Membership(membership) = &entry.payload {
@@ -245,10 +254,65 @@ impl GroupStateMachine {
                 .map(|()| true),
         }
     }
+
+    /// Installs a snapshot received from the group's leader.
+    async fn install(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> io::Result<()> {
+        fail::fail_point!("snapshot-install", |_| Err(io::Error::other(
+            "injected I/O error (failpoint snapshot-install)"
+        )));
+        let state = RaftState {
+            group: self.state.group,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            installed: meta.last_log_id.map(|id| id.index),
+        };
+        let raft_state = serde_json::to_vec(&state).map_err(sm_err)?;
+        let received = snapshot.path().to_path_buf();
+        drop(snapshot);
+        let (table, signature) = (self.table.clone(), meta.signature());
+        let applied_index = meta.last_log_id.map_or(0, |id| id.index);
+        let path = current_path(&self.snapshots, meta);
+        let (kept, ours) = (path.clone(), self.snapshots.holds(&received));
+        // Writing a whole table, read from the file as it goes: on a
+        // blocking thread (see build_snapshot). The file is then kept as
+        // the current snapshot, for followers that need one from here.
+        blocking(move || {
+            table
+                .install_raft_file(
+                    &received,
+                    Install {
+                        applied_index,
+                        keep_revisions: true,
+                        raft_state: Some(raft_state),
+                    },
+                )
+                .map_err(|err| {
+                    io::Error::other(format!("installing snapshot {signature:?}: {err}"))
+                })?;
+            if ours {
+                snapshot_file::promote(&received, &kept)
+            } else {
+                // Another group's file (a test hands one over): copied.
+                std::fs::copy(&received, &kept)?;
+                std::fs::File::open(&kept)?.sync_all()
+            }
+        })
+        .await?;
+        self.state = state;
+        set_current(&self.current, meta.clone(), path);
+        // Published before the applied index, so a reader that sees the
+        // new applied index also sees the floor under it.
+        self.installed
+            .send_replace(meta.last_log_id.map_or(0, |id| id.index));
+        self.applied
+            .send_replace(meta.last_log_id.map_or(0, |id| id.index));
+        Ok(())
+    }
 }
 
 /// Builds snapshots from a point-in-time view of the table.
 pub struct SnapshotBuilder {
+    failure: StorageFailure,
     storage: Arc<Storage>,
     table: Table,
     current: CurrentSnapshot,
@@ -259,6 +323,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        let failure = self.failure.clone();
+        self.build()
+            .await
+            .map_err(|err| failure.record("building a snapshot", err))
+    }
+}
+
+impl SnapshotBuilder {
+    async fn build(&mut self) -> io::Result<Snapshot> {
+        fail::fail_point!("snapshot-build", |_| Err(io::Error::other(
+            "injected I/O error (failpoint snapshot-build)"
+        )));
         // A WAL sync and a scan of the whole table, written to a file as it
         // is read: on a blocking thread, so the runtime's workers keep
         // serving other tables.
@@ -314,7 +390,11 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let index = entry.log_id.index;
-            let response = self.apply_one(entry)?;
+            let response = self.apply_one(entry).map_err(|err| {
+                self.health
+                    .failure
+                    .record(&format!("applying log entry {index}"), err)
+            })?;
             // Published before the writer hears back: a write acknowledged
             // is one a read index on this node already covers.
             self.applied.send_replace(index);
@@ -325,8 +405,21 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         Ok(())
     }
 
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        // A snapshot file is a copy of the table: not while the disk is
+        // below its reserve. openraft asks again later; the log keeps
+        // everything meanwhile.
+        if let Some(reason) = self.health.space.refusal().filter(|_| !force) {
+            tracing::warn!(%reason, "snapshot deferred");
+            return None;
+        }
+        #[allow(deprecated)]
+        Some(self.get_snapshot_builder().await)
+    }
+
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
+            failure: self.health.failure.clone(),
             storage: self.storage.clone(),
             table: self.table.clone(),
             current: self.current.clone(),
@@ -339,53 +432,10 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> io::Result<()> {
-        let state = RaftState {
-            group: self.state.group,
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-            installed: meta.last_log_id.map(|id| id.index),
-        };
-        let raft_state = serde_json::to_vec(&state).map_err(sm_err)?;
-        let received = snapshot.path().to_path_buf();
-        drop(snapshot);
-        let (table, signature) = (self.table.clone(), meta.signature());
-        let applied_index = meta.last_log_id.map_or(0, |id| id.index);
-        let path = current_path(&self.snapshots, meta);
-        let (kept, ours) = (path.clone(), self.snapshots.holds(&received));
-        // Writing a whole table, read from the file as it goes: on a
-        // blocking thread (see build_snapshot). The file is then kept as
-        // the current snapshot, for followers that need one from here.
-        blocking(move || {
-            table
-                .install_raft_file(
-                    &received,
-                    Install {
-                        applied_index,
-                        keep_revisions: true,
-                        raft_state: Some(raft_state),
-                    },
-                )
-                .map_err(|err| {
-                    io::Error::other(format!("installing snapshot {signature:?}: {err}"))
-                })?;
-            if ours {
-                snapshot_file::promote(&received, &kept)
-            } else {
-                // Another group's file (a test hands one over): copied.
-                std::fs::copy(&received, &kept)?;
-                std::fs::File::open(&kept)?.sync_all()
-            }
-        })
-        .await?;
-        self.state = state;
-        set_current(&self.current, meta.clone(), path);
-        // Published before the applied index, so a reader that sees the
-        // new applied index also sees the floor under it.
-        self.installed
-            .send_replace(meta.last_log_id.map_or(0, |id| id.index));
-        self.applied
-            .send_replace(meta.last_log_id.map_or(0, |id| id.index));
-        Ok(())
+        let failure = self.health.failure.clone();
+        self.install(meta, snapshot)
+            .await
+            .map_err(|err| failure.record("installing a snapshot", err))
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
@@ -441,18 +491,28 @@ mod tests {
             )
         };
         let storage = open_storage();
-        let (mut source, _) =
-            GroupStateMachine::open(storage.clone(), Space::User, b"source", 10001)
-                .expect("source");
+        let (mut source, _) = GroupStateMachine::open(
+            storage.clone(),
+            Space::User,
+            b"source",
+            10001,
+            DiskHealth::default(),
+        )
+        .expect("source");
         let built = source
             .get_snapshot_builder()
             .await
             .build_snapshot()
             .await
             .expect("snapshot");
-        let (mut target, published) =
-            GroupStateMachine::open(storage.clone(), Space::User, b"target", 10002)
-                .expect("target");
+        let (mut target, published) = GroupStateMachine::open(
+            storage.clone(),
+            Space::User,
+            b"target",
+            10002,
+            DiskHealth::default(),
+        )
+        .expect("target");
         assert_eq!(*published.installed.borrow(), 0, "nothing installed yet");
         let meta = SnapshotMeta {
             last_log_id: Some(log_id::<TypeConfig>(3, 1, 50)),
@@ -467,8 +527,14 @@ mod tests {
         drop((source, target, published));
         drop(storage);
 
-        let (_, reopened) =
-            GroupStateMachine::open(open_storage(), Space::User, b"target", 10002).expect("reopen");
+        let (_, reopened) = GroupStateMachine::open(
+            open_storage(),
+            Space::User,
+            b"target",
+            10002,
+            DiskHealth::default(),
+        )
+        .expect("reopen");
         assert_eq!(*reopened.installed.borrow(), 50, "kept across a restart");
     }
 }

@@ -22,11 +22,16 @@ impl StoreBuilder<TypeConfig, GroupLogStore, GroupStateMachine, tempfile::TempDi
         let storage = Arc::new(
             Storage::open(&dir.path().join("sm"), &StorageOptions::default()).expect("storage"),
         );
-        let (state_machine, _) =
-            GroupStateMachine::open(storage, crate::storage::Space::User, b"suite", 10001)
-                .map_err(|err| {
-                    StorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Write, err)
-                })?;
+        let (state_machine, _) = GroupStateMachine::open(
+            storage,
+            crate::storage::Space::User,
+            b"suite",
+            10001,
+            Default::default(),
+        )
+        .map_err(|err| {
+            StorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Write, err)
+        })?;
         Ok((dir, log.group(10001), state_machine))
     }
 }
