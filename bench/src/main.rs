@@ -12,6 +12,8 @@
 //! - `replication-lag`: follower visibility lag (`lag.rs`);
 //! - `follower-writes`: writes through a follower cluster beside writes to
 //!   the leader cluster (`follower_writes.rs`);
+//! - `resource-limits`: point reads beside idle connections, unread
+//!   streams, 4 MiB Txns and full-table counts (`resource_limits.rs`);
 //! - `noop-server`: the no-op RPC server the `kv` run starts for the
 //!   transport ceiling.
 
@@ -23,6 +25,7 @@ mod lag;
 mod load;
 mod procfs;
 mod record;
+mod resource_limits;
 mod scan_load;
 mod snapshot_memory;
 mod systems;
@@ -43,6 +46,8 @@ usage:
   bench idle-tables --binary PATH [--out FILE] [--tables 10,100,1000] [--window SECS] [--quick]
   bench replication-lag --binary PATH [--rate N] [--duration SECS] [--mode follow|poll|both]
   bench follower-writes --binary PATH [--out FILE] [--duration SECS] [--rounds N] [--quick]
+  bench resource-limits --binary PATH [--out FILE] [--keys N] [--connections N] [--streams N]
+           [--duration SECS] [--quick]
   bench noop-server --address HOST:PORT
 environment: BENCH_LOG_LEVEL (regatta nodes' --log-level, default warn),
   BENCH_KEEP_LOGS=DIR (copy each regatta node's log there when it stops),
@@ -129,6 +134,7 @@ async fn main() -> Result<()> {
         Some("snapshot-memory") => snapshot_memory::main(snapshot_memory::parse(&args[1..])?).await,
         Some("replication-lag") => lag::main(lag::parse(&args[1..])?).await,
         Some("follower-writes") => follower_writes::main(follower_writes::parse(&args[1..])?).await,
+        Some("resource-limits") => resource_limits::main(resource_limits::parse(&args[1..])?).await,
         Some("noop-server") => match args.get(1..) {
             Some([flag, address]) if flag == "--address" => systems::serve_noop(address).await,
             _ => bail!("{USAGE}"),

@@ -7,12 +7,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// The sections after the `kv` document, in the order they are written.
-const SECTIONS: [&str; 5] = [
+const SECTIONS: [&str; 6] = [
     "## iterate-100k",
     "## scan-load",
     "## snapshot-memory",
     "## idle-tables",
     "## follower-writes",
+    "## resource-limits",
 ];
 
 /// Splits `text` into what comes before the first section and each

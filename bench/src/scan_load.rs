@@ -55,10 +55,10 @@ pub fn parse(args: &[String]) -> Result<Options> {
 }
 
 const PUTS_PER_TXN: u64 = 1000;
-const POINT_KEYS: u64 = 10_000;
+pub(crate) const POINT_KEYS: u64 = 10_000;
 
 /// Writes keys `0..count` of `table`, `PUTS_PER_TXN` to a Txn, 8 Txns at a time.
-async fn fill(channel: &Channel, table: &str, count: u64) -> Result<()> {
+pub(crate) async fn fill(channel: &Channel, table: &str, count: u64) -> Result<()> {
     let batches: Vec<u64> = (0..count.div_ceil(PUTS_PER_TXN)).collect();
     for group in batches.chunks(8) {
         let mut sent = Vec::new();

@@ -190,12 +190,16 @@ async fn assert_holds(
     }
 }
 
-/// Node `id` exits on its own within 30 s, non-zero, naming `failure`.
+/// Node `id` exits on its own within 60 s, non-zero, naming `failure`.
 fn assert_stops_naming(cluster: &mut Cluster, id: usize, failure: &str) {
-    let (status, stderr) = cluster
-        .process(id)
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("node {id} kept running after the failure ({failure})"));
+    let Some((status, _)) = cluster.process(id).wait_exit(Duration::from_secs(60)) else {
+        cluster.kill(id);
+        panic!(
+            "node {id} kept running after the failure ({failure}); its log:\n{}",
+            cluster.log(id)
+        );
+    };
+    let stderr = cluster.log(id);
     assert!(
         !status.success(),
         "node {id} exited with success after a storage failure"

@@ -43,6 +43,10 @@ tasks:
   bench follower-writes [--quick] [--duration SECS] [--rounds N]
                     64 clients writing through a follower node beside 64 writing to
                     the leader node; its section of BENCHMARKS.md (not with --quick)
+  bench resource-limits [--quick] [--connections N] [--streams N] [--duration SECS]
+                    point reads' p99 and node RSS beside 10,000 idle connections,
+                    1,000 unread IterateRange streams, 4 MiB Txns and count_only over
+                    a million keys; fails when a target is not met
   jepsen [--runs N] [--nemesis NAME|all] [--time SECS] [--nodes 3|5] [--follower N]
          [--clients N] [--keys N]
                     linearizability under faults: recorded histories, verdicts,
@@ -135,7 +139,12 @@ fn run_bench(
     let quick = args.iter().any(|arg| arg == "--quick");
     let recorded = matches!(
         args[0].as_str(),
-        "kv" | "iterate" | "scan-load" | "snapshot-memory" | "idle-tables" | "follower-writes"
+        "kv" | "iterate"
+            | "scan-load"
+            | "snapshot-memory"
+            | "idle-tables"
+            | "follower-writes"
+            | "resource-limits"
     );
     if recorded && !quick && !args.iter().any(|arg| arg == "--out") {
         args.push("--out".into());

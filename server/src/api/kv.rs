@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use super::metrics::ApiMetrics;
 use super::status::Error;
+use super::stream_producer::Producer;
 use super::validate;
 use crate::cluster::{Consistency, GroupInfo, Node};
 use crate::replication::forward::WriteForwarder;
@@ -239,19 +240,26 @@ impl KvService {
     /// on a blocking thread that hands over one message at a time, so the
     /// server holds at most a couple ahead of the client; a client that goes
     /// away closes the channel, which ends the thread and frees the view.
+    /// Streams take turns to produce, and one whose client stops reading
+    /// ends (`stream_producer.rs`).
     async fn iterate_range_inner(
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeStream>, Status> {
         let (timeout, request, consistency, query) = self.checked_read(request)?;
-        // The deadline covers opening the view only; the stream runs as long
-        // as the client reads.
+        let started = Instant::now();
+        // The deadline covers the wait for a turn and opening the view only;
+        // the stream runs as long as the client reads.
+        let (producer, stream) = Producer::start(timeout).await?;
         let (data, info) = self
             .node
-            .read(&request.table, consistency, timeout)
+            .read(
+                &request.table,
+                consistency,
+                timeout.saturating_sub(started.elapsed()),
+            )
             .await
             .map_err(Error::from)?;
-        let (sender, receiver) = tokio::sync::mpsc::channel(1);
         tokio::task::spawn_blocking(move || {
             let streamed = data.iterate(&query, MessageSizes::STREAM, |found, revision| {
                 let message = RangeResponse {
@@ -260,15 +268,13 @@ impl KvService {
                     more: found.more,
                     count: found.count as i64,
                 };
-                sender.blocking_send(Ok(message)).is_ok()
+                producer.send(Ok(message))
             });
             if let Err(err) = streamed {
-                let _ = sender.blocking_send(Err(Status::from(Error::from(err))));
+                producer.send(Err(Status::from(Error::from(err))));
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        )))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn put_inner(

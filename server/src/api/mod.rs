@@ -11,6 +11,7 @@ pub mod reflection;
 pub mod replication;
 pub mod rest;
 pub mod status;
+pub mod stream_producer;
 pub mod tables;
 pub mod validate;
 #[cfg(test)]

@@ -7,7 +7,9 @@
 //! ├── NotFound(msg)         -> NotFound          (unknown table)
 //! ├── Unimplemented(msg)    -> Unimplemented     (a role does not serve the call)
 //! ├── Unavailable(reason)   -> Unavailable       (no leader, no quorum, timeout: retryable)
-//! ├── NoSpace(reason)       -> ResourceExhausted (the leader's disk is below its reserve; names the disk)
+//! ├── ResourceExhausted(why) -> ResourceExhausted (the leader's disk is below its reserve, naming the
+//! │                                              disk; too many streams producing at once)
+//! ├── DeadlineExceeded(why) -> DeadlineExceeded  (a stream's client stopped reading)
 //! ├── Internal(detail)      -> Internal          (a bug or the disk; detail logged, not sent)
 //! └── Forward(err)          -> a write a follower forwarded (regatta-0.5.md §6):
 //!         Leader{code, msg}   -> code, "leader error: <msg>"
@@ -39,7 +41,9 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
-    NoSpace(String),
+    ResourceExhausted(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]
@@ -56,7 +60,7 @@ impl From<cluster::Error> for Error {
             cluster::Error::InvalidTableName(message) => Error::InvalidArgument(message),
             cluster::Error::TableExists => Error::InvalidArgument(TABLE_EXISTS),
             cluster::Error::Unavailable(reason) => Error::Unavailable(reason),
-            cluster::Error::NoSpace(reason) => Error::NoSpace(reason),
+            cluster::Error::NoSpace(reason) => Error::ResourceExhausted(reason),
             cluster::Error::MalformedStream(reason) => Error::InvalidStream(reason),
             cluster::Error::Storage(err) => err.into(),
             other => Error::Internal(other.to_string()),
@@ -81,7 +85,8 @@ impl From<Error> for Status {
             Error::NotFound(message) => Status::not_found(message),
             Error::Unimplemented(message) => Status::unimplemented(message),
             Error::Unavailable(reason) => Status::unavailable(reason),
-            Error::NoSpace(reason) => Status::resource_exhausted(reason),
+            Error::ResourceExhausted(reason) => Status::resource_exhausted(reason),
+            Error::DeadlineExceeded(reason) => Status::deadline_exceeded(reason),
             Error::Internal(detail) => {
                 // Server faults are logged once, here; callers get no internals.
                 tracing::error!(error = %detail, "internal error");

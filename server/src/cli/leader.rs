@@ -378,8 +378,42 @@ pub fn run_role(args: LeaderArgs, role: Role) -> ExitCode {
         Err(err) => {
             tracing::error!(error = %err, "regatta stopped");
             eprintln!("regatta: {err}");
-            ExitCode::FAILURE
+            // Not through the runtime's drop, which waits for every
+            // blocking task: after a storage failure one may never end.
+            std::process::exit(1)
         }
+    }
+}
+
+/// What a node that stopped on a storage failure says last.
+fn stopped_after(failure: &str) -> String {
+    format!(
+        "stopped after a storage failure ({failure}); nothing it did not store was \
+         acknowledged, and a restart recovers from what is on disk"
+    )
+}
+
+/// Ends the process at most 5 s after a storage failure, should the
+/// graceful stop that `serve` begins not finish by then (a call waiting on
+/// a stopped group). A thread of its own: the runtime may be what hangs.
+fn exit_after_storage_failure(mut failure: tokio::sync::watch::Receiver<Option<String>>) {
+    let spawned = std::thread::Builder::new()
+        .name("storage-failure".into())
+        .spawn(move || {
+            let Ok(why) =
+                futures::executor::block_on(failure.wait_for(Option::is_some)).map(|w| w.clone())
+            else {
+                return;
+            };
+            std::thread::sleep(Duration::from_secs(5));
+            eprintln!(
+                "regatta: {}",
+                stopped_after(why.as_deref().unwrap_or_default())
+            );
+            std::process::exit(1);
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "no watchdog for storage failures");
     }
 }
 
@@ -570,6 +604,7 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         .add_optional_service(tables)
         .add_service(cluster);
     let failure = node.storage_failure();
+    exit_after_storage_failure(failure.clone());
     let served = match tls {
         Some(acceptor) => {
             let incoming = crate::tls::incoming(listener, acceptor);
@@ -589,14 +624,12 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
     for listener in [replication, maintenance].into_iter().flatten() {
         listener.abort();
     }
+    if let Some(why) = failure.borrow().clone() {
+        // Nothing more is written: what is on disk is what a restart trusts.
+        return Err(stopped_after(&why));
+    }
     node.shutdown().await;
     drop(node);
-    if let Some(why) = failure.borrow().clone() {
-        return Err(format!(
-            "stopped after a storage failure ({why}); nothing it did not store was \
-             acknowledged, and a restart recovers from what is on disk"
-        ));
-    }
     served.map_err(|e| e.to_string())
 }
 

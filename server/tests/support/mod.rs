@@ -248,6 +248,11 @@ pub mod cluster {
             let member = &mut self.members[id - 1];
             let mut command = member.config.command(member.dir.path(), &extra);
             command.envs(env.iter().copied());
+            // A file, not a pipe: a pipe nobody reads fills up, and the node
+            // blocks on its next log line.
+            let log =
+                std::fs::File::create(member.dir.path().join("stderr.log")).expect("node log file");
+            command.stderr(log);
             member.process = Some(command.spawn().expect("spawn regatta leader").into());
         }
 
@@ -267,6 +272,12 @@ pub mod cluster {
                 .process
                 .as_mut()
                 .expect("the node was started")
+        }
+
+        /// What node `id` logged since it was last started.
+        pub fn log(&self, id: usize) -> String {
+            std::fs::read_to_string(self.members[id - 1].dir.path().join("stderr.log"))
+                .unwrap_or_default()
         }
 
         pub fn api(&self, id: usize) -> &str {
