@@ -331,8 +331,8 @@ pub async fn main(options: Options) -> Result<()> {
     );
     let _ = writeln!(
         section,
-        "Node RSS: {} with the data loaded, peak {} under the pressures, {} after them.\n\n\
-         Targets: reference p99 under load < {} ms: {} ({} ms, {:.1}x its p99 alone); peak RSS < {}: {}.",
+        "Node RSS: {} MiB with the data loaded, peak {} MiB under the pressures, {} MiB after them.\n\n\
+         Targets: reference p99 under load < {} ms: {} ({} ms, {:.1}x its p99 alone); peak RSS < {} MiB: {}.",
         crate::procfs::mib(rss_loaded),
         crate::procfs::mib(peak),
         crate::procfs::mib(rss_after),

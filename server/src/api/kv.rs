@@ -250,7 +250,7 @@ impl KvService {
         let started = Instant::now();
         // The deadline covers the wait for a turn and opening the view only;
         // the stream runs as long as the client reads.
-        let (producer, stream) = Producer::start(timeout).await?;
+        let (mut producer, stream) = Producer::start(timeout).await?;
         let (data, info) = self
             .node
             .read(
@@ -262,16 +262,17 @@ impl KvService {
             .map_err(Error::from)?;
         tokio::task::spawn_blocking(move || {
             let streamed = data.iterate(&query, MessageSizes::STREAM, |found, revision| {
+                let more = found.more;
                 let message = RangeResponse {
                     header: header(info, revision),
                     kvs: found.kvs,
-                    more: found.more,
+                    more,
                     count: found.count as i64,
                 };
-                producer.send(Ok(message))
+                producer.send(Ok(message), more)
             });
             if let Err(err) = streamed {
-                producer.send(Err(Status::from(Error::from(err))));
+                producer.send(Err(Status::from(Error::from(err))), false);
             }
         });
         Ok(Response::new(Box::pin(stream)))

@@ -3,12 +3,13 @@
 //! reading.
 //!
 //! A producer reads its point-in-time view on a blocking thread and hands
-//! over one message at a time (back-pressure). A client that never reads
-//! would keep that thread, and up to three messages of up to 4 MiB (one in
-//! HTTP/2's send buffer, one queued, one being handed over), for as long
-//! as it keeps the call open: a thousand such clients took every thread of
-//! the runtime's blocking pool, which the node also needs for its own disk
-//! work. So at most [`PRODUCERS`] streams produce at once (the others wait
+//! over one message at a time (back-pressure): it builds the next message
+//! only once the last was taken, so a client that stops reading holds two
+//! (one encoded in HTTP/2's send buffer, one queued; a 4 MiB message of
+//! small pairs takes about 15 MiB as a struct). It would still keep the
+//! thread for as long as it keeps the call open: a thousand such clients
+//! took every thread of the runtime's blocking pool, which the node also
+//! needs for its own disk work. So at most [`PRODUCERS`] streams produce at once (the others wait
 //! for a turn, at most their deadline, then get `ResourceExhausted`), and
 //! a producer whose client has not taken a message for [`STALL_TIMEOUT`]
 //! ends the stream with `DeadlineExceeded`.
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
@@ -36,6 +38,8 @@ fn slots() -> &'static Arc<Semaphore> {
 pub struct Producer<T> {
     _turn: OwnedSemaphorePermit,
     runtime: tokio::runtime::Handle,
+    /// Room for the next message, once the client took the last one.
+    room: Option<OwnedPermit<Result<T, Status>>>,
     sender: mpsc::Sender<Result<T, Status>>,
     ended: Arc<Mutex<Option<Status>>>,
     stall_timeout: Duration,
@@ -79,6 +83,7 @@ impl<T: Send + 'static> Producer<T> {
         let producer = Producer {
             _turn: turn,
             runtime: tokio::runtime::Handle::current(),
+            room: None,
             sender,
             ended,
             stall_timeout,
@@ -86,23 +91,46 @@ impl<T: Send + 'static> Producer<T> {
         Ok((producer, stream))
     }
 
-    /// Hands `item` over (blocking thread only); false when the stream is
-    /// over: the client went away, or did not take the last message in time.
-    pub fn send(&self, item: Result<T, Status>) -> bool {
-        let sent = self.runtime.block_on(tokio::time::timeout(
+    /// Hands `item` over (blocking thread only), then, when `more` follow,
+    /// waits until the client has taken it, so that the next is built only
+    /// then. False when the stream is over: the client went away, or did
+    /// not take a message in time.
+    pub fn send(&mut self, item: Result<T, Status>, more: bool) -> bool {
+        let room = match self.room.take() {
+            Some(room) => room,
+            None => match self.wait_for_room() {
+                Some(room) => room,
+                None => return false,
+            },
+        };
+        room.send(item);
+        if !more {
+            return true;
+        }
+        match self.wait_for_room() {
+            Some(room) => {
+                self.room = Some(room);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn wait_for_room(&self) -> Option<OwnedPermit<Result<T, Status>>> {
+        let reserved = self.runtime.block_on(tokio::time::timeout(
             self.stall_timeout,
-            self.sender.send(item),
+            self.sender.clone().reserve_owned(),
         ));
-        match sent {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
+        match reserved {
+            Ok(Ok(room)) => Some(room),
+            Ok(Err(_)) => None,
             Err(_) => {
                 let stalled = Error::DeadlineExceeded(format!(
                     "the client did not read the stream for {} s",
                     self.stall_timeout.as_secs_f64()
                 ));
                 *self.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(stalled.into());
-                false
+                None
             }
         }
     }
@@ -130,13 +158,14 @@ mod tests {
             Some(tonic::Code::ResourceExhausted),
             "no second turn"
         );
+        let mut producer = producer;
         let sent = tokio::task::spawn_blocking(move || {
-            // One message fits the queue; the second waits for a reader.
-            (producer.send(Ok(1)), producer.send(Ok(2)))
+            // The message is queued; room for the next never comes.
+            producer.send(Ok(1), true)
         })
         .await
         .expect("producer");
-        assert_eq!(sent, (true, false));
+        assert!(!sent, "the stream is over");
         let items: Vec<Result<u32, tonic::Code>> = stream
             .map(|item| item.map_err(|s| s.code()))
             .collect()
