@@ -52,6 +52,22 @@ fn read_err(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Err
     io::Error::other(err)
 }
 
+/// Reports a failed write of the state machine to the node (which stops),
+/// unless the table itself is gone: a group whose table was dropped (the
+/// table deleted, or deleted and created again) can still be applying when
+/// its storage goes. The group stops either way; the node goes on.
+fn failed(failure: &StorageFailure, what: &str, err: io::Error) -> io::Error {
+    let table_gone = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<crate::storage::Error>())
+        .is_some_and(|inner| matches!(inner, crate::storage::Error::TableNotFound));
+    if table_gone {
+        tracing::info!(%what, "the table was dropped under its group");
+        return err;
+    }
+    failure.record(what, err)
+}
+
 /// The last snapshot built or installed, shared between the state machine
 /// and its snapshot builders (openraft opens the file again to send it).
 type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta, PathBuf)>>>;
@@ -286,8 +302,9 @@ impl GroupStateMachine {
                         raft_state: Some(raft_state),
                     },
                 )
-                .map_err(|err| {
-                    io::Error::other(format!("installing snapshot {signature:?}: {err}"))
+                .map_err(|err| match err {
+                    crate::storage::Error::TableNotFound => sm_err(err),
+                    err => io::Error::other(format!("installing snapshot {signature:?}: {err}")),
                 })?;
             if ours {
                 snapshot_file::promote(&received, &kept)
@@ -326,7 +343,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let failure = self.failure.clone();
         self.build()
             .await
-            .map_err(|err| failure.record("building a snapshot", err))
+            .map_err(|err| failed(&failure, "building a snapshot", err))
     }
 }
 
@@ -391,9 +408,11 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             let (entry, responder) = item?;
             let index = entry.log_id.index;
             let response = self.apply_one(entry).map_err(|err| {
-                self.health
-                    .failure
-                    .record(&format!("applying log entry {index}"), err)
+                failed(
+                    &self.health.failure,
+                    &format!("applying log entry {index}"),
+                    err,
+                )
             })?;
             // Published before the writer hears back: a write acknowledged
             // is one a read index on this node already covers.
@@ -435,7 +454,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let failure = self.health.failure.clone();
         self.install(meta, snapshot)
             .await
-            .map_err(|err| failure.record("installing a snapshot", err))
+            .map_err(|err| failed(&failure, "installing a snapshot", err))
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
@@ -536,5 +555,31 @@ mod tests {
         )
         .expect("reopen");
         assert_eq!(*reopened.installed.borrow(), 50, "kept across a restart");
+    }
+
+    /// A group still applying when its table is dropped (deleted, or
+    /// deleted and created again) fails that apply, but the node goes on:
+    /// found by the wire fuzzer, which stopped a node this way.
+    #[tokio::test]
+    async fn a_table_dropped_under_its_group_stops_the_group_not_the_node() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let storage = Arc::new(
+            Storage::open(&dir.path().join("sm"), &StorageOptions::default()).expect("storage"),
+        );
+        let health = DiskHealth::default();
+        let failures = health.failure.subscribe();
+        let (mut machine, _) =
+            GroupStateMachine::open(storage.clone(), Space::User, b"gone", 10001, health)
+                .expect("open");
+        storage.drop_table_in(Space::User, b"gone").expect("drop");
+        let entry = Entry {
+            log_id: log_id::<TypeConfig>(1, 1, 1),
+            payload: EntryPayload::Blank,
+        };
+        let applied = machine
+            .apply(futures::stream::iter(vec![Ok((entry, None))]))
+            .await;
+        assert!(applied.is_err(), "nothing to apply to");
+        assert!(failures.borrow().is_none(), "not a storage failure");
     }
 }
