@@ -98,6 +98,27 @@ Feature: Maintenance: backup, restore and reset
     When I call Metadata.Get on the maintenance API of node 1 with authorization "Bearer s3cret"
     Then the maintenance call succeeds
 
+  Scenario: Restore and Reset need the token too, and no token reaches a log
+    Given a leader cluster of 1 node with tables "regatta-test" and flags "--maintenance.token=maint-s3cret --tables.token=tables-s3cret"
+    When I put "a" = "1" into "regatta-test" on node 1
+    And I back up "regatta-test" from node 1 as "saved" with authorization "Bearer maint-s3cret"
+    And I put "b" = "2" into "regatta-test" on node 1
+    And I restore "saved" into "regatta-test" on node 1 without authorization
+    Then the maintenance call fails with Unauthenticated "Request unauthenticated with bearer"
+    When I restore "saved" into "regatta-test" on node 1 with authorization "Bearer tables-s3cret"
+    Then the maintenance call fails with Unauthenticated "Invalid token"
+    And every node eventually holds "b" = "2" in "regatta-test"
+    When I restore "saved" into "regatta-test" on node 1 with authorization "Bearer maint-s3cret"
+    Then the maintenance call succeeds
+    And no node holds "b" in "regatta-test"
+    When I reset "regatta-test" on node 1 without authorization
+    Then the maintenance call fails with Unauthenticated "Request unauthenticated with bearer"
+    When I reset "regatta-test" on node 1 with authorization "Bearer wrong"
+    Then the maintenance call fails with Unauthenticated "Invalid token"
+    When I reset "regatta-test" on node 1 with authorization "Bearer maint-s3cret"
+    Then the maintenance call fails with Unimplemented "method Reset not implemented"
+    And no node's log contains "s3cret"
+
   @v0.5
   Scenario: With a token the API port serves the maintenance API too (Regatta 0.4+)
     Given a leader cluster of 1 node with tables "regatta-test" and flags "--maintenance.token=s3cret"

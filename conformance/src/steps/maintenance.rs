@@ -91,9 +91,19 @@ async fn restore(
     n: usize,
     messages: Vec<RestoreMessage>,
 ) -> Result<Result<(), Status>> {
+    restore_authorized(world, n, messages, None).await
+}
+
+/// Sends `messages` as one Restore call with `authorization` as given.
+async fn restore_authorized(
+    world: &mut RegattaWorld,
+    n: usize,
+    messages: Vec<RestoreMessage>,
+    authorization: Option<&str>,
+) -> Result<Result<(), Status>> {
     let mut client = MaintenanceClient::new(world.maintenance_channel(n)?)
         .max_encoding_message_size(8 * 1024 * 1024);
-    let request = authorized(futures::stream::iter(messages), None)?;
+    let request = authorized(futures::stream::iter(messages), authorization)?;
     Ok(client.restore(request).await.map(|_| ()))
 }
 
@@ -119,10 +129,17 @@ fn chunks(bytes: &[u8]) -> Vec<RestoreMessage> {
         .collect()
 }
 
-#[when(regex = r#"^I back up "([^"]*)" from (.+?) as "([^"]*)"$"#)]
-async fn back_up(world: &mut RegattaWorld, table: String, at: String, name: String) -> Result<()> {
+#[when(regex = r#"^I back up "([^"]*)" from (.+?) as "([^"]*)"(?: with authorization "(.*)")?$"#)]
+async fn back_up(
+    world: &mut RegattaWorld,
+    table: String,
+    at: String,
+    name: String,
+    header: String,
+) -> Result<()> {
     let n = maintenance_node(world, &at).await?;
-    let bytes = backup(world.maintenance_channel(n)?, &table, None)
+    let authorization = (!header.is_empty()).then_some(header.as_str());
+    let bytes = backup(world.maintenance_channel(n)?, &table, authorization)
         .await?
         .map_err(|status| {
             anyhow::anyhow!("Backup failed: {:?} {}", status.code(), status.message())
@@ -218,18 +235,23 @@ async fn call_metadata(
     Ok(())
 }
 
-#[when(regex = r#"^I restore "([^"]*)" into "([^"]*)" on (.+)$"#)]
+#[when(
+    regex = r#"^I restore "([^"]*)" into "([^"]*)" on (.+?)(?: (with authorization "(.*)"|without authorization))?$"#
+)]
 async fn restore_backup(
     world: &mut RegattaWorld,
     name: String,
     table: String,
     at: String,
+    how: String,
+    header: String,
 ) -> Result<()> {
     let bytes = world.backups.get(&name).context("no such backup")?.clone();
     let n = maintenance_node(world, &at).await?;
     let mut messages = vec![info(&table)];
     messages.extend(chunks(&bytes));
-    world.maintenance = Some(restore(world, n, messages).await?);
+    let authorization = how.starts_with("with ").then_some(header.as_str());
+    world.maintenance = Some(restore_authorized(world, n, messages, authorization).await?);
     Ok(())
 }
 
@@ -267,8 +289,16 @@ async fn restore_out_of_order(world: &mut RegattaWorld, at: String, how: String)
     Ok(())
 }
 
-#[when(regex = r#"^I reset (every table|"[^"]*") on (.+)$"#)]
-async fn reset(world: &mut RegattaWorld, which: String, at: String) -> Result<()> {
+#[when(
+    regex = r#"^I reset (every table|"[^"]*") on (.+?)(?: (with authorization "(.*)"|without authorization))?$"#
+)]
+async fn reset(
+    world: &mut RegattaWorld,
+    which: String,
+    at: String,
+    how: String,
+    header: String,
+) -> Result<()> {
     let n = maintenance_node(world, &at).await?;
     let request = match which.as_str() {
         "every table" => ResetRequest {
@@ -281,7 +311,11 @@ async fn reset(world: &mut RegattaWorld, which: String, at: String) -> Result<()
         },
     };
     let mut client = MaintenanceClient::new(world.maintenance_channel(n)?);
-    let outcome = client.reset(authorized(request, None)?).await.map(|_| ());
+    let authorization = how.starts_with("with ").then_some(header.as_str());
+    let outcome = client
+        .reset(authorized(request, authorization)?)
+        .await
+        .map(|_| ());
     world.maintenance = Some(outcome);
     Ok(())
 }
@@ -399,6 +433,26 @@ async fn prefix_per_writer(world: &mut RegattaWorld, name: String) -> Result<()>
     }
     if seen == 0 {
         bail!("{name} holds no writer's key");
+    }
+    Ok(())
+}
+
+#[then(regex = r#"^no node's log contains "([^"]+)"$"#)]
+async fn no_log_contains(world: &mut RegattaWorld, secret: String) -> Result<()> {
+    let cluster = world.cluster.as_ref().context("no cluster")?;
+    let mut read = 0;
+    for n in 1..=cluster.size() {
+        let log = cluster.logs(n).await;
+        if log.is_empty() {
+            continue;
+        }
+        read += 1;
+        if let Some(line) = log.lines().find(|line| line.contains(&secret)) {
+            bail!("node {n}'s log shows {secret:?}: {line}");
+        }
+    }
+    if read == 0 {
+        bail!("this backend shows no node logs: nothing could be checked");
     }
     Ok(())
 }

@@ -279,6 +279,15 @@ impl CallError {
     }
 }
 
+/// Between attempts to open a stream to a peer that does not run the
+/// group yet. openraft backs off after ten such failures in a row.
+const GROUP_NOT_RUNNING_PAUSE: Duration = Duration::from_millis(100);
+
+/// The peer's own answer that it does not run the group (`service.rs`).
+fn group_not_running(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::NotFound && std::error::Error::source(status).is_none()
+}
+
 fn never_connected(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(err) = source {
@@ -417,6 +426,17 @@ impl GroupNetworkV2 {
         let opened = tokio::time::timeout(open_timeout, client.append_stream(request)).await;
         let opened = match opened {
             Ok(Ok(opened)) => opened,
+            // The peer is up but does not run the group yet (a table its
+            // catalogue reconcile has not started): try again soon. As
+            // `Unreachable` it took openraft's backoff of a lost node, up
+            // to 5 s, and a follower write through that peer waited that
+            // long for its copy (flaked once in CI).
+            Ok(Err(status)) if group_not_running(&status) => {
+                tokio::time::sleep(GROUP_NOT_RUNNING_PAUSE).await;
+                return Err(RPCError::Network(NetworkError::new(
+                    &CallError::from_status(&status),
+                )));
+            }
             Ok(Err(status)) => match CallError::from_status(&status) {
                 CallError::Unreachable(reason) | CallError::Lost(reason) => {
                     let refused = never_connected(&status);
