@@ -196,29 +196,6 @@ async fn big_txns(channel: Channel, duration: Duration) -> Report {
     .await
 }
 
-async fn counts(channel: Channel, duration: Duration, keys: u64) -> Report {
-    load::run(1, 1, Stop::Duration(duration), move |_, _, _| {
-        let mut kv = KvClient::new(channel.clone());
-        async move {
-            let answer = kv
-                .range(regatta::RangeRequest {
-                    table: table_name(1).into_bytes(),
-                    key: vec![0],
-                    range_end: vec![0],
-                    count_only: true,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            match answer.into_inner().count as u64 {
-                n if n == keys => Ok(()),
-                n => Err(format!("counted {n} keys of {keys}")),
-            }
-        }
-    })
-    .await
-}
-
 /// Samples `pid`'s resident memory every 100 ms until `stop`; the peak.
 async fn peak_rss(pid: u32, stop: tokio::sync::watch::Receiver<bool>) -> u64 {
     let mut peak = 0;
@@ -261,9 +238,10 @@ pub async fn main(options: Options) -> Result<()> {
     let (loaded, txns, counted) = tokio::join!(
         reference(systems::connect(&api).await?, options.duration),
         big_txns(systems::connect(&api).await?, options.duration),
-        counts(
+        crate::scan_load::scans(
             systems::connect(&api).await?,
             options.duration,
+            1,
             options.keys
         ),
     );

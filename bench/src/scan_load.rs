@@ -115,8 +115,15 @@ async fn point_reads(channels: &[Channel], duration: Duration) -> Report {
     .await
 }
 
-async fn scans(channel: Channel, duration: Duration) -> Report {
-    load::run(2, 1, Stop::Duration(duration), move |_, _, _| {
+/// `clients` looping a `count_only` Range over all of table 1, which holds
+/// `keys` keys.
+pub(crate) async fn scans(
+    channel: Channel,
+    duration: Duration,
+    clients: usize,
+    keys: u64,
+) -> Report {
+    load::run(clients, 1, Stop::Duration(duration), move |_, _, _| {
         let mut kv = KvClient::new(channel.clone());
         async move {
             let answer = kv
@@ -129,10 +136,10 @@ async fn scans(channel: Channel, duration: Duration) -> Report {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            if answer.into_inner().count == 0 {
-                return Err("the scan counted nothing".into());
+            match answer.into_inner().count as u64 {
+                n if n == keys => Ok(()),
+                n => Err(format!("counted {n} keys of {keys}")),
             }
-            Ok(())
         }
     })
     .await
@@ -160,7 +167,7 @@ pub async fn main(options: Options) -> Result<()> {
     let scanner = systems::connect(&api).await?;
     let (beside, scanned) = tokio::join!(
         point_reads(&channels, options.duration),
-        scans(scanner, options.duration)
+        scans(scanner, options.duration, 2, options.keys)
     );
     for (what, report) in [
         ("alone", &alone),

@@ -82,6 +82,27 @@ impl Writers {
         self.acked.lock().unwrap().len()
     }
 
+    /// Waits until `count` writes were acknowledged.
+    async fn until_acked(&self, count: usize) {
+        while self.acked_count() < count {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (30 s at most) for 200 more acknowledged writes: the nodes
+    /// other than `stopped` go on without it.
+    async fn go_on_without(&self, stopped: usize) {
+        let target = self.acked_count() + 200;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.acked_count() < target {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster took no writes after node {stopped} stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn stop(self) -> BTreeMap<Vec<u8>, Vec<u8>> {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
@@ -229,21 +250,11 @@ async fn a_failed_log_sync_on_the_leader_acknowledges_nothing_and_the_node_catch
     // Writers through every node: the leader's own and forwarded writes are
     // pending on its log when the sync fails.
     let writers = Writers::start(&cluster, &[1, 2, 3], "during").await;
-    while writers.acked_count() < 100 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    writers.until_acked(100).await;
     set_failpoint(cluster.rest(leader), "raft-log-sync", "return");
     assert_stops_naming(&mut cluster, leader, "syncing the Raft log");
-    let acked_at_stop = writers.acked_count();
     // The other two elect a leader and go on taking writes.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while writers.acked_count() < acked_at_stop + 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the rest of the cluster took no writes after node {leader} stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    writers.go_on_without(leader).await;
     let mut acked = writers.stop().await;
     acked.extend(before);
     for id in other_than(leader) {
@@ -263,20 +274,10 @@ async fn a_failed_state_machine_write_stops_the_node_and_the_others_go_on() {
     let leader = cluster.agreed_leader(TABLE).await;
     let failing = other_than(leader)[0];
     let writers = Writers::start(&cluster, &[leader], "during").await;
-    while writers.acked_count() < 50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    writers.until_acked(50).await;
     set_failpoint(cluster.rest(failing), "state-machine-write", "return");
     assert_stops_naming(&mut cluster, failing, "applying log entry");
-    let acked_at_stop = writers.acked_count();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while writers.acked_count() < acked_at_stop + 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the leader took no writes after node {failing} stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    writers.go_on_without(failing).await;
     let mut acked = writers.stop().await;
     acked.extend(before);
     cluster.start(failing, &[]);
@@ -300,15 +301,7 @@ async fn a_failed_snapshot_build_stops_the_node_and_a_restart_builds_it() {
     set_failpoint(cluster.rest(failing), "snapshot-build", "return");
     let writers = Writers::start(&cluster, &[leader], "during").await;
     assert_stops_naming(&mut cluster, failing, "building a snapshot");
-    let acked_at_stop = writers.acked_count();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while writers.acked_count() < acked_at_stop + 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the leader took no writes after node {failing} stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    writers.go_on_without(failing).await;
     let acked = writers.stop().await;
     cluster.start(failing, &[]);
     assert_holds(&cluster, failing, &acked, "restarted node").await;
