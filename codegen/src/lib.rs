@@ -36,6 +36,14 @@ pub mod maintenance {
     }
 }
 
+/// Operator tooling of this implementation: replacing members.
+pub mod membership {
+    #[allow(clippy::all, clippy::pedantic, missing_docs)]
+    pub mod v1 {
+        include!("generated/membership.v1.rs");
+    }
+}
+
 /// Node-to-node transport of one cluster; not part of the public API and
 /// not in [`FILE_DESCRIPTOR_SET`].
 pub mod internal {

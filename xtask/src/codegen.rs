@@ -10,11 +10,12 @@ use anyhow::{bail, Context, Result};
 use prost::Message;
 
 /// The public API files, in dependency order.
-const PROTO_FILES: [&str; 4] = [
+const PROTO_FILES: [&str; 5] = [
     "mvcc.proto",
     "regatta.proto",
     "replication.proto",
     "maintenance.proto",
+    "membership.proto",
 ];
 
 /// The node-to-node transport: generated beside the public API but kept out

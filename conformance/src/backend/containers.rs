@@ -315,6 +315,11 @@ impl Cluster for ContainerCluster {
         Some(format!("{ip}:{REST_PORT}"))
     }
 
+    fn raft_address(&self, n: usize) -> Option<String> {
+        let node = self.nodes.get(n.wrapping_sub(1))?;
+        super::flag_value(&node.args, "--raft.address")
+    }
+
     fn replication_target(&self, n: usize) -> Option<FollowTarget> {
         Some(FollowTarget {
             leader_address: format!(
@@ -374,6 +379,16 @@ impl Cluster for ContainerCluster {
         node.container = Some(container);
         node.ip = Some(ip);
         Ok(())
+    }
+
+    async fn replace_lost(&mut self, n: usize, new_id: u64) -> Result<()> {
+        if self.node(n)?.container.is_some() {
+            self.halt(n, 0).await?;
+        }
+        let node = self.node_mut(n)?;
+        node.args = super::rejoin_args(&node.args, new_id);
+        super::empty_dir(std::path::Path::new(&node.host_dir))?;
+        self.start(n, &[]).await
     }
 
     async fn pause(&mut self, n: usize) -> Result<()> {

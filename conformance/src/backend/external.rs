@@ -110,6 +110,10 @@ impl Cluster for ExternalCluster {
         self.replication.get(n.wrapping_sub(1)).cloned()
     }
 
+    fn raft_address(&self, _n: usize) -> Option<String> {
+        None
+    }
+
     fn replication_target(&self, _n: usize) -> Option<FollowTarget> {
         None
     }
@@ -127,6 +131,10 @@ impl Cluster for ExternalCluster {
     }
 
     async fn start(&mut self, _n: usize, _extra_args: &[String]) -> Result<()> {
+        bail!(NO_FAULTS)
+    }
+
+    async fn replace_lost(&mut self, _n: usize, _new_id: u64) -> Result<()> {
         bail!(NO_FAULTS)
     }
 

@@ -97,6 +97,43 @@ pub fn node_args(
     args
 }
 
+/// The value of flag `name` (`--name=value`) in `args`.
+pub fn flag_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .rev()
+        .find_map(|arg| arg.strip_prefix(name)?.strip_prefix('=').map(String::from))
+}
+
+/// `args` of a node started anew under `new_id`, joining its cluster.
+pub fn rejoin_args(args: &[String], new_id: u64) -> Vec<String> {
+    let mut args: Vec<String> = args
+        .iter()
+        .map(|arg| {
+            if arg.starts_with("--raft.node-id=") {
+                format!("--raft.node-id={new_id}")
+            } else {
+                arg.clone()
+            }
+        })
+        .collect();
+    args.push("--raft.join".to_string());
+    args
+}
+
+/// Empties `dir` (a node's data directory) without removing it: a bind
+/// mount keeps pointing at it.
+pub fn empty_dir(dir: &std::path::Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Addresses one node binds (and, for Raft, advertises).
 #[derive(Debug, Clone)]
 pub struct NodeAddresses {
@@ -123,6 +160,9 @@ pub trait Cluster: Send + Sync {
     /// `host:port` of node `n`'s REST listener (`/metrics`), as the test
     /// process reaches it; `None` when the backend does not know it.
     fn rest_address(&self, n: usize) -> Option<String>;
+    /// Node `n`'s `--raft.address`, as the other nodes dial it; `None`
+    /// when the backend does not know it.
+    fn raft_address(&self, n: usize) -> Option<String>;
     /// Where another cluster of this backend (a follower cluster) reaches
     /// node `n`'s replication API.
     fn replication_target(&self, n: usize) -> Option<FollowTarget>;
@@ -143,6 +183,11 @@ pub trait Cluster: Send + Sync {
     /// Starts a stopped or killed node `n` again on its old data, with
     /// `extra_args` added to its flags for this run.
     async fn start(&mut self, n: usize, extra_args: &[String]) -> Result<()>;
+    /// Node `n`'s disk is lost: stops it at once if it runs, deletes its
+    /// data, and starts a fresh node in its place (same addresses) under
+    /// the new id `new_id`, joining the cluster (`--raft.join`) as an
+    /// operator replacing it would. Later restarts keep the new id.
+    async fn replace_lost(&mut self, n: usize, new_id: u64) -> Result<()>;
     /// Freezes node `n` (SIGSTOP or the cgroup freezer); connections stay open.
     async fn pause(&mut self, n: usize) -> Result<()>;
     async fn resume(&mut self, n: usize) -> Result<()>;

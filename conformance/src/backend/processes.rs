@@ -97,6 +97,7 @@ impl Backend for ProcessesBackend {
             );
             nodes.push(ProcessNode {
                 args,
+                data: node_dir.join("data"),
                 log: node_dir.join("node.log"),
                 api: if spec.api_socket {
                     format!("unix://{}/data/{API_SOCKET}", node_dir.display())
@@ -126,6 +127,8 @@ impl Backend for ProcessesBackend {
 
 struct ProcessNode {
     args: Vec<String>,
+    /// The data directory its flags name.
+    data: PathBuf,
     log: PathBuf,
     api: String,
     rest: String,
@@ -223,6 +226,11 @@ impl Cluster for ProcessCluster {
         Some(self.nodes.get(n.wrapping_sub(1))?.rest.clone())
     }
 
+    fn raft_address(&self, n: usize) -> Option<String> {
+        let node = self.nodes.get(n.wrapping_sub(1))?;
+        super::flag_value(&node.args, "--raft.address")
+    }
+
     fn replication_target(&self, n: usize) -> Option<FollowTarget> {
         Some(FollowTarget {
             leader_address: self.nodes.get(n.wrapping_sub(1))?.replication.clone(),
@@ -277,6 +285,16 @@ impl Cluster for ProcessCluster {
 
     async fn start(&mut self, n: usize, extra_args: &[String]) -> Result<()> {
         self.spawn(n, extra_args)
+    }
+
+    async fn replace_lost(&mut self, n: usize, new_id: u64) -> Result<()> {
+        if self.node(n)?.child.is_some() {
+            self.kill(n).await?;
+        }
+        let node = self.node(n)?;
+        node.args = super::rejoin_args(&node.args, new_id);
+        super::empty_dir(&node.data)?;
+        self.spawn(n, &[])
     }
 
     async fn pause(&mut self, n: usize) -> Result<()> {

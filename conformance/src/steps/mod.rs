@@ -16,6 +16,7 @@ pub mod headers;
 pub mod iterate;
 pub mod kv;
 pub mod maintenance;
+pub mod membership;
 pub mod recovery;
 pub mod replication;
 pub mod request;

@@ -98,12 +98,17 @@ const LONGEST_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
 /// The client's deadline (`grpc-timeout`), or the default; at most a day.
 pub(super) fn deadline<T>(request: &Request<T>) -> Duration {
+    deadline_or(request, DEFAULT_KV_DEADLINE)
+}
+
+/// The call's deadline, or `default` when it sets none.
+pub(super) fn deadline_or<T>(request: &Request<T>, default: Duration) -> Duration {
     request
         .metadata()
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
         .and_then(parse_grpc_timeout)
-        .unwrap_or(DEFAULT_KV_DEADLINE)
+        .unwrap_or(default)
         .min(LONGEST_DEADLINE)
 }
 

@@ -148,8 +148,12 @@ fn render_tables(out: &mut String, node: &Node) {
             "regatta_table_raft_log_last_index",
             "Index of the last entry in the table's Raft log.",
         ),
+        (
+            "regatta_table_snapshot_installed_index",
+            "Index of the last snapshot this node installed from the table's Raft leader (0: none); a member that replaced a lost node catches up this way.",
+        ),
     ];
-    let mut rows: Vec<[String; 5]> = Vec::new();
+    let mut rows: Vec<[String; 6]> = Vec::new();
     let mut names = Vec::new();
     for (name, _) in node.tables() {
         let (Ok(data), Ok(status)) = (node.table(&name), node.status(&name)) else {
@@ -162,6 +166,7 @@ fn render_tables(out: &mut String, node: &Node) {
             status.info.raft_term.to_string(),
             status.info.raft_leader_id.to_string(),
             status.last_log_index.to_string(),
+            status.installed_snapshot_index.to_string(),
         ]);
         names.push(String::from_utf8_lossy(&name).replace(['"', '\\', '\n'], "_"));
     }

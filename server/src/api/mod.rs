@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod kv;
 pub mod limits;
 pub mod maintenance;
+pub mod membership;
 pub mod metrics;
 pub mod reflection;
 pub mod replication;

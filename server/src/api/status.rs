@@ -44,6 +44,9 @@ pub enum Error {
     ResourceExhausted(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A member change the cluster refuses; the code depends on why.
+    #[error(transparent)]
+    Membership(cluster::MembershipError),
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]
@@ -63,6 +66,7 @@ impl From<cluster::Error> for Error {
             cluster::Error::NoSpace(reason) => Error::ResourceExhausted(reason),
             cluster::Error::MalformedStream(reason) => Error::InvalidStream(reason),
             cluster::Error::Storage(err) => err.into(),
+            cluster::Error::Membership(err) => Error::Membership(err),
             other => Error::Internal(other.to_string()),
         }
     }
@@ -87,6 +91,16 @@ impl From<Error> for Status {
             Error::Unavailable(reason) => Status::unavailable(reason),
             Error::ResourceExhausted(reason) => Status::resource_exhausted(reason),
             Error::DeadlineExceeded(reason) => Status::deadline_exceeded(reason),
+            Error::Membership(err) => {
+                use cluster::MembershipError as Why;
+                let message = err.to_string();
+                match err {
+                    Why::ZeroId | Why::NoAddress => Status::invalid_argument(message),
+                    Why::Removed(_) | Why::LastMember(_) => Status::failed_precondition(message),
+                    Why::AlreadyMember { .. } => Status::already_exists(message),
+                    Why::NotMember(_) => Status::not_found(message),
+                }
+            }
             Error::Internal(detail) => {
                 // Server faults are logged once, here; callers get no internals.
                 tracing::error!(error = %detail, "internal error");

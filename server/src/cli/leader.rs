@@ -142,6 +142,12 @@ pub struct LeaderArgs {
     /// Every member of the cluster as `id=host:port,...` (default: this node alone).
     #[arg(long = "raft.initial-members", env = "REGATTA_RAFT_INITIAL_MEMBERS")]
     pub raft_initial_members: Option<String>,
+    /// Join a running cluster as a new member instead of forming one: this
+    /// node initializes no group and waits until an operator adds it
+    /// (`regatta cluster add-member`). --raft.initial-members then only
+    /// tells it where the members are, and need not list it.
+    #[arg(long = "raft.join", env = "REGATTA_RAFT_JOIN", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub raft_join: bool,
     /// Directory of the Raft log and vote.
     #[arg(
         long = "raft.node-host-dir",
@@ -312,6 +318,7 @@ impl LeaderArgs {
             address: self.raft_address.clone(),
             listen_address: self.raft_listen_address.clone(),
             initial_members: members,
+            join: self.raft_join,
             node_host_dir: self.raft_node_host_dir.clone(),
             wal_dir: self.raft_wal_dir.clone(),
             state_machine_dir: self.raft_state_machine_dir.clone(),

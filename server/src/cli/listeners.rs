@@ -9,6 +9,7 @@ use tonic::codec::CompressionEncoding;
 use super::leader::LeaderArgs;
 use super::listener_flags::{MAINTENANCE_CERT_FLAGS, REPLICATION_CERT_FLAGS};
 use crate::api::maintenance::{MaintenanceRole, MaintenanceService, TokenCheck};
+use crate::api::membership::MembershipService;
 use crate::api::replication::MetadataService;
 use crate::api::tables::TablesService;
 use crate::api::KvService;
@@ -16,6 +17,7 @@ use crate::cluster::Node;
 use crate::net::{Address, Listener};
 use crate::storage::MAX_MESSAGE_BYTES;
 use regatta_proto::maintenance::v1::maintenance_server::MaintenanceServer;
+use regatta_proto::membership::v1::membership_server::MembershipServer;
 use regatta_proto::regatta::v1::kv_server::KvServer;
 use regatta_proto::regatta::v1::tables_server::TablesServer;
 use regatta_proto::replication::v1::metadata_server::MetadataServer;
@@ -108,13 +110,14 @@ pub async fn maintenance_server(
             )
         }
     };
-    let (maintenance, metadata) = maintenance_services(args, node, role);
+    let (maintenance, metadata) = maintenance_services(args, node.clone(), role);
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(maintenance)
-        .add_service(metadata);
+        .add_service(metadata)
+        .add_service(membership_service(args, node));
     let (listener, tls) = bind(
         "--maintenance.address",
         &args.maintenance_address,
@@ -167,6 +170,16 @@ pub fn tables_on_api(
         TablesServer::new(TablesService::new(node, role)),
         token,
     ))
+}
+
+/// Adding and removing members, behind the maintenance token: on the
+/// maintenance listener only, never on a client-facing port.
+fn membership_service(
+    args: &LeaderArgs,
+    node: Arc<Node>,
+) -> Intercepted<MembershipServer<MembershipService>> {
+    let token = TokenCheck::new(args.maintenance_token.as_deref());
+    tonic_interceptor(MembershipServer::new(MembershipService::new(node)), token)
 }
 
 /// Maintenance and Metadata.Get behind the bearer token (when one is set),

@@ -1,13 +1,18 @@
 //! The table catalogue, kept by the metadata Raft group in a storage table of
 //! its own: `table/<name>` -> shard id (u64 BE), and `next_shard_id`, so shard
-//! ids grow from 10001 and are never reused.
+//! ids grow from 10001 and are never reused. It also records the members an
+//! operator added (`member/<id>` -> Raft address) and removed
+//! (`removed/<id>`), ids as u64 BE, so that every node steers every group
+//! towards the same voters and no id is ever taken twice. An added member's
+//! record also holds the first shard id assigned after it was added: the
+//! tables it may initialize (older ones exist on the other members already).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use regatta_proto::mvcc::v1::command::CommandType;
 use regatta_proto::mvcc::v1::{Command, KeyValue};
 
-use super::raft::types::{GroupId, MetaCommand, FIRST_TABLE_SHARD};
+use super::raft::types::{GroupId, MetaCommand, NodeId, FIRST_TABLE_SHARD};
 use crate::storage::{self, prefix_end, RangeQuery, Table};
 
 /// Name of the storage table holding the catalogue, in the server's own
@@ -26,6 +31,9 @@ const NEXT_SHARD_KEY: &[u8] = b"next_shard_id";
 /// of the table this one copies, so a table deleted and created again there
 /// is not taken for the one copied before.
 const ORIGIN_PREFIX: &[u8] = b"origin/";
+
+const MEMBER_PREFIX: &[u8] = b"member/";
+const REMOVED_PREFIX: &[u8] = b"removed/";
 
 fn table_key(name: &[u8]) -> Vec<u8> {
     [TABLE_PREFIX, name].concat()
@@ -67,15 +75,96 @@ pub fn origins(table: &Table) -> storage::Result<BTreeMap<Vec<u8>, u64>> {
     ids_under(table, ORIGIN_PREFIX)
 }
 
-fn ids_under(table: &Table, prefix: &[u8]) -> storage::Result<BTreeMap<Vec<u8>, u64>> {
+/// Members an operator added and removed since the cluster began.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberRecords {
+    /// Added members (an id removed later stays here too).
+    pub added: BTreeMap<NodeId, AddedMember>,
+    pub removed: BTreeSet<NodeId>,
+}
+
+/// A member an operator added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedMember {
+    /// Its Raft address.
+    pub address: String,
+    /// The first shard id assigned after it was added.
+    pub first_shard: GroupId,
+}
+
+/// The member records of the catalogue.
+pub fn members(table: &Table) -> storage::Result<MemberRecords> {
+    let id_of = |key: &[u8], prefix: &[u8]| -> Option<NodeId> {
+        Some(u64::from_be_bytes(key[prefix.len()..].try_into().ok()?))
+    };
+    let added = under(table, MEMBER_PREFIX)?
+        .into_iter()
+        .filter_map(|kv| {
+            let (first_shard, address) = kv.value.split_first_chunk::<8>()?;
+            let member = AddedMember {
+                address: String::from_utf8(address.to_vec()).ok()?,
+                first_shard: u64::from_be_bytes(*first_shard),
+            };
+            Some((id_of(&kv.key, MEMBER_PREFIX)?, member))
+        })
+        .collect();
+    let removed = under(table, REMOVED_PREFIX)?
+        .into_iter()
+        .filter_map(|kv| id_of(&kv.key, REMOVED_PREFIX))
+        .collect();
+    Ok(MemberRecords { added, removed })
+}
+
+fn member_key(prefix: &[u8], id: NodeId) -> Vec<u8> {
+    [prefix, &id.to_be_bytes()].concat()
+}
+
+fn under(table: &Table, prefix: &[u8]) -> storage::Result<Vec<KeyValue>> {
     let found = table.range(&RangeQuery {
         key: prefix.to_vec(),
         range_end: prefix_end(prefix),
         ..RangeQuery::default()
     })?;
-    Ok(found
-        .value
-        .kvs
+    Ok(found.value.kvs)
+}
+
+/// Applies a member record as entry `index`: `Some(id)` once recorded,
+/// `None` for an `AddMember` of a removed id (refused, nothing written).
+fn apply_member(
+    table: &Table,
+    index: u64,
+    command: &MetaCommand,
+    raft_state: &[u8],
+) -> storage::Result<Option<NodeId>> {
+    let (id, record) = match command {
+        MetaCommand::AddMember { id, address } => {
+            let removed = !under(table, &member_key(REMOVED_PREFIX, *id))?.is_empty();
+            if removed {
+                table.apply_entry(index, None, Some(raft_state))?;
+                return Ok(None);
+            }
+            let first_shard = read_u64(table, NEXT_SHARD_KEY)?.unwrap_or(FIRST_TABLE_SHARD);
+            let value = [&first_shard.to_be_bytes(), address.as_bytes()].concat();
+            (*id, (member_key(MEMBER_PREFIX, *id), value))
+        }
+        MetaCommand::RemoveMember { id } => (*id, (member_key(REMOVED_PREFIX, *id), Vec::new())),
+        _ => return Ok(None),
+    };
+    let command = Command {
+        r#type: CommandType::Put as i32,
+        kv: Some(KeyValue {
+            key: record.0,
+            value: record.1,
+            ..KeyValue::default()
+        }),
+        ..Command::default()
+    };
+    table.apply_entry(index, Some(&command), Some(raft_state))?;
+    Ok(Some(id))
+}
+
+fn ids_under(table: &Table, prefix: &[u8]) -> storage::Result<BTreeMap<Vec<u8>, u64>> {
+    Ok(under(table, prefix)?
         .into_iter()
         .filter_map(|kv| {
             let id = u64::from_be_bytes(kv.value.as_slice().try_into().ok()?);
@@ -100,6 +189,9 @@ pub fn apply(
         MetaCommand::CreateNewTable { name } => (name, true, true, None),
         MetaCommand::DeleteExistingTable { name } => (name, false, true, None),
         MetaCommand::CreateCopy { name, origin } => (name, true, false, Some(*origin)),
+        MetaCommand::AddMember { .. } | MetaCommand::RemoveMember { .. } => {
+            return apply_member(table, index, command, raft_state);
+        }
         MetaCommand::RecordOrigin { name, origin } => {
             let existing = read_u64(table, &table_key(name))?;
             let record = existing.map(|_| Command {

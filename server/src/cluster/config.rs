@@ -20,6 +20,9 @@ pub struct RaftSettings {
     pub listen_address: Option<String>,
     /// `--raft.initial-members`: every member's id and address.
     pub initial_members: BTreeMap<NodeId, String>,
+    /// `--raft.join`: a new member of a running cluster, which initializes
+    /// no group (`node/membership.rs`).
+    pub join: bool,
     /// `--raft.node-host-dir`: the Raft log and vote.
     pub node_host_dir: PathBuf,
     /// `--raft.wal-dir`: the Raft log instead of `node_host_dir`, when set.
@@ -58,6 +61,7 @@ impl RaftSettings {
             address: address.clone(),
             listen_address: None,
             initial_members: BTreeMap::from([(1, address)]),
+            join: false,
             node_host_dir: dir.join("raft"),
             wal_dir: None,
             state_machine_dir: dir.join("state-machine"),

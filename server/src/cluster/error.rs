@@ -27,9 +27,30 @@ pub enum Error {
     /// A command stream to restore is not in the command-stream format.
     #[error("malformed command stream: {0}")]
     MalformedStream(String),
+    /// A member change the cluster refuses (`node/membership.rs`).
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
     /// Starting the node failed (disk, address, configuration).
     #[error("startup: {0}")]
     Startup(String),
+}
+
+/// Why an operator's member change is refused; the messages are the
+/// client's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error("node id must be greater than 0")]
+    ZeroId,
+    #[error("the new member's raft address must not be empty")]
+    NoAddress,
+    #[error("node {0} was removed from the cluster and its id is never used again: start the new node under a new id")]
+    Removed(u64),
+    #[error("node {id} is already a member, at {address}")]
+    AlreadyMember { id: u64, address: String },
+    #[error("node {0} is not a member")]
+    NotMember(u64),
+    #[error("node {0} is the cluster's last member")]
+    LastMember(u64),
 }
 
 impl Error {

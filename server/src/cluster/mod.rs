@@ -13,7 +13,7 @@ mod table_log;
 pub mod table_name;
 
 pub use config::{parse_members, MemberIdentity, RaftSettings};
-pub use error::{Error, Result};
+pub use error::{Error, MembershipError, Result};
 pub use node::{Consistency, GroupInfo, Member, Node, TableBytes, TableStatus, Written};
 pub use raft::types::RestoreStep;
 pub use restore::{Filled, TableRestore};

@@ -7,6 +7,7 @@ mod harness;
 mod idle;
 mod members;
 mod read_index;
+mod replace_member;
 mod reply_proxy;
 mod scenarios;
 mod table_log;

@@ -25,6 +25,9 @@ impl Node {
         if let Some(group) = self.groups.get(id) {
             return Ok(group);
         }
+        // A new group is initialized with the members of the day, and
+        // only where that is safe (`membership.rs`).
+        let members = self.initial_members_of(id)?;
         // Groups start with their timers parked (`raft/liveness.rs`), so
         // groups started together do not tick in lockstep.
         let group = Group::start(
@@ -34,7 +37,7 @@ impl Node {
                 peers: &self.peers,
                 log: &self.log,
                 storage: &self.storage,
-                members: &self.settings.initial_members,
+                members: &members,
                 health: &self.health,
             },
             id,
@@ -145,6 +148,7 @@ impl Node {
     pub fn status(&self, table: &[u8]) -> Result<TableStatus> {
         let group = self.table_group(table)?;
         let applied_index = *group.applied.borrow();
+        let installed_snapshot_index = *group.installed.borrow();
         Ok(TableStatus {
             info: self.group_info(&group),
             leader: group.leader(),
@@ -152,6 +156,7 @@ impl Node {
             last_purged_index: group.last_purged_index(),
             snapshot_index: group.snapshot_index(),
             applied_index,
+            installed_snapshot_index,
         })
     }
 
@@ -242,7 +247,7 @@ impl Node {
     }
 
     /// The metadata group (the catalogue's), which every node runs.
-    fn metadata_group(&self) -> Result<Arc<Group>> {
+    pub(super) fn metadata_group(&self) -> Result<Arc<Group>> {
         self.groups.get(METADATA_GROUP).ok_or(Error::TableNotFound)
     }
 

@@ -5,6 +5,7 @@
 //! index on any node).
 
 mod groups;
+mod membership;
 mod reads;
 mod writes;
 
@@ -60,6 +61,9 @@ pub struct TableStatus {
     pub snapshot_index: Option<u64>,
     /// Index of the last entry applied to the table here.
     pub applied_index: u64,
+    /// Index of the last snapshot this node installed from the group's
+    /// leader (0: none).
+    pub installed_snapshot_index: u64,
 }
 
 /// A node of the cluster as the Cluster API's MemberList shows it.
@@ -109,6 +113,8 @@ pub struct Node {
     /// transport (which waits for every call and stream to end).
     server: std::sync::Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
     reconciler: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Steers the groups this node leads towards the wanted voters.
+    steering: std::sync::Mutex<Option<JoinHandle<()>>>,
     bound_raft_address: SocketAddr,
 }
 
@@ -137,9 +143,9 @@ impl Node {
         listener: tokio::net::TcpListener,
     ) -> Result<Arc<Node>> {
         let timing = settings.raft_timing()?;
-        if !settings.initial_members.contains_key(&settings.node_id) {
+        if !settings.join && !settings.initial_members.contains_key(&settings.node_id) {
             return Err(Error::Startup(format!(
-                "--raft.initial-members does not list this node ({})",
+                "--raft.initial-members does not list this node ({}); a node that joins a running cluster takes --raft.join",
                 settings.node_id
             )));
         }
@@ -162,11 +168,12 @@ impl Node {
                 storage_options.min_free_space,
             ),
         };
-        let addresses: HashMap<NodeId, String> = settings
+        let mut addresses: HashMap<NodeId, String> = settings
             .initial_members
             .iter()
             .map(|(id, addr)| (*id, addr.clone()))
             .collect();
+        addresses.insert(settings.node_id, settings.address.clone());
         let peers = Peers::new(settings.node_id, addresses);
         let groups = Arc::new(Groups::default());
 
@@ -189,6 +196,7 @@ impl Node {
             liveness: liveness.clone(),
             closing: stop_rx.clone(),
             disk: health.space.clone(),
+            peers: peers.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -227,6 +235,7 @@ impl Node {
             reconcile_lock: Mutex::new(()),
             server: std::sync::Mutex::new(Some((stop_tx, server))),
             reconciler: std::sync::Mutex::new(None),
+            steering: std::sync::Mutex::new(None),
             bound_raft_address,
         });
         if node
@@ -249,6 +258,8 @@ impl Node {
             }
         });
         *node.reconciler.lock().unwrap_or_else(|p| p.into_inner()) = Some(reconciler);
+        let steering = node.spawn_membership_steering();
+        *node.steering.lock().unwrap_or_else(|p| p.into_inner()) = Some(steering);
         Ok(node)
     }
 
@@ -305,13 +316,10 @@ impl Node {
 
     /// Stops every group and the transport, then makes the data durable.
     pub async fn shutdown(&self) {
-        if let Some(reconciler) = self
-            .reconciler
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            reconciler.abort();
+        for task in [&self.reconciler, &self.steering] {
+            if let Some(task) = task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                task.abort();
+            }
         }
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((stop, server)) = server {

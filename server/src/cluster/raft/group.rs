@@ -1,13 +1,13 @@
 //! One running Raft group (the metadata group or a table's shard) and the
 //! registry through which the transport finds groups by id.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::{BasicNode, ReadPolicy, ServerState};
+use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState};
 use regatta_proto::internal::raft::v1::GroupRole;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -173,6 +173,9 @@ impl Group {
     /// Initializes the group with the static membership unless it already
     /// holds one.
     pub(super) async fn initialize_now(&self) {
+        if self.members.is_empty() {
+            return; // A joining node's metadata group: members add it.
+        }
         match self.raft.is_initialized().await {
             Ok(false) => {
                 if let Err(err) = self.raft.initialize(self.members.clone()).await {
@@ -240,7 +243,7 @@ impl Group {
     }
 
     /// The group's voters.
-    pub(super) fn voters(&self) -> Vec<NodeId> {
+    pub fn voters(&self) -> Vec<NodeId> {
         let metrics = self.raft.server_metrics();
         let voters = metrics
             .borrow_watched()
@@ -249,6 +252,104 @@ impl Group {
             .voter_ids()
             .collect();
         voters
+    }
+
+    /// Whether the group's members are exactly `voters`: one voter set
+    /// (not joint), and no learner besides.
+    pub fn has_voters(&self, voters: &BTreeSet<NodeId>) -> bool {
+        let metrics = self.raft.server_metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        let configs = membership.get_joint_config();
+        configs.len() == 1
+            && configs[0] == *voters
+            && membership.nodes().map(|(id, _)| id).eq(voters.iter())
+    }
+
+    /// As leader: makes `wanted` the group's voters (`node/membership.rs`).
+    /// A new member is added as a learner first and promoted once it caught
+    /// up (by snapshot when the log it lacks was purged); a learner that has
+    /// not caught up within `catch_up` leaves the change for a later call,
+    /// without adding it again. Joint consensus makes each step safe with a
+    /// member down.
+    pub async fn change_voters(
+        &self,
+        wanted: &BTreeMap<NodeId, String>,
+        catch_up: Duration,
+    ) -> Result<(), String> {
+        // Like a write, a member change needs a leader a quorum acked within
+        // the lease (`renew_lapsing_lease`).
+        self.renew_lapsing_lease()
+            .await
+            .map_err(|err| format!("confirming leadership: {err}"))?;
+        let known: BTreeSet<NodeId> = self.members().into_iter().map(|(id, _)| id).collect();
+        for (id, address) in wanted.iter().filter(|(id, _)| !known.contains(id)) {
+            self.raft
+                .add_learner(*id, BasicNode::new(address), false)
+                .await
+                .map_err(|err| format!("adding node {id} as a learner: {err}"))?;
+        }
+        for id in wanted.keys() {
+            self.wait_caught_up(*id, catch_up).await?;
+        }
+        let voters: BTreeSet<NodeId> = wanted.keys().copied().collect();
+        self.renew_lapsing_lease()
+            .await
+            .map_err(|err| format!("confirming leadership: {err}"))?;
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|err| format!("changing voters: {err}"))?;
+        // A member removed before it was promoted stays a learner.
+        let unwanted: BTreeSet<NodeId> = self
+            .members()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !wanted.contains_key(id))
+            .collect();
+        if !unwanted.is_empty() {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(unwanted), false)
+                .await
+                .map_err(|err| format!("removing learners: {err}"))?;
+        }
+        Ok(())
+    }
+
+    /// As leader: waits until `node` holds the log up to this leader's last
+    /// entry at the time of the call, less what a heartbeat carries.
+    async fn wait_caught_up(&self, node: NodeId, timeout: Duration) -> Result<(), String> {
+        const LAG: u64 = 100;
+        let mut metrics = self.raft.metrics();
+        let target = metrics
+            .borrow_watched()
+            .last_log_index
+            .unwrap_or_default()
+            .saturating_sub(LAG);
+        if node == self.raft_id() {
+            return Ok(());
+        }
+        let caught_up = tokio::time::timeout(
+            timeout,
+            metrics.wait_until(|m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(&node).copied().flatten())
+                    .is_some_and(|matched| matched.index >= target)
+            }),
+        )
+        .await;
+        match caught_up {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err("the group stopped".into()),
+            Err(_) => Err(format!("node {node} has not caught up yet")),
+        }
+    }
+
+    fn raft_id(&self) -> NodeId {
+        let metrics = self.raft.server_metrics();
+        let id = metrics.borrow_watched().id;
+        id
     }
 
     /// Runs or parks the group's Raft timer (heartbeats, election timeout).

@@ -2,7 +2,7 @@
 //! tonic channel per peer, shared by every group; each group gets its own
 //! factory carrying its group id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -68,26 +68,26 @@ impl PeerHealth {
     }
 }
 
-/// Channels to the other nodes of the cluster, by node id.
+/// Channels to the other nodes of the cluster, by node id. The members
+/// change when an operator replaces a node (`node/membership.rs`).
 pub struct Peers {
     self_id: NodeId,
-    addresses: HashMap<NodeId, String>,
+    addresses: RwLock<HashMap<NodeId, String>>,
+    /// Ids removed from the cluster: never dialled, never answered.
+    removed: RwLock<HashSet<NodeId>>,
     channels: RwLock<HashMap<NodeId, Channel>>,
-    health: HashMap<NodeId, Arc<PeerHealth>>,
+    health: RwLock<HashMap<NodeId, Arc<PeerHealth>>>,
     forward_stats: ForwardStats,
 }
 
 impl Peers {
     pub fn new(self_id: NodeId, addresses: HashMap<NodeId, String>) -> Arc<Peers> {
-        let health = addresses
-            .keys()
-            .map(|id| (*id, Arc::<PeerHealth>::default()))
-            .collect();
         Arc::new(Peers {
             self_id,
-            addresses,
+            addresses: RwLock::new(addresses),
+            removed: RwLock::default(),
             channels: RwLock::default(),
-            health,
+            health: RwLock::default(),
             forward_stats: ForwardStats::default(),
         })
     }
@@ -96,9 +96,45 @@ impl Peers {
         self.self_id
     }
 
-    /// Reachability of `peer` (a fresh record for an unknown id).
+    /// Makes `addresses` the members this node dials and `removed` the ids
+    /// it refuses; a member whose address changed is dialled anew.
+    pub fn set_members(&self, addresses: HashMap<NodeId, String>, removed: HashSet<NodeId>) {
+        let mut current = self.addresses.write().unwrap_or_else(|p| p.into_inner());
+        if *current == addresses
+            && *self.removed.read().unwrap_or_else(|p| p.into_inner()) == removed
+        {
+            return;
+        }
+        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        channels.retain(|id, _| addresses.get(id) == current.get(id));
+        *current = addresses;
+        *self.removed.write().unwrap_or_else(|p| p.into_inner()) = removed;
+    }
+
+    /// Whether `node` was removed from the cluster.
+    pub fn is_removed(&self, node: NodeId) -> bool {
+        self.removed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&node)
+    }
+
+    /// Reachability of `peer`.
     fn health(&self, peer: NodeId) -> Arc<PeerHealth> {
-        self.health.get(&peer).cloned().unwrap_or_default()
+        if let Some(health) = self
+            .health
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+        {
+            return health.clone();
+        }
+        self.health
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(peer)
+            .or_default()
+            .clone()
     }
 
     /// Whether `peer`'s liveness beat arrives; when it is back after a
@@ -116,6 +152,8 @@ impl Peers {
     pub fn others(&self) -> Vec<NodeId> {
         let mut others: Vec<NodeId> = self
             .addresses
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .keys()
             .copied()
             .filter(|id| *id != self.self_id)
@@ -161,7 +199,10 @@ impl Peers {
         }
         let address = self
             .addresses
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .get(&node)
+            .cloned()
             .ok_or_else(|| format!("node {node} is not a member"))?;
         let channel = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|err| format!("bad address {address}: {err}"))?

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::group::{Group, Groups};
 use super::liveness::Liveness;
+use super::network::Peers;
 use super::types::{GroupId, NodeId, Request as Proposal, TypeConfig};
 
 /// Routes internal messages to the groups of this node.
@@ -30,6 +31,10 @@ pub struct InternalService {
     /// While this node's disk is below its reserve it takes no new log
     /// entries: the leader retries them later, and commits with the others.
     pub disk: Arc<crate::storage::DiskSpace>,
+    /// The members, and the ids removed from the cluster: a removed node
+    /// that comes back (its disk was not lost after all) must not campaign
+    /// in groups that no longer count it.
+    pub peers: Arc<Peers>,
 }
 
 impl InternalService {
@@ -37,7 +42,7 @@ impl InternalService {
         &self,
         message: &RaftMessage,
     ) -> Result<(Arc<Group>, Req), Status> {
-        let group = self.group_for(message.group_id, message.to)?;
+        let group = self.group_for(message.group_id, message.from, message.to)?;
         let request = bincode::deserialize(&message.payload)
             .map_err(|err| Status::invalid_argument(format!("undecodable payload: {err}")))?;
         Ok((group, request))
@@ -46,7 +51,10 @@ impl InternalService {
     /// The group a message for `(group_id, to)` goes to. Both refusals
     /// happen before anything is done, which the caller relies on to know
     /// that a refused request may be sent again elsewhere.
-    fn group_for(&self, group_id: GroupId, to: NodeId) -> Result<Arc<Group>, Status> {
+    fn group_for(&self, group_id: GroupId, from: NodeId, to: NodeId) -> Result<Arc<Group>, Status> {
+        if self.peers.is_removed(from) {
+            return Err(removed(from));
+        }
         if to != self.self_id {
             // A peer whose address map points at the wrong node must not be answered.
             return Err(Status::failed_precondition(format!(
@@ -111,7 +119,7 @@ impl RaftService for InternalService {
         // has anything to send yet (waiting for a first request here left
         // both ends blocked when the peer's request stream stayed empty).
         let (group_id, from, to) = stream_route(request.metadata())?;
-        let group = self.group_for(group_id, to)?;
+        let group = self.group_for(group_id, from, to)?;
         let inbound = request.into_inner();
         // Both directions end when the node shuts down: the answers, and
         // the requests, which openraft's task holds until they end (an open
@@ -204,6 +212,9 @@ impl RaftService for InternalService {
 
     async fn liveness(&self, request: Request<NodeBeat>) -> Result<Response<NodeBeat>, Status> {
         let beat = request.into_inner();
+        if self.peers.is_removed(beat.from) {
+            return Err(removed(beat.from));
+        }
         if beat.to != self.self_id {
             return Err(Status::failed_precondition(format!(
                 "beat for node {} reached node {}",
@@ -221,4 +232,10 @@ impl RaftService for InternalService {
         let (group, ()): (_, ()) = self.route(&message)?;
         self.reply(&message, &group.read_index_for_peer().await)
     }
+}
+
+fn removed(node: NodeId) -> Status {
+    Status::permission_denied(format!(
+        "node {node} was removed from this cluster; a node whose disk was replaced joins under a new id"
+    ))
 }

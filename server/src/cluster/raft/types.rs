@@ -68,6 +68,14 @@ pub enum MetaCommand {
     /// leader cluster's shard `origin` (tables created before origins were
     /// kept); a no-op when the table does not exist.
     RecordOrigin { name: Vec<u8>, origin: u64 },
+    /// Records node `id`, reached at Raft address `address`, as a member
+    /// every group is to count as a voter (`node/membership.rs`). Refused
+    /// (the response's shard id unset) when `id` was removed before: ids
+    /// are never reused. Otherwise the response's shard id is `id`.
+    AddMember { id: NodeId, address: String },
+    /// Records node `id` as removed: every group is to stop counting it,
+    /// and its id is never taken again.
+    RemoveMember { id: NodeId },
 }
 
 /// What applying an entry produced.
@@ -102,6 +110,10 @@ impl std::fmt::Display for Request {
             Request::Meta(MetaCommand::RecordOrigin { origin, .. }) => {
                 write!(f, "record origin leader shard {origin}")
             }
+            Request::Meta(MetaCommand::AddMember { id, address }) => {
+                write!(f, "add member {id} at {address}")
+            }
+            Request::Meta(MetaCommand::RemoveMember { id }) => write!(f, "remove member {id}"),
             Request::Restore(RestoreStep::Begin { id }) => write!(f, "restore {id} begin"),
             Request::Restore(RestoreStep::Batch { id, records }) => {
                 write!(f, "restore {id} batch ({} bytes)", records.len())
