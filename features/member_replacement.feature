@@ -12,9 +12,9 @@ Feature: Replacing a node whose disk is lost
 
   Scenario: A lost node is removed, a new node joins under a new id and catches up by snapshot
     Given a leader cluster of 3 nodes with tables "regatta-test,second" and flags "--raft.snapshot-entries=20 --raft.compaction-overhead=5"
-    And I write 100 keys "k" into "regatta-test"
+    When I write 100 keys "k" into "regatta-test"
     And I write 30 keys "s" into "second"
-    When node 3 is killed
+    And node 3 is killed
     And I remove member 3 through the maintenance API of node 1
     Then the maintenance call succeeds
     And within 30 seconds node 1 lists the members:

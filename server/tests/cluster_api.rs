@@ -104,3 +104,82 @@ async fn member_list_and_status_describe_the_node_and_mask_tokens() {
         "a token leaked: {shown}"
     );
 }
+
+/// Runs `regatta cluster <args>` against the node's maintenance API;
+/// (success, stdout, stderr).
+fn member_cli(config: &NodeConfig, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_regatta"))
+        .arg("cluster")
+        .args(args)
+        .args(["--maintenance-address", &config.maintenance])
+        .output()
+        .expect("run regatta");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_member_and_remove_member_need_the_maintenance_token_and_say_why_they_refuse() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let config = NodeConfig::new();
+    let mut node = config.start_with(dir.path(), &["--maintenance.token", "m0k"]);
+    let _kv = serving(&config, &mut node).await;
+
+    let (ok, _, err) = member_cli(&config, &["remove-member", "--id", "1"]);
+    assert!(
+        !ok && err.contains("Request unauthenticated with bearer"),
+        "{err}"
+    );
+    let token = ["--maintenance-token", "m0k"];
+    let (ok, _, err) = member_cli(
+        &config,
+        &[&["remove-member", "--id", "1"][..], &token].concat(),
+    );
+    assert!(
+        !ok && err.contains("FailedPrecondition: node 1 is the cluster's last member"),
+        "{err}"
+    );
+    // Node 2 never starts: recorded, it stays a learner that never catches
+    // up, and the single voter goes on alone.
+    let add = [
+        &[
+            "add-member",
+            "--id",
+            "2",
+            "--raft-address",
+            "127.0.0.1:9",
+            "--no-wait",
+            "--json",
+        ][..],
+        &token,
+    ]
+    .concat();
+    let (ok, out, err) = member_cli(&config, &add);
+    assert!(ok, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(answer["voters"], serde_json::json!([1, 2]), "{out}");
+    let (ok, out, err) = member_cli(
+        &config,
+        &[&["remove-member", "--id", "2"][..], &token].concat(),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "voters 1: every group changed");
+    let (ok, _, err) = member_cli(&config, &add);
+    assert!(
+        !ok && err.contains("FailedPrecondition: node 2 was removed from the cluster and its id is never used again: start the new node under a new id"),
+        "{err}"
+    );
+    // The node still takes writes: it never counted node 2.
+    let mut kv = serving(&config, &mut node).await;
+    kv.put(PutRequest {
+        table: b"regatta".to_vec(),
+        key: b"after".to_vec(),
+        value: b"member changes".to_vec(),
+        ..PutRequest::default()
+    })
+    .await
+    .expect("put after the member changes");
+}
