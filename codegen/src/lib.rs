@@ -36,7 +36,8 @@ pub mod maintenance {
     }
 }
 
-/// Operator tooling of this implementation: replacing members.
+/// Operator tooling of this implementation: replacing members; not part of
+/// Regatta's API and not in [`FILE_DESCRIPTOR_SET`].
 pub mod membership {
     #[allow(clippy::all, clippy::pedantic, missing_docs)]
     pub mod v1 {

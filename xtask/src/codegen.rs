@@ -10,13 +10,17 @@ use anyhow::{bail, Context, Result};
 use prost::Message;
 
 /// The public API files, in dependency order.
-const PROTO_FILES: [&str; 5] = [
+const PROTO_FILES: [&str; 4] = [
     "mvcc.proto",
     "regatta.proto",
     "replication.proto",
     "maintenance.proto",
-    "membership.proto",
 ];
+
+/// This implementation's own operator API (member changes): generated
+/// beside Regatta's API, kept out of the descriptor set, which holds
+/// exactly Regatta's services.
+const EXTENSION_PROTO_FILES: [&str; 1] = ["membership.proto"];
 
 /// The node-to-node transport: generated beside the public API but kept out
 /// of the descriptor set that gRPC reflection serves.
@@ -97,10 +101,12 @@ fn generate(root: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
         .map_err(|err| anyhow::anyhow!("compiling proto/internal: {err:?}"))?;
     let bench = protox::compile(BENCH_PROTO_FILES, [&proto_dir])
         .map_err(|err| anyhow::anyhow!("compiling proto/bench: {err:?}"))?;
+    let extension = protox::compile(EXTENSION_PROTO_FILES, [&proto_dir])
+        .map_err(|err| anyhow::anyhow!("compiling proto/membership.proto: {err:?}"))?;
 
     // tonic-prost-build writes files; give it a scratch directory.
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    for set in [fds, internal, bench] {
+    for set in [fds, internal, bench, extension] {
         tonic_prost_build::configure()
             .build_client(true)
             .build_server(true)
