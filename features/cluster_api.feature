@@ -106,6 +106,7 @@ Feature: Cluster API
     When I ask node 3 for its status
     Then the request succeeds
     And the status carries no config
+    And no node's log contains "s3cret"
 
   Scenario: Without tokens the status config shows none
     Given a leader cluster of 1 node with tables "regatta-test"

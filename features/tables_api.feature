@@ -198,6 +198,7 @@ Feature: Tables API
     Then the request succeeds
     When I list tables on node 1 with authorization "bearer s3cret"
     Then the listed tables include "orders, regatta-test"
+    And no node's log contains "s3cret"
     When I put "k" = "v" into "orders" on node 1
     Then the request succeeds
     When I delete table "orders" on node 1 with authorization "Bearer s3cret"

@@ -13,6 +13,7 @@ pub mod jepsen;
 pub mod metrics;
 pub mod setup;
 pub mod steps;
+pub mod tls;
 pub mod values;
 pub mod world;
 

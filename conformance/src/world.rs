@@ -121,6 +121,12 @@ pub struct RegattaWorld {
     pub followed: Option<tonic::Streaming<ReplicateResponse>>,
     /// The scenario's turn on the machine (see [`crate::gate`]).
     pub pass: Option<crate::gate::Pass>,
+    /// How the suite reaches listeners that serve TLS; `None`: plaintext.
+    pub tls: Option<crate::tls::ClientTls>,
+    /// The scenario's certificate authority, when its clusters serve TLS.
+    pub authority: Option<std::sync::Arc<crate::tls::Authority>>,
+    /// The authority whose certificates the nodes had before a renewal.
+    pub replaced_authority: Option<std::sync::Arc<crate::tls::Authority>>,
     next_node: usize,
 }
 
@@ -163,6 +169,9 @@ impl RegattaWorld {
             snapshot: None,
             followed: None,
             pass: None,
+            tls: None,
+            authority: None,
+            replaced_authority: None,
             next_node: 0,
         }
     }
@@ -217,10 +226,23 @@ impl RegattaWorld {
         })
     }
 
+    /// An endpoint for `url` (`http://...`), over TLS when the scenario's
+    /// listeners serve it.
+    pub fn endpoint(&self, url: String) -> Result<Endpoint> {
+        match &self.tls {
+            None => Ok(Endpoint::from_shared(url)?),
+            Some(tls) => {
+                let url = url.replacen("http://", "https://", 1);
+                Ok(Endpoint::from_shared(url)?.tls_config(tls.tonic())?)
+            }
+        }
+    }
+
     /// A fresh channel to node `n`'s KV API, for steps that send raw
     /// encodings rather than our generated messages.
     pub fn api_channel(&self, n: usize) -> Result<Channel> {
-        Ok(Endpoint::from_shared(self.api_endpoint(n)?)?
+        Ok(self
+            .endpoint(self.api_endpoint(n)?)?
             .connect_timeout(Duration::from_secs(2))
             .timeout(RPC_TIMEOUT)
             .connect_lazy())
@@ -234,7 +256,8 @@ impl RegattaWorld {
                 return Ok(client.clone());
             }
         }
-        let channel = Endpoint::from_shared(endpoint.clone())?
+        let channel = self
+            .endpoint(endpoint.clone())?
             .connect_timeout(Duration::from_secs(2))
             .timeout(RPC_TIMEOUT)
             .http2_keep_alive_interval(Duration::from_secs(2))
@@ -253,7 +276,8 @@ impl RegattaWorld {
         let endpoint = self.cluster()?.replication_endpoint(n).context(
             "the backend does not know the replication endpoints (REGATTA_REPLICATION_ENDPOINTS)",
         )?;
-        Ok(Endpoint::from_shared(endpoint)?
+        Ok(self
+            .endpoint(endpoint)?
             .connect_timeout(Duration::from_secs(2))
             .connect_lazy())
     }
@@ -272,7 +296,8 @@ impl RegattaWorld {
         .context(
             "the backend does not know the maintenance endpoints (REGATTA_MAINTENANCE_ENDPOINTS)",
         )?;
-        Ok(Endpoint::from_shared(endpoint)?
+        Ok(self
+            .endpoint(endpoint)?
             .connect_timeout(Duration::from_secs(2))
             .connect_lazy())
     }

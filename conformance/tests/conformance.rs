@@ -15,8 +15,9 @@ use cucumber::event::ScenarioFinished;
 use cucumber::writer::Stats as _;
 use cucumber::{writer, World as _, WriterExt as _};
 
-/// Tags of scenarios that need the suite to control the nodes.
-const NEEDS_NODE_CONTROL: [&str; 2] = ["faults", "restart"];
+/// Tags of scenarios that need the suite to control the nodes: to stop
+/// and start them, or (`tls`) to start them with certificates of its own.
+const NEEDS_NODE_CONTROL: [&str; 3] = ["faults", "restart", "tls"];
 
 fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {

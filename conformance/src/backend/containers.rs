@@ -94,6 +94,9 @@ impl Backend for ContainersBackend {
             };
             let host_dir = data.path().join(format!("n{}", index + 1));
             std::fs::create_dir_all(&host_dir)?;
+            if let Some(tls) = &spec.tls {
+                super::write_node_tls(&tls.authority, &host_dir, container_name)?;
+            }
             nodes.push(ContainerNode {
                 name: container_name.clone(),
                 args: node_args(spec, index + 1, &bind, &members.join(","), "/data"),
@@ -313,6 +316,10 @@ impl Cluster for ContainerCluster {
     fn rest_address(&self, n: usize) -> Option<String> {
         let ip = self.nodes.get(n.wrapping_sub(1))?.ip?;
         Some(format!("{ip}:{REST_PORT}"))
+    }
+
+    fn host_data_dir(&self, n: usize) -> Option<std::path::PathBuf> {
+        Some(self.nodes.get(n.wrapping_sub(1))?.host_dir.clone().into())
     }
 
     fn raft_address(&self, n: usize) -> Option<String> {

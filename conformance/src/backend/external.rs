@@ -110,6 +110,10 @@ impl Cluster for ExternalCluster {
         self.replication.get(n.wrapping_sub(1)).cloned()
     }
 
+    fn host_data_dir(&self, _n: usize) -> Option<std::path::PathBuf> {
+        None
+    }
+
     fn raft_address(&self, _n: usize) -> Option<String> {
         None
     }

@@ -33,6 +33,64 @@ pub struct ClusterSpec {
     /// Serve each node's KV API on a Unix socket, [`API_SOCKET`] in its data
     /// directory, instead of TCP (Regatta 0.3+ `unix://` addresses).
     pub api_socket: bool,
+    /// TLS on every listener; `None`: plaintext.
+    pub tls: Option<ClusterTls>,
+}
+
+/// TLS of a cluster: every node gets a certificate of the scenario's
+/// authority in [`TLS_DIR`] of its data directory, and serves TLS on its
+/// API, REST, maintenance and (leader cluster) replication listeners; a
+/// leader cluster's replication listener asks for client certificates of
+/// that authority (mutual TLS), as Regatta's does with a CA configured.
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    pub authority: std::sync::Arc<crate::tls::Authority>,
+    /// A follower cluster: whether its nodes present their certificate to
+    /// the leader cluster as a client certificate.
+    pub client_certificate: bool,
+}
+
+/// Where a node's TLS files are, in its data directory: `ca.crt`,
+/// `node.crt`, `node.key`.
+pub const TLS_DIR: &str = "tls";
+
+/// Writes node `host`'s TLS files into `host_dir` (its data directory as
+/// the test process sees it), signed by `authority`. The key goes first:
+/// a server that reads the pair between the two writes sees a mismatch
+/// and keeps the pair it has.
+pub fn write_node_tls(
+    authority: &crate::tls::Authority,
+    host_dir: &std::path::Path,
+    host: &str,
+) -> Result<()> {
+    let dir = host_dir.join(TLS_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let names = [crate::tls::SERVER_NAME, "127.0.0.1", host]
+        .iter()
+        .map(|name| name.to_string())
+        .collect::<Vec<_>>();
+    let pair = authority.issue(&names)?;
+    std::fs::write(dir.join("ca.crt"), authority.cert_pem())?;
+    std::fs::write(dir.join("node.key"), pair.key)?;
+    std::fs::write(dir.join("node.crt"), pair.cert)?;
+    Ok(())
+}
+
+/// The TLS flags of a node whose data directory is `data_dir`.
+fn tls_args(spec: &ClusterSpec, tls: &ClusterTls, data_dir: &str) -> Vec<String> {
+    let dir = format!("{data_dir}/{TLS_DIR}");
+    let mut args = vec![
+        format!("--api.cert-filename={dir}/node.crt"),
+        format!("--api.key-filename={dir}/node.key"),
+        format!("--maintenance.cert-filename={dir}/node.crt"),
+        format!("--maintenance.key-filename={dir}/node.key"),
+        format!("--replication.ca-filename={dir}/ca.crt"),
+    ];
+    if spec.follow.is_none() || tls.client_certificate {
+        args.push(format!("--replication.cert-filename={dir}/node.crt"));
+        args.push(format!("--replication.key-filename={dir}/node.key"));
+    }
+    args
 }
 
 /// The KV API's socket file in a node's data directory, for
@@ -92,6 +150,9 @@ pub fn node_args(
             // Scenarios cannot wait Regatta's default 30 s for new tables.
             args.push("--replication.reconcile-interval=1s".to_string());
         }
+    }
+    if let Some(tls) = &spec.tls {
+        args.extend(tls_args(spec, tls, data_dir));
     }
     args.extend(spec.extra_args.iter().cloned());
     args
@@ -160,6 +221,9 @@ pub trait Cluster: Send + Sync {
     /// `host:port` of node `n`'s REST listener (`/metrics`), as the test
     /// process reaches it; `None` when the backend does not know it.
     fn rest_address(&self, n: usize) -> Option<String>;
+    /// Node `n`'s data directory as the test process sees it; `None` when
+    /// the backend does not know it.
+    fn host_data_dir(&self, n: usize) -> Option<std::path::PathBuf>;
     /// Node `n`'s `--raft.address`, as the other nodes dial it; `None`
     /// when the backend does not know it.
     fn raft_address(&self, n: usize) -> Option<String>;

@@ -87,7 +87,10 @@ impl Backend for ProcessesBackend {
                 })
                 .collect();
             let node_dir = dir.path().join(format!("n{}", index + 1));
-            std::fs::create_dir_all(&node_dir)?;
+            std::fs::create_dir_all(node_dir.join("data"))?;
+            if let Some(tls) = &spec.tls {
+                super::write_node_tls(&tls.authority, &node_dir.join("data"), "127.0.0.1")?;
+            }
             let args = node_args(
                 spec,
                 index + 1,
@@ -224,6 +227,10 @@ impl Cluster for ProcessCluster {
 
     fn rest_address(&self, n: usize) -> Option<String> {
         Some(self.nodes.get(n.wrapping_sub(1))?.rest.clone())
+    }
+
+    fn host_data_dir(&self, n: usize) -> Option<PathBuf> {
+        Some(self.nodes.get(n.wrapping_sub(1))?.data.clone())
     }
 
     fn raft_address(&self, n: usize) -> Option<String> {

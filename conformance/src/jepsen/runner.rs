@@ -154,6 +154,7 @@ pub async fn run(backend: Arc<dyn Backend>, name: &str, options: &RunOptions) ->
         ],
         follow: None,
         api_socket: false,
+        tls: None,
     };
     let mut cluster = backend.start_cluster(&spec).await?;
     if let Some(reason) = cluster.fault_support() {
@@ -173,6 +174,7 @@ pub async fn run(backend: Arc<dyn Backend>, name: &str, options: &RunOptions) ->
                         extra_args: Vec::new(),
                         follow: Some(target),
                         api_socket: false,
+                        tls: None,
                     })
                     .await
             }

@@ -4,8 +4,11 @@ use anyhow::{bail, Context, Result};
 use cucumber::given;
 use regatta_proto::regatta::v1::DeleteRangeRequest;
 
+use std::sync::Arc;
+
 use super::flatten;
-use crate::backend::{ClusterSpec, START_TIMEOUT};
+use crate::backend::{ClusterSpec, ClusterTls, START_TIMEOUT};
+use crate::tls::{Authority, ClientTls};
 use crate::world::{backend, RegattaWorld};
 
 #[given(regex = r#"^a leader cluster of (\d+) nodes? with tables? "([^"]*)"$"#)]
@@ -56,6 +59,29 @@ async fn fresh_leader_cluster(
     start(world, nodes, &tables, "").await.map_err(flatten)
 }
 
+#[given(
+    regex = r#"^a leader cluster of (\d+) nodes? with tables? "([^"]*)" serving TLS on every listener$"#
+)]
+async fn leader_cluster_tls(world: &mut RegattaWorld, nodes: usize, tables: String) -> Result<()> {
+    let authority = Arc::new(Authority::new()?);
+    // The suite's own client certificate: the replication listener asks
+    // for one (the others do not, and accept it).
+    let identity = authority.issue(&["conformance-client".to_string()])?;
+    world.tls = Some(ClientTls {
+        ca: authority.cert_pem(),
+        identity: Some(identity),
+    });
+    world.authority = Some(authority.clone());
+    let spec = ClusterSpec {
+        tls: Some(ClusterTls {
+            authority,
+            client_certificate: true,
+        }),
+        ..spec(nodes, &tables, "")
+    };
+    start_spec(world, spec).await.map_err(flatten)
+}
+
 fn spec(nodes: usize, tables: &str, flags: &str) -> ClusterSpec {
     ClusterSpec {
         name: RegattaWorld::scenario_name(),
@@ -64,6 +90,7 @@ fn spec(nodes: usize, tables: &str, flags: &str) -> ClusterSpec {
         extra_args: flags.split_whitespace().map(String::from).collect(),
         follow: None,
         api_socket: false,
+        tls: None,
     }
 }
 

@@ -9,13 +9,34 @@ use cucumber::{given, then};
 use regatta_proto::regatta::v1::RangeRequest;
 
 use super::kv::wait_for_value;
-use crate::backend::{ClusterSpec, START_TIMEOUT};
+use crate::backend::{ClusterSpec, ClusterTls, START_TIMEOUT};
 use crate::values;
 use crate::world::{backend, RegattaWorld, FOLLOWER_NODES};
 
 #[given(regex = r"^a follower cluster of (\d+) nodes? following it$")]
 async fn follower_cluster(world: &mut RegattaWorld, nodes: usize) -> Result<()> {
-    start(world, nodes, "").await.map_err(super::flatten)
+    start(world, nodes, "", None).await.map_err(super::flatten)
+}
+
+/// TLS on the follower's own listeners and to the leader cluster, whose
+/// replication listener asks for a client certificate of the scenario's
+/// authority. Without one, the follower waits only for its own API: it
+/// gets no table.
+#[given(
+    regex = r"^a follower cluster of (\d+) nodes? serving TLS following it, (with|without) a client certificate$"
+)]
+async fn follower_cluster_tls(world: &mut RegattaWorld, nodes: usize, how: String) -> Result<()> {
+    let authority = world
+        .authority
+        .clone()
+        .context("the leader cluster does not serve TLS")?;
+    let tls = ClusterTls {
+        authority,
+        client_certificate: how == "with",
+    };
+    start(world, nodes, "", Some(tls))
+        .await
+        .map_err(super::flatten)
 }
 
 /// With server flags of the follower nodes' own, e.g.
@@ -26,10 +47,18 @@ async fn follower_cluster_with_flags(
     nodes: usize,
     flags: String,
 ) -> Result<()> {
-    start(world, nodes, &flags).await.map_err(super::flatten)
+    start(world, nodes, &flags, None)
+        .await
+        .map_err(super::flatten)
 }
 
-async fn start(world: &mut RegattaWorld, nodes: usize, flags: &str) -> Result<()> {
+async fn start(
+    world: &mut RegattaWorld,
+    nodes: usize,
+    flags: &str,
+    tls: Option<ClusterTls>,
+) -> Result<()> {
+    let refused = tls.as_ref().is_some_and(|tls| !tls.client_certificate);
     let leader_spec = world.spec.clone().context("no leader cluster yet")?;
     let target = world
         .cluster()?
@@ -42,12 +71,19 @@ async fn start(world: &mut RegattaWorld, nodes: usize, flags: &str) -> Result<()
         extra_args: flags.split_whitespace().map(String::from).collect(),
         follow: Some(target),
         api_socket: false,
+        tls,
     };
     let cluster = tokio::time::timeout(START_TIMEOUT, backend()?.start_cluster(&spec))
         .await
         .context("starting the follower cluster timed out")??;
     world.follower = Some(cluster);
     for n in 1..=nodes {
+        if refused {
+            world
+                .wait_serving(FOLLOWER_NODES + n, START_TIMEOUT)
+                .await?;
+            continue;
+        }
         for table in &spec.tables {
             world
                 .wait_table(FOLLOWER_NODES + n, table, START_TIMEOUT, false, false)

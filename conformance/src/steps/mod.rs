@@ -21,6 +21,7 @@ pub mod recovery;
 pub mod replication;
 pub mod request;
 pub mod tables_api;
+pub mod tls;
 pub mod txn;
 pub mod wire;
 
