@@ -463,3 +463,87 @@ async fn a_200_mb_restore_keeps_memory_bounded() {
         peak / 1_000_000
     );
 }
+
+/// Backups take turns with the other streams a node produces: a thousand
+/// backup calls whose clients never read would otherwise each keep a
+/// blocking thread and a chunk or two in memory (issue 21, item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_whose_clients_never_read_take_turns_and_the_rest_wait_then_are_refused() {
+    use regatta_proto::maintenance::v1::maintenance_client::MaintenanceClient;
+    use regatta_proto::maintenance::v1::BackupRequest;
+
+    let leader = start_leader("t", &[]);
+    let mut client = kv(&leader).await;
+    // 24 MiB that do not compress (backups are snappy-framed): more than
+    // the chunks in flight and HTTP/2's windows, so a backup whose client
+    // reads nothing stays open.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..12u8 {
+        let value: Vec<u8> = (0..2 * 1024 * 1024 - 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        client
+            .put(PutRequest {
+                table: b"t".to_vec(),
+                key: vec![b'k', i],
+                value,
+                ..PutRequest::default()
+            })
+            .await
+            .expect("put");
+    }
+    let backup = |deadline: Duration| {
+        let address = format!("http://{}", leader.maintenance);
+        async move {
+            let channel = Channel::from_shared(address)
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect to maintenance");
+            let mut request = tonic::Request::new(BackupRequest {
+                table: b"t".to_vec(),
+            });
+            request.set_timeout(deadline);
+            let mut client = MaintenanceClient::new(channel);
+            // The client is kept with the stream: dropping it closes the
+            // connection, and the server ends the stream.
+            client.backup(request).await.map(|stream| (client, stream))
+        }
+    };
+    let mut unread = Vec::new();
+    for _ in 0..16 {
+        unread.push(backup(Duration::from_secs(30)).await.expect("a turn"));
+    }
+    let started = Instant::now();
+    let refused = backup(Duration::from_secs(1))
+        .await
+        .expect_err("no turn left");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(
+        refused.message(),
+        "too many streams in progress (at most 16 at once); try again"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(850),
+        "it waited for a turn first"
+    );
+    // The clients go away: their turns come back, and a backup goes through.
+    drop(unread);
+    let (_client, stream) = backup(Duration::from_secs(30))
+        .await
+        .expect("a turn after the others left");
+    let mut stream = stream.into_inner();
+    let mut bytes = 0;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        bytes += chunk.data.len();
+    }
+    assert!(
+        bytes > 24 * 1024 * 1024 - 24 * 1024,
+        "the backup holds {bytes} bytes"
+    );
+}

@@ -12,12 +12,10 @@ use regatta_proto::maintenance::v1::restore_message::Data;
 use regatta_proto::maintenance::v1::{
     BackupRequest, ResetRequest, ResetResponse, RestoreMessage, RestoreResponse,
 };
-use regatta_proto::replication::v1::SnapshotChunk;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::api::replication::chunked_copy;
+use crate::api::replication::{chunked_copy, ChunkStream};
 use crate::api::status::Error;
 use crate::cluster::{self, Consistency, Node, RestoreStep};
 use crate::storage::Trailer;
@@ -112,13 +110,14 @@ fn status_error(status: Status) -> Error {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    type BackupStream = ReceiverStream<Result<SnapshotChunk, Status>>;
+    type BackupStream = ChunkStream;
 
     async fn backup(
         &self,
         request: Request<BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         self.serve_only(MaintenanceRole::Leader, "Backup")?;
+        let wait = crate::api::kv::deadline(&request);
         let table = request.into_inner().table;
         // A backup holds every write acknowledged before it began, on
         // whichever node it is taken (a follower may not have applied the
@@ -129,7 +128,9 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(Error::from)?;
         tracing::info!(table = %String::from_utf8_lossy(&table), "backup started");
-        Ok(Response::new(chunked_copy(data, Trailer::None)))
+        Ok(Response::new(
+            chunked_copy(data, Trailer::None, wait).await?,
+        ))
     }
 
     async fn restore(

@@ -1,4 +1,5 @@
-//! Server streams produced on blocking threads (IterateRange): a bounded
+//! Server streams produced on blocking threads (IterateRange, Backup,
+//! Snapshot.Stream): a bounded
 //! number at a time, and none waiting forever on a client that stopped
 //! reading.
 //!
@@ -46,8 +47,9 @@ pub struct Producer<T> {
 }
 
 impl<T: Send + 'static> Producer<T> {
-    /// Waits up to `wait` for a turn; then the producer and the stream its
-    /// messages go out on.
+    /// Waits for a turn up to nine tenths of `wait` (the call's deadline:
+    /// the refusal must reach the client before it gives up); then the
+    /// producer and the stream its messages go out on.
     pub async fn start(
         wait: Duration,
     ) -> Result<(Producer<T>, impl Stream<Item = Result<T, Status>>), Status> {
@@ -59,7 +61,7 @@ impl<T: Send + 'static> Producer<T> {
         wait: Duration,
         stall_timeout: Duration,
     ) -> Result<(Producer<T>, impl Stream<Item = Result<T, Status>>), Status> {
-        let turn = match tokio::time::timeout(wait, slots.acquire_owned()).await {
+        let turn = match tokio::time::timeout(wait * 9 / 10, slots.acquire_owned()).await {
             Ok(Ok(turn)) => turn,
             _ => {
                 return Err(Error::ResourceExhausted(format!(

@@ -8,7 +8,7 @@ mod snapshot;
 
 pub use log::{LogService, FOLLOW_MODE_HEADER, MAX_SEND_MESSAGE_BYTES};
 pub use metadata::MetadataService;
-pub(crate) use snapshot::chunked_copy;
+pub(crate) use snapshot::{chunked_copy, ChunkStream};
 pub use snapshot::{SnapshotService, SNAPSHOT_CHUNK_BYTES};
 
 use std::fmt::Write;

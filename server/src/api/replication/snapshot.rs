@@ -3,19 +3,23 @@
 //! `leader_index` is the applied index the copy reflects (behaviour.md §4.3).
 //!
 //! The copy is read from a RocksDB snapshot on a blocking thread and handed
-//! over chunk by chunk through a small channel, so memory stays constant
-//! whatever the table's size and writes go on meanwhile.
+//! over chunk by chunk, the next built only once the client took the last,
+//! so memory stays constant whatever the table's size and writes go on
+//! meanwhile. Copies take turns with IterateRange (`stream_producer.rs`):
+//! a client that never reads holds no thread for long.
 
 use std::io::{self, Write};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::Stream;
 use regatta_proto::replication::v1::snapshot_server::Snapshot;
 use regatta_proto::replication::v1::{SnapshotChunk, SnapshotRequest};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::status::Error;
+use crate::api::stream_producer::Producer;
 use crate::cluster::Node;
 use crate::storage::{Table, Trailer};
 
@@ -32,19 +36,23 @@ impl SnapshotService {
     }
 }
 
-type Chunks = mpsc::Sender<Result<SnapshotChunk, Status>>;
+/// The chunks of a copy, as the services return them.
+pub(crate) type ChunkStream = Pin<Box<dyn Stream<Item = Result<SnapshotChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Snapshot for SnapshotService {
-    type StreamStream = ReceiverStream<Result<SnapshotChunk, Status>>;
+    type StreamStream = ChunkStream;
 
     async fn stream(
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let wait = crate::api::kv::deadline(&request);
         let table = request.into_inner().table;
         let data = self.node.table(&table).map_err(Error::from)?;
-        Ok(Response::new(chunked_copy(data, Trailer::AppliedIndex)))
+        Ok(Response::new(
+            chunked_copy(data, Trailer::AppliedIndex, wait).await?,
+        ))
     }
 }
 
@@ -52,17 +60,20 @@ impl Snapshot for SnapshotService {
 /// read on a blocking thread. With a trailer the last chunk is always sent
 /// and carries the applied index; without one (backups) an empty table
 /// sends no chunk.
-pub(crate) fn chunked_copy(
+/// Waits up to `wait` for a turn to produce (`ResourceExhausted` without
+/// one).
+pub(crate) async fn chunked_copy(
     table: Table,
     trailer: Trailer,
-) -> ReceiverStream<Result<SnapshotChunk, Status>> {
-    let (sender, receiver) = mpsc::channel(2);
+    wait: Duration,
+) -> Result<ChunkStream, Status> {
+    let (mut producer, stream) = Producer::start(wait).await?;
     tokio::task::spawn_blocking(move || {
         let writer = ChunkWriter {
             buffer: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
-            sender: sender.clone(),
+            producer: &mut producer,
         };
-        match table.write_snapshot(writer, trailer) {
+        let failed = match table.write_snapshot(writer, trailer) {
             Ok((state, mut writer)) => {
                 if trailer != Trailer::None {
                     // The last chunk carries the index the copy reflects.
@@ -70,22 +81,23 @@ pub(crate) fn chunked_copy(
                 } else if !writer.buffer.is_empty() {
                     let _ = writer.send(0);
                 }
+                return;
             }
-            Err(err) => {
-                let _ = sender.blocking_send(Err(Error::from(err).into()));
-            }
-        }
+            Err(err) => err,
+        };
+        // After the client went away this goes nowhere, as it should.
+        producer.send(Err(Error::from(failed).into()), false);
     });
-    ReceiverStream::new(receiver)
+    Ok(Box::pin(stream))
 }
 
 /// Cuts the command stream into chunks and sends each as it fills.
-struct ChunkWriter {
+struct ChunkWriter<'a> {
     buffer: Vec<u8>,
-    sender: Chunks,
+    producer: &'a mut Producer<SnapshotChunk>,
 }
 
-impl ChunkWriter {
+impl ChunkWriter<'_> {
     fn send(&mut self, index: u64) -> io::Result<()> {
         let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(SNAPSHOT_CHUNK_BYTES));
         let chunk = SnapshotChunk {
@@ -93,13 +105,18 @@ impl ChunkWriter {
             data,
             index,
         };
-        self.sender
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
+        if self.producer.send(Ok(chunk), true) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the reader went away",
+            ))
+        }
     }
 }
 
-impl Write for ChunkWriter {
+impl Write for ChunkWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let room = SNAPSHOT_CHUNK_BYTES - self.buffer.len();
         let taken = bytes.len().min(room);
