@@ -108,17 +108,8 @@ async fn member_list_and_status_describe_the_node_and_mask_tokens() {
 /// Runs `regatta cluster <args>` against the node's maintenance API;
 /// (success, stdout, stderr).
 fn member_cli(config: &NodeConfig, args: &[&str]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_regatta"))
-        .arg("cluster")
-        .args(args)
-        .args(["--maintenance-address", &config.maintenance])
-        .output()
-        .expect("run regatta");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let address = ["--maintenance-address", config.maintenance.as_str()];
+    support::run_cli(&[&["cluster"][..], args, &address].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -230,16 +230,7 @@ async fn tables_enabled_false_leaves_the_service_unknown() {
 
 /// Runs `regatta <args>` against the node; (success, stdout, stderr).
 fn cli(config: &NodeConfig, args: &[&str]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_regatta"))
-        .args(args)
-        .args(["--address", &config.api])
-        .output()
-        .expect("run regatta");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    support::run_cli(&[args, &["--address", &config.api]].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

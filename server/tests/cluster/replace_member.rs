@@ -30,6 +30,18 @@ async fn wait_pairs(cluster: &Cluster, via: u64, table: &str, count: usize) {
     }
 }
 
+/// Removes node `id` through the node in slot `via` and waits until every
+/// group there dropped it.
+async fn remove_and_settle(cluster: &Cluster, via: u64, id: u64) {
+    let node = cluster.node(via);
+    node.remove_member(id, TIMEOUT)
+        .await
+        .unwrap_or_else(|err| panic!("remove node {id}: {err}"));
+    node.wait_members_settled(SETTLE)
+        .await
+        .unwrap_or_else(|changing| panic!("groups {changing:?} still count node {id}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_node_is_replaced_under_a_new_id_which_catches_up_by_snapshot_and_votes() {
     let mut cluster = Cluster::start(3, 20).await;
@@ -45,16 +57,7 @@ async fn a_lost_node_is_replaced_under_a_new_id_which_catches_up_by_snapshot_and
     for dir in [&lost.node_host_dir, &lost.state_machine_dir] {
         std::fs::remove_dir_all(dir).expect("lose the disk");
     }
-    cluster
-        .node(1)
-        .remove_member(3, TIMEOUT)
-        .await
-        .expect("remove node 3");
-    cluster
-        .node(1)
-        .wait_members_settled(SETTLE)
-        .await
-        .expect("every group drops node 3");
+    remove_and_settle(&cluster, 1, 3).await;
     assert_eq!(cluster.node(2).wanted_voters_ids().expect("voters"), [1, 2]);
     for i in 60..120 {
         cluster.must_put(1, "t", &format!("k{i}"), "v").await;
@@ -114,16 +117,7 @@ async fn a_removed_node_that_comes_back_with_its_disk_is_refused_and_changes_not
     cluster.must_create_table(1, "t").await;
     cluster.must_put(1, "t", "before", "v").await;
     cluster.stop(3).await;
-    cluster
-        .node(1)
-        .remove_member(3, TIMEOUT)
-        .await
-        .expect("remove node 3");
-    cluster
-        .node(2)
-        .wait_members_settled(SETTLE)
-        .await
-        .expect("every group drops node 3");
+    remove_and_settle(&cluster, 2, 3).await;
     // The old machine comes back with its old disk and campaigns.
     cluster.restart(3).await;
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -10,6 +10,21 @@ use std::sync::atomic::{AtomicU16, Ordering};
 const FIRST_PORT: u16 = 20_000;
 const PORTS: u16 = 12_000;
 
+/// Runs `regatta <args>` (a CLI command) to its end: (success, stdout,
+/// stderr).
+#[allow(dead_code)] // not every test binary runs the CLI
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_regatta"))
+        .args(args)
+        .output()
+        .expect("run regatta");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A loopback port that was free a moment ago, outside the ephemeral range.
 #[allow(dead_code)] // not every test binary uses both helpers
 pub fn free_port() -> u16 {
