@@ -64,10 +64,30 @@ async fn fault_leader(world: &mut RegattaWorld, table: String, action: String) -
     apply(world, leader, &action).await
 }
 
+/// "Killed" means at once (`Cluster::kill_all`: within milliseconds, not a
+/// node after another as the nodes notice the first loss); "stopped" is a
+/// graceful stop of each in turn.
 #[when(regex = r"^every node is (killed|stopped)$")]
 async fn kill_all(world: &mut RegattaWorld, action: String) -> Result<()> {
-    for n in world.live_nodes() {
-        apply(world, n, &action).await?;
+    if action == "stopped" {
+        for n in world.live_nodes() {
+            apply(world, n, &action).await?;
+        }
+        return Ok(());
+    }
+    if let Some(reason) = world.cluster()?.fault_support() {
+        bail!("cannot inject faults: {reason}");
+    }
+    let nodes = world.live_nodes();
+    world
+        .cluster_mut()?
+        .kill_all(&nodes)
+        .await
+        .map_err(super::flatten)?;
+    for n in nodes {
+        world.down.insert(n);
+        world.forget_client(n);
+        world.marked.insert(role_of(&action).to_string(), n);
     }
     Ok(())
 }

@@ -90,6 +90,21 @@ async fn start(
                 .await?;
         }
     }
+    if !refused {
+        // Every follower node's copy current: a node whose containers
+        // started late runs its groups seconds after the others, and a
+        // write through it would wait for its copy to catch up first
+        // (bug record, 2026-12-06).
+        let leader_node = world
+            .live_nodes()
+            .into_iter()
+            .find(|n| *n <= FOLLOWER_NODES)
+            .context("no node of the leader cluster runs")?;
+        for table in &spec.tables {
+            super::recovery::followers_hold_pairs_of(world, table, leader_node, START_TIMEOUT)
+                .await?;
+        }
+    }
     Ok(())
 }
 

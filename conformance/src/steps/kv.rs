@@ -364,14 +364,34 @@ async fn every_node_holds(
     Ok(())
 }
 
+/// Absent on every node, and still absent on every node a second later
+/// (a write refused or deleted must not turn up late).
 #[then(regex = r#"^no node holds "(.*)" in "([^"]*)"$"#)]
 async fn no_node_holds(world: &mut RegattaWorld, key: String, table: String) -> Result<()> {
     let key = values::parse(&key)?;
     for n in world.live_nodes() {
         wait_for_value(world, n, &table, &key, None, Duration::from_secs(30)).await?;
     }
+    let until = tokio::time::Instant::now() + STAYS_ABSENT;
+    while tokio::time::Instant::now() < until {
+        for n in world.live_nodes() {
+            let request = RangeRequest {
+                table: table.as_bytes().to_vec(),
+                key: key.clone(),
+                ..Default::default()
+            };
+            let found = world.range(n, request).await.map(|r| r.kvs.len());
+            if let Ok(found @ 1..) = found {
+                bail!("node {n} holds {found} pair(s) under the key after it was absent");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
+
+/// How long "no node holds" keeps checking after the key was absent.
+const STAYS_ABSENT: Duration = Duration::from_secs(1);
 
 /// Polls node `n` (serializable reads) until `key` holds `value` (or is
 /// absent, for `None`).

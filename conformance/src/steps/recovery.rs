@@ -260,8 +260,20 @@ pub(crate) async fn scan(
     regex = r#"^every follower node eventually holds the same pairs in "([^"]*)" as node (\d+)$"#
 )]
 async fn same_pairs(world: &mut RegattaWorld, table: String, leader_node: usize) -> Result<()> {
+    followers_hold_pairs_of(world, &table, leader_node, Duration::from_secs(60)).await
+}
+
+/// Waits until every follower node's copy of `table` holds the pairs of
+/// leader node `leader_node` (read linearizably).
+pub(crate) async fn followers_hold_pairs_of(
+    world: &mut RegattaWorld,
+    table: &str,
+    leader_node: usize,
+    within: Duration,
+) -> Result<()> {
+    let table = table.to_string();
     let expected = scan(world, leader_node, &table, true).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + within;
     for n in follower_nodes(world) {
         loop {
             let got = scan(world, n, &table, false).await;
@@ -362,14 +374,21 @@ async fn no_recovery(world: &mut RegattaWorld, table: String) -> Result<()> {
         .as_deref()
         .context("the scenario has no follower cluster")?;
     let name = format!("regatta_replication_snapshot_recoveries_total{{table=\"{table}\"}}");
+    let mut reported = false;
     for n in 1..=follower.size() {
         let address = follower
             .rest_address(n)
             .context("this backend does not expose the nodes' /metrics")?;
-        let recoveries = metrics::sum(&metrics::get(&address).await?, &name);
+        let body = metrics::get(&address).await?;
+        // A missing series sums to 0: it must be there to say "none".
+        reported |= body.lines().any(|line| line.starts_with(&name));
+        let recoveries = metrics::sum(&body, &name);
         if recoveries > 0 {
             bail!("follower node {n} recovered {table} by snapshot {recoveries} times");
         }
+    }
+    if !reported {
+        bail!("no follower node reports {name}: cannot tell that none recovered");
     }
     Ok(())
 }
