@@ -40,7 +40,11 @@ impl Node {
     /// Before this node knows the metadata group's membership: the flags'
     /// (none for a joining node, which must never initialize a group).
     pub(super) fn wanted_voters(&self) -> Result<BTreeMap<NodeId, String>> {
-        let records = self.member_records()?;
+        Ok(self.voters_wanted_by(&self.member_records()?))
+    }
+
+    /// [`Node::wanted_voters`] for records already read.
+    fn voters_wanted_by(&self, records: &MemberRecords) -> BTreeMap<NodeId, String> {
         let metadata = self.groups.get(METADATA_GROUP);
         let voters: Vec<NodeId> = metadata.as_ref().map(|g| g.voters()).unwrap_or_default();
         let mut wanted: BTreeMap<NodeId, String> = if voters.is_empty() {
@@ -64,10 +68,10 @@ impl Node {
                 .collect()
         };
         if !wanted.is_empty() {
-            wanted.extend(records.added.into_iter().map(|(id, m)| (id, m.address)));
+            wanted.extend(records.added.iter().map(|(id, m)| (*id, m.address.clone())));
         }
         wanted.retain(|id, _| !records.removed.contains(id));
-        Ok(wanted)
+        wanted
     }
 
     /// The members group `id` is initialized with should it be new here,
@@ -88,7 +92,7 @@ impl Node {
         if id == METADATA_GROUP {
             return Ok(self.settings.initial_members.clone());
         }
-        self.wanted_voters()
+        Ok(self.voters_wanted_by(&records))
     }
 
     /// The ids of [`Node::wanted_voters`], ascending.
@@ -190,13 +194,12 @@ impl Node {
 
     /// The transport dials the members of the records and the flags, and
     /// refuses the removed ones.
-    pub(super) fn refresh_peers(&self) -> Result<()> {
-        let records = self.member_records()?;
+    fn refresh_peers(&self, records: &MemberRecords) {
         let mut addresses: HashMap<NodeId, String> = HashMap::new();
         if let Some(metadata) = self.groups.get(METADATA_GROUP) {
             addresses.extend(metadata.members());
         }
-        addresses.extend(records.added.into_iter().map(|(id, m)| (id, m.address)));
+        addresses.extend(records.added.iter().map(|(id, m)| (*id, m.address.clone())));
         // This node's own flags win: they may name a peer by another route
         // (a proxy, another network) than the one the records hold.
         addresses.extend(
@@ -207,9 +210,8 @@ impl Node {
         );
         addresses.insert(self.id(), self.settings.address.clone());
         addresses.retain(|id, _| !records.removed.contains(id));
-        let removed: HashSet<NodeId> = records.removed.into_iter().collect();
+        let removed: HashSet<NodeId> = records.removed.iter().copied().collect();
         self.peers.set_members(addresses, removed);
-        Ok(())
     }
 
     /// Steers the groups this node leads towards the wanted voters, until
@@ -238,8 +240,10 @@ impl Node {
         changing: &Arc<Mutex<HashSet<GroupId>>>,
         turns: &Arc<tokio::sync::Semaphore>,
     ) -> Result<()> {
-        self.refresh_peers()?;
-        let wanted = self.wanted_voters()?;
+        // One read of the records a round, for the transport and the groups.
+        let records = self.member_records()?;
+        self.refresh_peers(&records);
+        let wanted = self.voters_wanted_by(&records);
         if wanted.is_empty() {
             return Ok(());
         }
