@@ -10,10 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use regatta_proto::mvcc::v1::Command;
 use regatta_proto::replication::v1::log_client::LogClient;
 use regatta_proto::replication::v1::{
-    replicate_response::Response as Reply, ReplicateError, ReplicateRequest,
+    replicate_response::Response as Reply, ReplicateError, ReplicateRequest, ReplicateResponse,
 };
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -21,7 +24,7 @@ use tonic::transport::Channel;
 use super::metrics::{ReplicationMetrics, TableReplication};
 use super::recovery::{self, Recoveries};
 use super::FollowerSettings;
-use crate::cluster::Node;
+use crate::cluster::{Error, Node};
 
 /// How a replication round ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,6 +40,8 @@ pub(super) const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Messages of the leader taken together into one batch of proposals.
 const MAX_MESSAGES_PER_BATCH: usize = 64;
+/// Batches handed to the table's group and not yet applied, at most.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
 pub struct TableWorker {
     pub node: Arc<Node>,
@@ -75,10 +80,16 @@ impl TableWorker {
             if *stop.borrow() || self.stored_index().is_none() {
                 break;
             }
+            let before = self.stored_index();
             let round = tokio::select! {
                 round = self.round() => round,
                 _ = stop.changed() => break,
             };
+            if self.stored_index() > before {
+                // A follow-mode round ends only on an error: one that made
+                // progress first is not a run of failures.
+                backoff = Duration::from_millis(100);
+            }
             let pause = match round {
                 Ok(RoundEnd::CaughtUp) => {
                     backoff = Duration::from_millis(100);
@@ -143,7 +154,7 @@ impl TableWorker {
     /// One Log.Replicate stream: apply what it brings until it ends.
     async fn round(&self) -> Result<RoundEnd, String> {
         let stats = self.stats();
-        let mut stored = self.stored_index().ok_or("table not found")?;
+        let stored = self.stored_index().ok_or("table not found")?;
         if stored == 0 && self.has_content() {
             // Reset (maintenance): content without a leader index is copied
             // again whole, so reads keep answering from it until the switch.
@@ -167,12 +178,30 @@ impl TableWorker {
                 .map_err(|_| "Log.Replicate did not answer in time".to_string())?
                 .map_err(|status| format!("Log.Replicate: {status}"))?
                 .into_inner();
+        let mut batches = Batches {
+            stored,
+            proposed: stored,
+            in_flight: FuturesOrdered::new(),
+            stats: &stats,
+        };
         loop {
-            let message = tokio::time::timeout(self.settings.log_rpc_timeout, stream.message())
-                .await
-                .map_err(|_| "the replication stream went silent".to_string())?
-                .map_err(|status| format!("Log.Replicate stream: {status}"))?;
+            let message = tokio::select! {
+                // Applied batches first: they free room for the next.
+                biased;
+                Some(outcome) = batches.in_flight.next(), if !batches.in_flight.is_empty() => {
+                    batches.applied(outcome)?;
+                    continue;
+                }
+                message = tokio::time::timeout(self.settings.log_rpc_timeout, stream.message()),
+                    if batches.in_flight.len() < MAX_BATCHES_IN_FLIGHT =>
+                {
+                    message
+                        .map_err(|_| "the replication stream went silent".to_string())?
+                        .map_err(|status| format!("Log.Replicate stream: {status}"))?
+                }
+            };
             let Some(message) = message else {
+                batches.drain().await?;
                 return Ok(RoundEnd::CaughtUp);
             };
             // Messages already received join this one: proposed as one
@@ -192,64 +221,133 @@ impl TableWorker {
                     None => break,
                 }
             }
-            if self.stored_index() != Some(stored) {
+            // A reset (maintenance) moves the stored index outside what
+            // this round stored or handed over.
+            let now = self.stored_index();
+            if !now.is_some_and(|now| (batches.stored..=batches.proposed).contains(&now)) {
                 return Err("the stored leader index changed (a reset?); asking again".into());
             }
-            let mut commands = Vec::new();
-            let mut end = None;
-            for message in messages {
-                stats.observe_leader(message.leader_index);
-                match message.response {
-                    Some(Reply::ErrorResponse(error)) => {
-                        end = Some(if error.error == ReplicateError::UseSnapshot as i32 {
-                            RoundEnd::UseSnapshot
-                        } else {
-                            RoundEnd::LeaderBehind
-                        });
-                        break;
-                    }
-                    Some(Reply::CommandsResponse(batch)) => {
-                        for replicated in batch.commands {
-                            let Some(command) = replicated.command else {
-                                return Err(format!(
-                                    "entry {} has no command",
-                                    replicated.leader_index
-                                ));
-                            };
-                            let expected = stored + 1 + commands.len() as u64;
-                            if replicated.leader_index != expected {
-                                return Err(format!(
-                                    "expected entry {expected}, got {}",
-                                    replicated.leader_index
-                                ));
-                            }
-                            commands.push(command);
-                        }
-                    }
-                    None => {}
-                }
-            }
+            let (commands, end) = commands_of(&stats, messages, batches.proposed + 1)?;
             if !commands.is_empty() {
-                // One batch of entries: at high write rates one append and
-                // one sync for many commands instead of one each.
-                let (applied, failed) = self
-                    .node
-                    .write_many(&self.table, &commands, PROPOSE_TIMEOUT)
-                    .await;
-                stored += applied as u64;
-                stats.observe_stored(stored);
-                if let Some(err) = failed {
-                    return Err(format!("proposing entry {}: {err}", stored + 1));
-                }
+                self.propose(&mut batches, commands).await?;
             }
             if let Some(end) = end {
+                batches.drain().await?;
                 return Ok(end);
             }
             match then {
-                Some(Ok(None)) => return Ok(RoundEnd::CaughtUp),
+                Some(Ok(None)) => {
+                    batches.drain().await?;
+                    return Ok(RoundEnd::CaughtUp);
+                }
                 Some(Err(status)) => return Err(format!("Log.Replicate stream: {status}")),
                 Some(Ok(Some(_))) | None => {}
             }
         }
     }
+
+    /// Proposes one batch of entries (at high write rates one append and
+    /// one sync for many commands instead of one each). Where this node
+    /// leads the table's group the batch is handed over and left in flight;
+    /// elsewhere it is written through the group's leader, in turn.
+    async fn propose(
+        &self,
+        batches: &mut Batches<'_>,
+        commands: Vec<Command>,
+    ) -> Result<(), String> {
+        let count = commands.len() as u64;
+        match self.node.submit_many(&self.table, &commands).await {
+            Some(Ok(outcome)) => {
+                batches.in_flight.push_back(outcome.boxed());
+                batches.proposed += count;
+            }
+            Some(Err(err)) => {
+                return Err(format!("proposing entry {}: {err}", batches.proposed + 1))
+            }
+            None => {
+                // In turn: what is in flight lands first, keeping the order.
+                batches.drain().await?;
+                let outcome = self
+                    .node
+                    .write_many(&self.table, &commands, PROPOSE_TIMEOUT)
+                    .await;
+                batches.proposed += count;
+                batches.applied(outcome)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Batches of one round handed to the table's group: while one is made
+/// durable the next is appended, so the copy keeps pace with the leader's
+/// stream instead of taking one sync per batch in turn. Batches are handed
+/// over in order, and a replicated command applies only as the next after
+/// the stored index, so an entry landing out of place changes nothing and
+/// the next round asks again from what was stored.
+struct Batches<'a> {
+    /// The last leader index applied by this round's batches.
+    stored: u64,
+    /// The last leader index handed to the group.
+    proposed: u64,
+    in_flight: FuturesOrdered<BoxFuture<'static, (usize, Option<Error>)>>,
+    stats: &'a TableReplication,
+}
+
+impl Batches<'_> {
+    fn applied(&mut self, (applied, failed): (usize, Option<Error>)) -> Result<(), String> {
+        self.stored += applied as u64;
+        self.stats.observe_stored(self.stored);
+        match failed {
+            Some(err) => Err(format!("proposing entry {}: {err}", self.stored + 1)),
+            None => Ok(()),
+        }
+    }
+
+    async fn drain(&mut self) -> Result<(), String> {
+        while let Some(outcome) = self.in_flight.next().await {
+            self.applied(outcome)?;
+        }
+        Ok(())
+    }
+}
+
+/// The commands of `messages`, which must start at leader index `first`
+/// and follow on, and how the round ends if one of them says so.
+fn commands_of(
+    stats: &TableReplication,
+    messages: Vec<ReplicateResponse>,
+    first: u64,
+) -> Result<(Vec<Command>, Option<RoundEnd>), String> {
+    let mut commands = Vec::new();
+    for message in messages {
+        stats.observe_leader(message.leader_index);
+        match message.response {
+            Some(Reply::ErrorResponse(error)) => {
+                let end = if error.error == ReplicateError::UseSnapshot as i32 {
+                    RoundEnd::UseSnapshot
+                } else {
+                    RoundEnd::LeaderBehind
+                };
+                return Ok((commands, Some(end)));
+            }
+            Some(Reply::CommandsResponse(batch)) => {
+                for replicated in batch.commands {
+                    let Some(command) = replicated.command else {
+                        return Err(format!("entry {} has no command", replicated.leader_index));
+                    };
+                    let expected = first + commands.len() as u64;
+                    if replicated.leader_index != expected {
+                        return Err(format!(
+                            "expected entry {expected}, got {}",
+                            replicated.leader_index
+                        ));
+                    }
+                    commands.push(command);
+                }
+            }
+            None => {}
+        }
+    }
+    Ok((commands, None))
 }

@@ -120,6 +120,43 @@ impl Node {
         (done, None)
     }
 
+    /// Hands `commands` to the table's group as consecutive entries when
+    /// this node leads it, and returns once they are handed over, with how
+    /// many were applied still to come (as `write_many` answers it). Batches
+    /// handed over one after another are appended in that order, so the
+    /// caller may hand over the next before this one is durable. `None`
+    /// when this node does not lead the group: nothing was handed over, use
+    /// `write_many`.
+    pub async fn submit_many(
+        &self,
+        table: &[u8],
+        commands: &[Command],
+    ) -> Option<Result<impl std::future::Future<Output = (usize, Option<Error>)> + 'static>> {
+        let group = self.table_group(table).ok()?;
+        if group.leader() != Some(self.id()) {
+            return None;
+        }
+        let requests = commands
+            .iter()
+            .map(|command| Request::Table(command.encode_to_vec()))
+            .collect();
+        let pending = match group.submit_local_many(requests).await {
+            Ok(pending) => pending,
+            Err(GroupError::NotLeader(_)) => return None,
+            Err(err) => return Some(Err(write_error(err))),
+        };
+        Some(Ok(async move {
+            let mut done = 0;
+            for answer in pending.answers().await {
+                match answer {
+                    Ok(_) => done += 1,
+                    Err(err) => return (done, Some(write_error(err))),
+                }
+            }
+            (done, None)
+        }))
+    }
+
     /// Proposes one step of a restore of `table` (see `storage/restore.rs`);
     /// returns whether the restore it names was open when it applied.
     pub async fn restore(
@@ -240,5 +277,18 @@ impl Node {
         group
             .wait_leader(deadline.saturating_duration_since(Instant::now()))
             .await;
+    }
+}
+
+/// A refused or failed batch entry as the cluster layer's error.
+fn write_error(err: GroupError) -> Error {
+    match err {
+        GroupError::NotLeader(_) => {
+            Error::Unavailable("the table's group changed leader; not applied".into())
+        }
+        GroupError::Unavailable(reason) | GroupError::NoQuorum(reason) => {
+            Error::Unavailable(reason)
+        }
+        GroupError::NoSpace(reason) => Error::NoSpace(reason),
     }
 }

@@ -443,38 +443,31 @@ impl Group {
         &self,
         requests: Vec<Request>,
     ) -> Vec<Result<Response, GroupError>> {
-        use futures::StreamExt;
         let count = requests.len();
-        if let Err(err) = self.disk_refusal() {
-            return vec![Err(err); count];
+        match self.submit_local_many(requests).await {
+            Ok(pending) => pending.answers().await,
+            Err(err) => vec![Err(err); count],
         }
-        if let Err(err) = self.renew_lapsing_lease().await {
-            return vec![Err(err); count];
-        }
-        let mut answers = Vec::with_capacity(count);
+    }
+
+    /// Hands `requests` to the Raft core as consecutive entries and returns
+    /// once they are handed over, with their answers still to come. Batches
+    /// handed over one after another are appended in that order, so a
+    /// caller may hand over the next before this one is durable (the
+    /// follower cluster's replication worker keeps several in flight). On
+    /// `Err` nothing was appended.
+    pub async fn submit_local_many(
+        &self,
+        requests: Vec<Request>,
+    ) -> Result<PendingAnswers, GroupError> {
+        self.disk_refusal()?;
+        self.renew_lapsing_lease().await?;
+        let count = requests.len();
         match self.raft.client_write_many(requests).await {
-            Ok(mut results) => {
-                while let Some(result) = results.next().await {
-                    answers.push(match result {
-                        Ok(Ok(written)) => Ok(written.response),
-                        Ok(Err(err)) => Err(refusal(err)),
-                        Err(fatal) => Err(GroupError::Unavailable(format!(
-                            "write outcome unknown: {fatal}"
-                        ))),
-                    });
-                }
-            }
+            Ok(results) => Ok(PendingAnswers { results, count }),
             // Never reached the Raft core: nothing was appended.
-            Err(fatal) => return vec![Err(GroupError::Unavailable(fatal.to_string())); count],
+            Err(fatal) => Err(GroupError::Unavailable(fatal.to_string())),
         }
-        // The stream ends early only when the group stopped under it.
-        answers.resize(
-            count,
-            Err(GroupError::Unavailable(
-                "write outcome unknown: the group stopped".into(),
-            )),
-        );
-        answers
     }
 
     /// New entries are refused while this node leads the group and its
@@ -600,6 +593,40 @@ impl Group {
 }
 
 /// Why openraft refused a write, as a [`GroupError`].
+/// The answers of entries handed to the Raft core by `submit_local_many`.
+pub struct PendingAnswers {
+    results: futures::stream::BoxStream<
+        'static,
+        Result<openraft::raft::WriteResult<TypeConfig>, openraft::errors::Fatal<TypeConfig>>,
+    >,
+    count: usize,
+}
+
+impl PendingAnswers {
+    /// Exactly one result per entry, in order, once each is applied.
+    pub async fn answers(mut self) -> Vec<Result<Response, GroupError>> {
+        use futures::StreamExt;
+        let mut answers = Vec::with_capacity(self.count);
+        while let Some(result) = self.results.next().await {
+            answers.push(match result {
+                Ok(Ok(written)) => Ok(written.response),
+                Ok(Err(err)) => Err(refusal(err)),
+                Err(fatal) => Err(GroupError::Unavailable(format!(
+                    "write outcome unknown: {fatal}"
+                ))),
+            });
+        }
+        // The stream ends early only when the group stopped under it.
+        answers.resize(
+            self.count,
+            Err(GroupError::Unavailable(
+                "write outcome unknown: the group stopped".into(),
+            )),
+        );
+        answers
+    }
+}
+
 fn refusal(err: ClientWriteError<TypeConfig>) -> GroupError {
     match err {
         // Refused before its entry was appended: safe to send elsewhere.
