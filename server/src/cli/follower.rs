@@ -70,6 +70,12 @@ pub struct FollowerArgs {
 
 /// Runs a follower-cluster node until SIGTERM or SIGINT.
 pub fn run(args: FollowerArgs) -> ExitCode {
+    let (node, role) = node_and_role(args);
+    leader::run_role(node, role)
+}
+
+/// The node's own flags, and its role: following the leader cluster.
+pub fn node_and_role(args: FollowerArgs) -> (LeaderArgs, Role) {
     let settings = FollowerSettings {
         poll_interval: args.poll_interval,
         reconcile_interval: args.reconcile_interval,
@@ -82,7 +88,7 @@ pub fn run(args: FollowerArgs) -> ExitCode {
         max_snapshot_recv_bytes_per_second: args.max_snapshot_recv_bytes_per_second,
         forward_writes: args.forward_writes,
     };
-    leader::run_role(
+    (
         args.node,
         Role::Follower {
             leader_address: args.leader_address,

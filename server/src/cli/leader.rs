@@ -11,6 +11,7 @@ use regatta_proto::regatta::v1::cluster_server::ClusterServer;
 use regatta_proto::regatta::v1::kv_server::KvServer;
 use tonic::codec::CompressionEncoding;
 
+use super::node_id::{self, IdSource};
 use crate::api::cluster::ClusterService;
 use crate::api::kv::Writes;
 use crate::api::maintenance::MaintenanceRole;
@@ -129,6 +130,20 @@ pub struct LeaderArgs {
         default_value_t = 1
     )]
     pub raft_node_id: u64,
+    /// Take the node id from the host name: its trailing ordinal plus one
+    /// (a StatefulSet's pod `regatta-2` is node 3).
+    #[arg(long = "raft.node-id-from-hostname", env = "REGATTA_RAFT_NODE_ID_FROM_HOSTNAME", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", conflicts_with = "raft_node_id")]
+    pub raft_node_id_from_hostname: bool,
+    /// With --raft.node-id-from-hostname: ids that replace the ordinal's for
+    /// the hosts named, `host=id,...` (a pod whose volume was lost comes back
+    /// under a new id; if that id is not among --raft.initial-members the
+    /// node joins, as with --raft.join).
+    #[arg(
+        long = "raft.node-ids",
+        env = "REGATTA_RAFT_NODE_IDS",
+        requires = "raft_node_id_from_hostname"
+    )]
+    pub raft_node_ids: Option<String>,
     /// Address other nodes dial for Raft traffic.
     #[arg(
         long = "raft.address",
@@ -308,17 +323,28 @@ pub struct LeaderArgs {
 }
 
 impl LeaderArgs {
-    fn raft_settings(&self) -> Result<RaftSettings, String> {
+    /// This node's id, and how it was decided.
+    fn node_id(&self) -> Result<(u64, IdSource), String> {
+        if !self.raft_node_id_from_hostname {
+            return Ok((self.raft_node_id, IdSource::Flag));
+        }
+        node_id::from_host_name(&node_id::host_name()?, self.raft_node_ids.as_deref())
+    }
+
+    pub(super) fn raft_settings(&self) -> Result<RaftSettings, String> {
+        let (node_id, id_source) = self.node_id()?;
         let members = match &self.raft_initial_members {
             Some(spec) => parse_members(spec).map_err(|e| e.to_string())?,
-            None => [(self.raft_node_id, self.raft_address.clone())].into(),
+            None => [(node_id, self.raft_address.clone())].into(),
         };
+        // A pod brought back under a new id joins the running cluster.
+        let replacement = id_source == IdSource::Override && !members.contains_key(&node_id);
         Ok(RaftSettings {
-            node_id: self.raft_node_id,
+            node_id,
             address: self.raft_address.clone(),
             listen_address: self.raft_listen_address.clone(),
             initial_members: members,
-            join: self.raft_join,
+            join: self.raft_join || replacement,
             node_host_dir: self.raft_node_host_dir.clone(),
             wal_dir: self.raft_wal_dir.clone(),
             state_machine_dir: self.raft_state_machine_dir.clone(),
@@ -424,20 +450,53 @@ fn exit_after_storage_failure(mut failure: tokio::sync::watch::Receiver<Option<S
     }
 }
 
-async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
-    use super::listener_flags::{api_tls, check_addresses, API_CERT_FLAGS};
-    check_addresses(&args, matches!(role, Role::Leader))?;
-    if let Role::Follower { leader_address, .. } = &role {
-        crate::net::Address::parse("--replication.leader-address", leader_address)
-            .map_err(|e| e.to_string())?;
+/// What a node's settings give once checked, before anything starts.
+pub(super) struct Checked {
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub rest_tls: Option<tokio_rustls::TlsAcceptor>,
+    pub raft: RaftSettings,
+}
+
+/// Every check a node makes of its settings before it starts (addresses,
+/// certificates, table names, its id and members), without binding or
+/// writing anything: `serve` and `regatta config check` alike.
+pub(super) fn check(args: &LeaderArgs, role: &Role) -> Result<Checked, String> {
+    use super::listener_flags::{api_tls, check_addresses};
+    check_addresses(args, matches!(role, Role::Leader))?;
+    if let Role::Follower { leader_address, .. } = role {
+        leader_dialer(args, leader_address)?;
     }
-    let (tls, rest_tls) = api_tls(&args)?;
+    let (tls, rest_tls) = api_tls(args)?;
+    match role {
+        Role::Leader if args.replication_enabled => {
+            super::listeners::replication_tls(args)?;
+        }
+        Role::Leader | Role::Follower { .. } => {}
+    }
+    if args.maintenance_enabled {
+        super::listeners::maintenance_tls(args)?;
+    }
     // Refused before the node starts, so a bad name writes nothing.
     for table in args.tables_names.iter().chain(&args.tables_delete) {
         crate::cluster::table_name::check(table.as_bytes())
             .map_err(|e| format!("--tables.names/--tables.delete {table:?}: {e}"))?;
     }
-    let settings = args.raft_settings()?;
+    let raft = args.raft_settings()?;
+    raft.validate().map_err(|e| e.to_string())?;
+    Ok(Checked {
+        tls,
+        rest_tls,
+        raft,
+    })
+}
+
+async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
+    use super::listener_flags::API_CERT_FLAGS;
+    let Checked {
+        tls,
+        rest_tls,
+        raft: settings,
+    } = check(&args, &role)?;
     let storage = StorageOptions {
         block_cache_size: args.storage_block_cache_size,
         min_free_space: args.storage_min_free_space,
@@ -730,6 +789,11 @@ async fn report_health(node: Arc<Node>, health: tonic_health::server::HealthRepo
 /// TLS (with a client certificate when given) for `https://` and
 /// `unixs://` addresses, or when a CA is given.
 fn leader_channel(args: &LeaderArgs, address: &str) -> Result<tonic::transport::Channel, String> {
+    Ok(leader_dialer(args, address)?.connect_lazy())
+}
+
+/// How a follower reaches the leader cluster (its address and certificates).
+fn leader_dialer(args: &LeaderArgs, address: &str) -> Result<crate::net::dial::Dialer, String> {
     use crate::net::dial::{DialSettings, Dialer};
     if args.replication_cert_filename.is_some() != args.replication_key_filename.is_some() {
         return Err(
@@ -743,7 +807,7 @@ fn leader_channel(args: &LeaderArgs, address: &str) -> Result<tonic::transport::
         keep_alive: true,
         ..DialSettings::new("--replication.leader-address", address)
     };
-    Ok(Dialer::new(&settings)?.connect_lazy())
+    Dialer::new(&settings)
 }
 
 async fn shutdown_signal() {

@@ -34,30 +34,7 @@ pub async fn replication_server(
     use regatta_proto::replication::v1::{
         log_server::LogServer, metadata_server::MetadataServer, snapshot_server::SnapshotServer,
     };
-    let tls = match (
-        &args.replication_cert_filename,
-        &args.replication_key_filename,
-    ) {
-        (Some(cert), Some(key)) => Some(
-            crate::tls::acceptor_with_client_ca(
-                cert,
-                key,
-                args.replication_ca_filename.as_deref(),
-                true,
-                None,
-            )
-            .map_err(|e| format!("replication TLS: {e}"))?,
-        ),
-        (None, None) if args.replication_ca_filename.is_some() => {
-            return Err("--replication.ca-filename needs --replication.cert-filename and --replication.key-filename".into())
-        }
-        (None, None) => None,
-        _ => {
-            return Err(
-                "--replication.cert-filename and --replication.key-filename go together".into(),
-            )
-        }
-    };
+    let tls = replication_tls(args)?;
     let max_message = args.replication_max_send_message_size_bytes;
     // Regatta 0.5 serves reflection on the replication port too.
     let (reflection, reflection_v1alpha) =
@@ -96,20 +73,7 @@ pub async fn maintenance_server(
     node: Arc<Node>,
     role: MaintenanceRole,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    let tls = match (
-        &args.maintenance_cert_filename,
-        &args.maintenance_key_filename,
-    ) {
-        (Some(cert), Some(key)) => {
-            Some(crate::tls::acceptor(cert, key).map_err(|e| format!("maintenance TLS: {e}"))?)
-        }
-        (None, None) => None,
-        _ => {
-            return Err(
-                "--maintenance.cert-filename and --maintenance.key-filename go together".into(),
-            )
-        }
-    };
+    let tls = maintenance_tls(args)?;
     let (maintenance, metadata) = maintenance_services(args, node.clone(), role);
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -216,6 +180,44 @@ fn tonic_interceptor<S>(service: S, token: TokenCheck) -> Intercepted<S> {
 /// Binds the address of `flag` (either Regatta form) and decides its TLS:
 /// the scheme when it has one (`https://` needs the certificate flags named
 /// by `cert_flags`), else whether a certificate is configured.
+/// The replication listener's TLS (a leader cluster's), from its flags.
+pub fn replication_tls(args: &LeaderArgs) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    match (
+        &args.replication_cert_filename,
+        &args.replication_key_filename,
+    ) {
+        (Some(cert), Some(key)) => crate::tls::acceptor_with_client_ca(
+            cert,
+            key,
+            args.replication_ca_filename.as_deref(),
+            true,
+            None,
+        )
+        .map(Some)
+        .map_err(|e| format!("replication TLS: {e}")),
+        (None, None) if args.replication_ca_filename.is_some() => Err(
+            "--replication.ca-filename needs --replication.cert-filename and --replication.key-filename"
+                .into(),
+        ),
+        (None, None) => Ok(None),
+        _ => Err("--replication.cert-filename and --replication.key-filename go together".into()),
+    }
+}
+
+/// The maintenance listener's TLS, from its flags.
+pub fn maintenance_tls(args: &LeaderArgs) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    match (
+        &args.maintenance_cert_filename,
+        &args.maintenance_key_filename,
+    ) {
+        (Some(cert), Some(key)) => crate::tls::acceptor(cert, key)
+            .map(Some)
+            .map_err(|e| format!("maintenance TLS: {e}")),
+        (None, None) => Ok(None),
+        _ => Err("--maintenance.cert-filename and --maintenance.key-filename go together".into()),
+    }
+}
+
 pub async fn bind(
     flag: &'static str,
     text: &str,

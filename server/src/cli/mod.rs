@@ -3,12 +3,15 @@
 mod admin;
 mod backup;
 mod client;
+mod config_check;
 mod config_file;
 mod follower;
+mod health;
 mod kv;
 mod leader;
 mod listener_flags;
 mod listeners;
+mod node_id;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -47,12 +50,22 @@ pub enum Commands {
     Table(admin::TableArgs),
     /// The cluster's members and a node's status (the Cluster API).
     Cluster(admin::ClusterArgs),
+    /// Check a node's settings (flags, environment, config file) without
+    /// starting it.
+    Config(config_check::ConfigArgs),
+    /// Ask a node's REST listener for /healthz: exit 0 when it answers 200
+    /// (every table has a leader), 1 otherwise (container health checks).
+    Health(health::HealthArgs),
 }
 
 /// Parses the command line, layering a `--config` YAML file under flags and
 /// environment variables (precedence: flag > env > file > default).
 pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
-    let matches = Cli::command().try_get_matches_from(&args)?;
+    // A first look only for --config: flags required of a subcommand may
+    // come from the file, so nothing is required yet.
+    let matches = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(&args)?;
     let file_args = match matches.subcommand() {
         Some((name, sub)) => match sub.try_get_one::<String>("config").ok().flatten() {
             Some(path) => config_file::as_args(name, path, sub)?,
@@ -60,15 +73,11 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
         },
         None => Vec::new(),
     };
-    let matches = if file_args.is_empty() {
-        matches
-    } else {
-        // File values go in as flags only where neither a flag nor the
-        // environment gave one, so they rank above defaults only.
-        let mut layered = args;
-        layered.extend(file_args);
-        Cli::command().try_get_matches_from(&layered)?
-    };
+    // File values go in as flags only where neither a flag nor the
+    // environment gave one, so they rank above defaults only.
+    let mut layered = args;
+    layered.extend(file_args);
+    let matches = Cli::command().try_get_matches_from(&layered)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
     if let Some((name, sub)) = matches.subcommand() {
         let settings = settings_of(name, sub);
@@ -134,6 +143,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Commands::Restore(args)) => backup::run_restore(args),
         Some(Commands::Table(args)) => admin::run_table(args),
         Some(Commands::Cluster(args)) => admin::run_cluster(args),
+        Some(Commands::Config(args)) => config_check::run(args),
+        Some(Commands::Health(args)) => health::run(args),
     }
 }
 
@@ -202,6 +213,27 @@ mod tests {
         ]);
         assert_eq!(flag_wins.api_address, "127.0.0.1:3333");
         assert_eq!(flag_wins.rest_address, "127.0.0.1:2222");
+    }
+
+    #[test]
+    fn a_required_flag_may_come_from_the_config_file() {
+        let dir = tempfile::TempDir::new().expect("dir");
+        let path = dir.path().join("follower.yaml");
+        std::fs::write(&path, "replication:\n  leader-address: leader:8444\n").expect("write");
+        let config = path.to_string_lossy().to_string();
+        let Some(Commands::Follower(args)) =
+            parse_args(&["regatta", "follower", "--config", &config])
+                .expect("parses")
+                .command
+        else {
+            panic!("follower");
+        };
+        assert_eq!(args.leader_address, "leader:8444");
+        let missing = parse_args(&["regatta", "follower"]).unwrap_err();
+        assert!(
+            missing.to_string().contains("--replication.leader-address"),
+            "{missing}"
+        );
     }
 
     #[test]

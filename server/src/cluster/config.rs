@@ -87,6 +87,20 @@ impl RaftSettings {
         self.rtt * self.election_rtt.max(2) as u32
     }
 
+    /// What a node refuses to start with, found before it opens anything.
+    pub fn validate(&self) -> Result<()> {
+        if self.node_id == 0 {
+            return Err(Error::Startup("node id must be greater than 0".into()));
+        }
+        if !self.join && !self.initial_members.contains_key(&self.node_id) {
+            return Err(Error::Startup(format!(
+                "--raft.initial-members does not list this node ({}); a node that joins a running cluster takes --raft.join",
+                self.node_id
+            )));
+        }
+        self.raft_timing().map(|_| ())
+    }
+
     /// The configuration of this node's Raft groups.
     pub fn raft_timing(&self) -> Result<RaftTiming> {
         RaftTiming::new(

@@ -142,13 +142,8 @@ impl Node {
         storage_options: StorageOptions,
         listener: tokio::net::TcpListener,
     ) -> Result<Arc<Node>> {
+        settings.validate()?;
         let timing = settings.raft_timing()?;
-        if !settings.join && !settings.initial_members.contains_key(&settings.node_id) {
-            return Err(Error::Startup(format!(
-                "--raft.initial-members does not list this node ({}); a node that joins a running cluster takes --raft.join",
-                settings.node_id
-            )));
-        }
         let storage = Arc::new(
             Storage::open(&settings.state_machine_dir, &storage_options)
                 .map_err(|err| Error::Startup(format!("state machine dir: {err}")))?,
