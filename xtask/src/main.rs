@@ -1,6 +1,7 @@
 //! The developer's tool belt: `cargo xtask <task>`.
 
 mod codegen;
+mod deploy_test;
 mod image;
 
 use image::Profile;
@@ -20,6 +21,9 @@ tasks:
   image --if-stale [--release]
                     the same, unless regatta:dev was built from these sources
                     (in release, for --release)
+  deploy-test       bring up deploy/compose/docker-compose.yml from regatta:dev (built if
+                    stale), write on the leader cluster, read on the follower, kill a
+                    leader-cluster container, write and read again; tears it all down
   server-binary [--release]
                     build the server binary and print its path
   bench [--quick]   the KV comparison, the whole-table read and the scan load (below)
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         ["codegen"] => codegen::write(&workspace_root()),
         ["codegen", "--check"] => codegen::check(&workspace_root()),
         ["image", rest @ ..] => image_task(rest),
+        ["deploy-test"] => deploy_test::run(&workspace_root()),
         ["bench", rest @ ..] => bench(&workspace_root(), rest),
         ["jepsen", rest @ ..] => jepsen(&workspace_root(), rest),
         ["fuzz", rest @ ..] => fuzz(&workspace_root(), rest),
