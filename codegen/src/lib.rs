@@ -45,6 +45,16 @@ pub mod membership {
     }
 }
 
+/// Writes a follower cluster forwards to the leader cluster, batched over
+/// one stream; an extension of this implementation, not part of Regatta's
+/// API and not in [`FILE_DESCRIPTOR_SET`].
+pub mod forward {
+    #[allow(clippy::all, clippy::pedantic, missing_docs)]
+    pub mod v1 {
+        include!("generated/forward.v1.rs");
+    }
+}
+
 /// Node-to-node transport of one cluster; not part of the public API and
 /// not in [`FILE_DESCRIPTOR_SET`].
 pub mod internal {

@@ -17,10 +17,10 @@ const PROTO_FILES: [&str; 4] = [
     "maintenance.proto",
 ];
 
-/// This implementation's own operator API (member changes): generated
-/// beside Regatta's API, kept out of the descriptor set, which holds
-/// exactly Regatta's services.
-const EXTENSION_PROTO_FILES: [&str; 1] = ["membership.proto"];
+/// This implementation's own services (member changes; follower writes
+/// batched over one stream): generated beside Regatta's API, kept out of
+/// the descriptor set, which holds exactly Regatta's services.
+const EXTENSION_PROTO_FILES: [&str; 2] = ["membership.proto", "forward.proto"];
 
 /// The node-to-node transport: generated beside the public API but kept out
 /// of the descriptor set that gRPC reflection serves.
@@ -101,8 +101,9 @@ fn generate(root: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
         .map_err(|err| anyhow::anyhow!("compiling proto/internal: {err:?}"))?;
     let bench = protox::compile(BENCH_PROTO_FILES, [&proto_dir])
         .map_err(|err| anyhow::anyhow!("compiling proto/bench: {err:?}"))?;
-    let extension = protox::compile(EXTENSION_PROTO_FILES, [&proto_dir])
-        .map_err(|err| anyhow::anyhow!("compiling proto/membership.proto: {err:?}"))?;
+    let extension = protox::compile(EXTENSION_PROTO_FILES, [&proto_dir]).map_err(|err| {
+        anyhow::anyhow!("compiling proto/membership.proto, proto/forward.proto: {err:?}")
+    })?;
 
     // tonic-prost-build writes files; give it a scratch directory.
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use futures::StreamExt;
+use regatta_proto::forward::v1::forward_server::ForwardServer;
 use regatta_proto::regatta::v1::cluster_server::ClusterServer;
 use regatta_proto::regatta::v1::kv_server::KvServer;
 use tonic::codec::CompressionEncoding;
@@ -16,6 +17,7 @@ use crate::api::cluster::ClusterService;
 use crate::api::kv::Writes;
 use crate::api::maintenance::MaintenanceRole;
 use crate::api::metrics::ApiMetrics;
+use crate::api::replication::{ForwardService, MAX_FORWARD_MESSAGE_BYTES};
 use crate::api::KvService;
 use crate::cluster::{parse_members, Node, RaftSettings};
 use crate::replication::forward::WriteForwarder;
@@ -583,7 +585,13 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
             }));
             // Follower clusters forward their writes here (regatta-0.5.md §6).
             let kv = kv_server(KvService::new(node.clone(), metrics.clone()));
-            Some(super::listeners::replication_server(&args, node.clone(), kv).await?)
+            let forward = ForwardServer::new(ForwardService::new(Arc::new(KvService::new(
+                node.clone(),
+                metrics.clone(),
+            ))))
+            .max_decoding_message_size(MAX_FORWARD_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_FORWARD_MESSAGE_BYTES);
+            Some(super::listeners::replication_server(&args, node.clone(), kv, forward).await?)
         }
         Role::Leader => None,
         Role::Follower {

@@ -10,12 +10,13 @@ use super::leader::LeaderArgs;
 use super::listener_flags::{MAINTENANCE_CERT_FLAGS, REPLICATION_CERT_FLAGS};
 use crate::api::maintenance::{MaintenanceRole, MaintenanceService, TokenCheck};
 use crate::api::membership::MembershipService;
-use crate::api::replication::MetadataService;
+use crate::api::replication::{ForwardService, MetadataService};
 use crate::api::tables::TablesService;
 use crate::api::KvService;
 use crate::cluster::Node;
 use crate::net::{Address, Listener};
 use crate::storage::MAX_MESSAGE_BYTES;
+use regatta_proto::forward::v1::forward_server::ForwardServer;
 use regatta_proto::maintenance::v1::maintenance_server::MaintenanceServer;
 use regatta_proto::membership::v1::membership_server::MembershipServer;
 use regatta_proto::regatta::v1::kv_server::KvServer;
@@ -29,6 +30,7 @@ pub async fn replication_server(
     args: &LeaderArgs,
     node: Arc<Node>,
     kv: KvServer<KvService>,
+    forward: ForwardServer<ForwardService>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     use crate::api::replication::{LogService, MetadataService, SnapshotService};
     use regatta_proto::replication::v1::{
@@ -52,6 +54,7 @@ pub async fn replication_server(
         )
         .add_service(SnapshotServer::new(SnapshotService::new(node)))
         .add_service(kv)
+        .add_service(forward)
         .add_service(reflection)
         .add_service(reflection_v1alpha);
     let (listener, tls) = bind(

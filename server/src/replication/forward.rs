@@ -3,6 +3,9 @@
 //! `regatta.v1.KV` on its replication listener), answered once this node's
 //! copy of the table holds them, so a client reads its write here next.
 //!
+//! The writes go many to a message over one stream (`forward_stream.rs`)
+//! where the leader serves it, else one `regatta.v1.KV` call each.
+//!
 //! The caller's deadline bounds everything; the answer leaves a little
 //! before it, so the client hears what happened instead of its own timer.
 
@@ -10,6 +13,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
+use regatta_proto::forward::v1::Method;
 use regatta_proto::regatta::v1::kv_client::KvClient;
 use regatta_proto::regatta::v1::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, ResponseHeader, TxnRequest,
@@ -19,6 +24,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use super::forward_stream::{StreamError, WriteStream};
 use crate::cluster::Node;
 
 /// Why a forwarded write has no answer to pass on.
@@ -47,6 +53,7 @@ pub enum ForwardError {
 /// The follower node's way to write through the leader cluster.
 pub struct WriteForwarder {
     leader: KvClient<Channel>,
+    stream: WriteStream,
     node: Arc<Node>,
 }
 
@@ -63,6 +70,7 @@ impl WriteForwarder {
     /// (the one the replication workers use).
     pub fn new(node: Arc<Node>, leader: Channel) -> WriteForwarder {
         WriteForwarder {
+            stream: WriteStream::start(leader.clone()),
             leader: KvClient::new(leader),
             node,
         }
@@ -74,9 +82,13 @@ impl WriteForwarder {
         timeout: Duration,
     ) -> Result<PutResponse, ForwardError> {
         let table = request.table.clone();
-        self.forward(&table, request, timeout, |mut kv, request| async move {
-            kv.put(request).await
-        })
+        self.forward(
+            &table,
+            Method::Put,
+            request,
+            timeout,
+            |mut kv, request| async move { kv.put(request).await },
+        )
         .await
     }
 
@@ -86,9 +98,13 @@ impl WriteForwarder {
         timeout: Duration,
     ) -> Result<DeleteRangeResponse, ForwardError> {
         let table = request.table.clone();
-        self.forward(&table, request, timeout, |mut kv, request| async move {
-            kv.delete_range(request).await
-        })
+        self.forward(
+            &table,
+            Method::DeleteRange,
+            request,
+            timeout,
+            |mut kv, request| async move { kv.delete_range(request).await },
+        )
         .await
     }
 
@@ -98,41 +114,68 @@ impl WriteForwarder {
         timeout: Duration,
     ) -> Result<TxnResponse, ForwardError> {
         let table = request.table.clone();
-        self.forward(&table, request, timeout, |mut kv, request| async move {
-            kv.txn(request).await
-        })
+        self.forward(
+            &table,
+            Method::Txn,
+            request,
+            timeout,
+            |mut kv, request| async move { kv.txn(request).await },
+        )
         .await
     }
 
-    /// Sends `request` with `call` until it is sent once (a failed connect
-    /// sent nothing, so it is tried again), then waits for this node's copy
-    /// of `table` to reach the leader's revision.
+    /// Sends `request` (on the stream, else with `call`) until it is sent
+    /// once (a failed connect sent nothing, so it is tried again), then
+    /// waits for this node's copy of `table` to reach the leader's revision.
     async fn forward<Req, Resp, F, Fut>(
         &self,
         table: &[u8],
+        method: Method,
         request: Req,
         timeout: Duration,
         call: F,
     ) -> Result<Resp, ForwardError>
     where
-        Req: Clone,
-        Resp: Revisioned,
+        Req: Clone + Message,
+        Resp: Revisioned + Message + Default,
         F: Fn(KvClient<Channel>, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let answer_by = Instant::now() + timeout - (timeout / 10).min(ANSWER_MARGIN);
         let mut pause = RETRY_FIRST;
+        let encoded = request.encode_to_vec();
         let answer = loop {
             let remaining = answer_by.saturating_duration_since(Instant::now());
-            let mut sent = tonic::Request::new(request.clone());
-            sent.set_timeout(remaining);
-            let answer =
-                match tokio::time::timeout_at(answer_by, call(self.leader.clone(), sent)).await {
-                    Ok(answer) => answer,
+            let sent = if self.stream.serves() {
+                let written = self.stream.write(method, encoded.clone(), remaining);
+                match tokio::time::timeout_at(answer_by, written).await {
                     Err(_) => return Err(ForwardError::NoAnswer),
-                };
-            match answer {
-                Ok(answer) => break answer.into_inner(),
+                    Ok(Ok((Code::Ok, _, response))) => match Resp::decode(response.as_slice()) {
+                        Ok(answer) => Ok(answer),
+                        Err(err) => {
+                            return Err(ForwardError::ConnectionLost(format!(
+                                "undecodable answer: {err}"
+                            )))
+                        }
+                    },
+                    Ok(Ok((code, message, _))) => Err(Status::new(code, message)),
+                    Ok(Err(StreamError::Lost(why))) => {
+                        return Err(ForwardError::ConnectionLost(why))
+                    }
+                    Ok(Err(StreamError::NotSent(why))) => Err(not_sent(why)),
+                    // The leader cluster does not serve the stream.
+                    Ok(Err(StreamError::Unsupported)) => continue,
+                }
+            } else {
+                let mut sent = tonic::Request::new(request.clone());
+                sent.set_timeout(remaining);
+                match tokio::time::timeout_at(answer_by, call(self.leader.clone(), sent)).await {
+                    Ok(answer) => answer.map(tonic::Response::into_inner),
+                    Err(_) => return Err(ForwardError::NoAnswer),
+                }
+            };
+            match sent {
+                Ok(answer) => break answer,
                 Err(status) if never_sent(&status) => {
                     if Instant::now() + pause >= answer_by {
                         return Err(ForwardError::Unreachable(status.message().to_string()));
@@ -150,6 +193,16 @@ impl WriteForwarder {
             Err(ForwardError::NotReplicated { revision })
         }
     }
+}
+
+/// A stream that could not be opened, as the failed connect it was: the
+/// write was not sent.
+fn not_sent(why: String) -> Status {
+    let mut status = Status::unavailable(why.clone());
+    status.set_source(Arc::new(tonic::ConnectError(Box::new(
+        std::io::Error::other(why),
+    ))));
+    status
 }
 
 /// Whether the call failed before it left: no connection could be made.

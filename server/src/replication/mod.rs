@@ -9,6 +9,7 @@
 //! clients it uses come from `regatta-proto`.
 
 pub mod forward;
+mod forward_stream;
 pub mod metrics;
 pub mod recovery;
 pub mod worker;

@@ -1,11 +1,15 @@
 //! The leader cluster's replication services (behaviour.md §4), served on
 //! `--replication.address`: `Metadata.Get`, `Log.Replicate` and
-//! `Snapshot.Stream`. Follower clusters are their clients.
+//! `Snapshot.Stream`, and the writes follower clusters forward
+//! (`forward.v1.Forward`, beside `regatta.v1.KV`). Follower clusters are
+//! their clients.
 
+mod forward;
 mod log;
 mod metadata;
 mod snapshot;
 
+pub use forward::{ForwardService, MAX_FORWARD_MESSAGE_BYTES};
 pub use log::{LogService, FOLLOW_MODE_HEADER, MAX_SEND_MESSAGE_BYTES};
 pub use metadata::MetadataService;
 pub(crate) use snapshot::{chunked_copy, ChunkStream};
