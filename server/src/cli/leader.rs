@@ -503,6 +503,7 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         block_cache_size: args.storage_block_cache_size,
         min_free_space: args.storage_min_free_space,
     };
+    let joining = settings.join;
     let node = Node::start(settings, storage)
         .await
         .map_err(|e| e.to_string())?;
@@ -514,8 +515,15 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
         Duration::from_secs(30) + Duration::from_millis(500) * args.tables_names.len() as u32;
     // Create first, then delete: a table named in both is deleted, so an
     // operator can drop a table without editing the list of names. A
-    // follower cluster learns its tables from the leader cluster only.
-    if let Role::Leader = role {
+    // follower cluster learns its tables from the leader cluster only, and
+    // a joining node leaves them to the members (it has no metadata group
+    // until it is added, and a creation would fail it at start).
+    if joining && !(args.tables_names.is_empty() && args.tables_delete.is_empty()) {
+        tracing::info!(
+            "joining: --tables.names and --tables.delete are left to the cluster's members"
+        );
+    }
+    if matches!(role, Role::Leader) && !joining {
         // Concurrently: the metadata group takes the creations in a few
         // batches, and hundreds of tables come up in seconds.
         let creations = args.tables_names.iter().map(|table| {

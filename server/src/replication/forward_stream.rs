@@ -127,6 +127,8 @@ async fn drive(
             Err(status) => {
                 // Nothing was sent: the first message goes after the open.
                 let error = if status.code() == Code::Unimplemented {
+                    // Callers go to regatta.v1.KV from now on.
+                    unsupported.store(true, Ordering::Relaxed);
                     StreamError::Unsupported
                 } else {
                     StreamError::NotSent(status.message().to_string())
@@ -136,12 +138,23 @@ async fn drive(
                     let _ = next.answer.send(Err(error.clone()));
                 }
                 if error == StreamError::Unsupported {
-                    unsupported.store(true, Ordering::Relaxed);
                     tracing::info!(
                         "the leader cluster does not serve forward.v1.Forward: \
                          forwarding each write as its own regatta.v1.KV call"
                     );
-                    tokio::time::sleep(RETRY_UNSUPPORTED).await;
+                    // Writes queued by callers that looked just before the
+                    // switch are sent back to regatta.v1.KV too.
+                    let again = tokio::time::Instant::now() + RETRY_UNSUPPORTED;
+                    loop {
+                        match tokio::time::timeout_at(again, queued.recv()).await {
+                            Ok(Some(late)) => {
+                                let _ = late.answer.send(Err(StreamError::Unsupported));
+                            }
+                            Ok(None) => return,
+                            Err(_) => break,
+                        }
+                    }
+                    unsupported.store(false, Ordering::Relaxed);
                 }
                 match queued.recv().await {
                     Some(next) => first = next,
