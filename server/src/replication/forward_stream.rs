@@ -39,6 +39,9 @@ pub enum StreamError {
 /// encoded response when the code is OK.
 pub type Answer = (Code, String, Vec<u8>);
 
+/// Where a write's answer, or why it has none, goes.
+type Waiter = oneshot::Sender<Result<Answer, StreamError>>;
+
 /// How long callers use `regatta.v1.KV` after the leader cluster answered
 /// that it does not serve the stream, before it is tried again.
 const RETRY_UNSUPPORTED: Duration = Duration::from_secs(60);
@@ -51,7 +54,7 @@ struct Queued {
     method: Method,
     request: Vec<u8>,
     timeout: Duration,
-    answer: oneshot::Sender<Result<Answer, StreamError>>,
+    answer: Waiter,
 }
 
 pub struct WriteStream {
@@ -163,8 +166,7 @@ async fn drive(
                 continue;
             }
         };
-        let mut waiting: HashMap<u64, oneshot::Sender<Result<Answer, StreamError>>> =
-            HashMap::new();
+        let mut waiting: HashMap<u64, Waiter> = HashMap::new();
         let mut next_id: u64 = 0;
         let mut carried = Some(first);
         let broken = loop {
@@ -213,7 +215,7 @@ async fn drive(
 fn take_batch(
     write: Queued,
     queued: &mut mpsc::UnboundedReceiver<Queued>,
-    waiting: &mut HashMap<u64, oneshot::Sender<Result<Answer, StreamError>>>,
+    waiting: &mut HashMap<u64, Waiter>,
     next_id: &mut u64,
 ) -> WriteBatch {
     let mut writes = Vec::new();
@@ -242,10 +244,7 @@ fn take_batch(
     WriteBatch { writes }
 }
 
-fn answer(
-    waiting: &mut HashMap<u64, oneshot::Sender<Result<Answer, StreamError>>>,
-    result: WriteResult,
-) {
+fn answer(waiting: &mut HashMap<u64, Waiter>, result: WriteResult) {
     // A caller that gave up (its deadline) dropped its receiver.
     if let Some(waiter) = waiting.remove(&result.id) {
         let code = Code::from_i32(result.code);

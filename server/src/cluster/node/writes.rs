@@ -102,12 +102,7 @@ impl Node {
                     Ok(_) => done += 1,
                     // Refused before appending: the rest go the slow way.
                     Err(GroupError::NotLeader(_)) => break,
-                    Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason)) => {
-                        return (done, Some(Error::Unavailable(reason)))
-                    }
-                    Err(GroupError::NoSpace(reason)) => {
-                        return (done, Some(Error::NoSpace(reason)))
-                    }
+                    Err(err) => return (done, Some(write_error(err))),
                 }
             }
         }
