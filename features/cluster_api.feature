@@ -1,4 +1,4 @@
-@cluster_api @v0.5
+@cluster_api @regatta-0.5
 Feature: Cluster API
   Regatta 0.5's regatta.v1.Cluster describes the local cluster. MemberList
   names every member with its id, name (--memberlist.node-name), peer URL
@@ -7,7 +7,7 @@ Feature: Cluster API
   node's id and version, the Raft state of each of its tables (leader, term,
   last and applied index) and, when asked, its settings with every token
   masked. Leader and follower clusters both serve it, each for itself.
-  (regatta-0.5.md §5; Regatta 0.5 itself learns members by gossip, so it
+  (Regatta 0.5 itself learns members by gossip, so it
   needs its --memberlist flags to list every node.)
 
   Scenario: MemberList names every member of a 3-node cluster, alike on every node
@@ -18,7 +18,7 @@ Feature: Cluster API
     Then the request succeeds
     And the member list is of cluster "default"
 
-  @restart
+  @restart @needs-faults @needs-flags
   Scenario: Names and client URLs come from each node's flags and stay right across stops and restarts
     Given a leader cluster of 3 nodes with tables "regatta-test" and flags "--memberlist.cluster-name=eu-west"
     When node 1 is stopped
@@ -45,7 +45,7 @@ Feature: Cluster API
     And within 10 seconds every node lists the same members
     And every node eventually holds "k" = "v" in "regatta-test"
 
-  @restart @extension
+  @restart @extension @needs-faults @needs-flags
   Scenario: A stopped node stays listed as last heard of, named by its id by default (members come from Raft, not gossip)
     Given a leader cluster of 3 nodes with tables "regatta-test"
     Then within 10 seconds every node lists the members:
@@ -85,7 +85,7 @@ Feature: Cluster API
     Then the status is that of node 1, with a version
     And the status covers tables "other, regatta-test"
 
-  @restart @extension
+  @restart @extension @needs-faults
   Scenario: Status reports the bytes a table's Raft log and data take on disk (Regatta 0.5 leaves them 0)
     Given a leader cluster of 1 node with tables "regatta-test"
     When I write 50 keys "k" into "regatta-test"
@@ -93,6 +93,7 @@ Feature: Cluster API
     And node 1 is restarted
     Then within 30 seconds the status of "regatta-test" on node 1 reports the bytes of its log and data on disk
 
+  @needs-flags
   Scenario: Status with config shows the node's settings, every token masked
     Given a leader cluster of 3 nodes with tables "regatta-test" and flags "--tables.token=tables-s3cret --maintenance.token=maintenance-s3cret --memberlist.cluster-name=eu-west"
     When I ask node 2 for its status with config
@@ -116,7 +117,7 @@ Feature: Cluster API
     And the status config shows "tables.token" unset
     And the status config shows "maintenance.token" unset
 
-  @replication
+  @replication @needs-follower-cluster @needs-flags
   Scenario: A follower cluster's nodes answer MemberList and Status for their own cluster
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "a=1"

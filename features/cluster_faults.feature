@@ -1,9 +1,12 @@
-@cluster @faults
+@cluster @faults @regatta-2022 @needs-faults
 Feature: Durability and consistency under faults
   A write is acknowledged only once it is durable on a majority; it survives
   the kill of any node, or of every node at once. A leader cut off or paused
   must neither acknowledge writes nor serve stale linearizable reads.
-  (behaviour.md §7)
+
+  # Wording: "I read" (also "in the background I read") is a linearizable
+  # Range: it must reflect every write acknowledged before it began, so a
+  # cut-off or paused node may fail it but not answer from a stale copy.
 
   Scenario: The leader killed under writes loses nothing acknowledged
     Given a leader cluster of 3 nodes with tables "regatta-test"
@@ -35,6 +38,7 @@ Feature: Durability and consistency under faults
     When I put "after" = "restart" into "regatta-test" on any node
     Then the request succeeds
 
+  @needs-flags
   Scenario: A node that missed a compacted log catches up by snapshot
     Given a leader cluster of 3 nodes with tables "regatta-test" and flags "--raft.snapshot-entries=20 --raft.compaction-overhead=5"
     When node 3 is stopped
@@ -62,10 +66,13 @@ Feature: Durability and consistency under faults
     Given a leader cluster of 3 nodes with tables "regatta-test"
     When the leader of "regatta-test" is cut off from the others
     Then a put of "lost" = "x" into "regatta-test" on the cut-off node is not acknowledged
+    # The default deadline of a KV call is 5 s.
+    And a put of "lost-too" = "x" into "regatta-test" on the cut-off node without a deadline is not acknowledged within 8 seconds
     When within 30 seconds a put of "kept" = "y" into "regatta-test" on another node succeeds
     And the network is healed
     Then every node eventually holds "kept" = "y" in "regatta-test"
     And no node holds "lost" in "regatta-test"
+    And no node holds "lost-too" in "regatta-test"
 
   Scenario: In a 3|2 split the minority holding the leader acknowledges nothing while the majority goes on
     Given a leader cluster of 5 nodes with tables "regatta-test"

@@ -1,12 +1,15 @@
-@replication @follower_writes @v0.5
+@replication @follower_writes @regatta-0.5
 Feature: Writes sent to a follower cluster
   A follower cluster forwards Put, DeleteRange and every Txn that writes to
   the leader cluster, waits until its own copy holds the write and returns
   the leader's answer, so a client reads its write there next. The leader's
   errors come back with their code, prefixed "leader error: ". With
   --replication.forward-writes=false it refuses writes as Regatta 2022 did.
-  (regatta-0.5.md §6; behaviour.md §2.6)
 
+  # Wording: "I get" is a serializable Range: the follower node answers from
+  # its own copy without asking any other node.
+
+  @needs-follower-cluster
   Scenario: A write on a follower is readable there at once
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "a=1, b=2"
@@ -27,6 +30,7 @@ Feature: Writes sent to a follower cluster
     And no node holds "a" in "regatta-test"
     And every follower node eventually holds "k" = "w" in "regatta-test"
 
+  @needs-follower-cluster
   Scenario: A writing Txn on a follower runs on the leader cluster
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "n=1"
@@ -46,6 +50,7 @@ Feature: Writes sent to a follower cluster
     And every node eventually holds "n" = "2" in "regatta-test"
     And no follower node holds "ko" in "regatta-test"
 
+  @needs-follower-cluster
   Scenario: The leader cluster's errors come back with its code
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And a follower cluster of 3 nodes following it
@@ -59,6 +64,7 @@ Feature: Writes sent to a follower cluster
     Then the error is InvalidArgument "leader error: key length exceeded max allowed value"
     And no follower node holds "k" in "regatta-test"
 
+  @needs-follower-cluster
   Scenario: A Txn race between a follower writer and a leader writer has exactly one winner
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "lock=free"
@@ -67,7 +73,7 @@ Feature: Writes sent to a follower cluster
     When a Txn setting "lock" from "free" to "follower" on follower node 1 races one setting it to "leader" on node 2 in "regatta-test"
     Then exactly one racing Txn succeeded, and every node of both clusters eventually holds its value for "lock" in "regatta-test"
 
-  @extension
+  @extension @needs-follower-cluster @needs-flags
   Scenario: A write that does not reach the follower by the deadline names its revision
     Given a leader cluster of 1 node with tables "regatta-test"
     And table "regatta-test" holds "seed=1"
@@ -77,7 +83,7 @@ Feature: Writes sent to a follower cluster
     When with a deadline of 1 second, I put "late" = "1" into "regatta-test" on follower node 1
     Then the error says the write was committed at the revision of "late" in "regatta-test" on the leader cluster
 
-  @extension @restart
+  @extension @restart @needs-faults @needs-follower-cluster
   Scenario: With the leader cluster down, the deadline says what became of the write
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And a follower cluster of 3 nodes following it
@@ -87,6 +93,7 @@ Feature: Writes sent to a follower cluster
     When every node is restarted
     Then the leader cluster holds "lost" in "regatta-test" only if the error said the write may have been made
 
+  @needs-follower-cluster @needs-flags
   Scenario: With forwarding off, a follower refuses writes as Regatta 2022 did
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And a follower cluster of 3 nodes with flags "--replication.forward-writes=false" following it

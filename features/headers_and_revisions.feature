@@ -1,12 +1,17 @@
-@kv
+@kv @regatta-2022
 Feature: Response headers and revisions
   Every answer carries shard_id, replica_id, raft_term and raft_leader_id,
   on every node, leader or not. Each write gets a new, strictly greater
-  revision of its table. (behaviour.md §2.7)
+  revision of its table.
+
+  # Wording: "I get" is a serializable Range (the node answers from its own
+  # copy, which may trail the leader); "I read" is a linearizable one (it
+  # reflects every write acknowledged before it began).
 
   Background:
     Given a leader cluster of 3 nodes with tables "regatta-test,other"
 
+  @fixed
   Scenario Outline: Every node fills the whole header
     When I get "a" from "regatta-test" on node <node>
     Then the header is complete and names the answering node as replica
@@ -19,6 +24,7 @@ Feature: Response headers and revisions
       | 2    |
       | 3    |
 
+  @fixed
   Scenario: The header of a follower names the leader the cluster agrees on
     Then every node names the same leader and term for "regatta-test"
     When I get "a" from "regatta-test" on a follower
@@ -32,6 +38,7 @@ Feature: Response headers and revisions
     When I get "a" from "other" on node 3
     Then the shard id differs from "first"
 
+  @fixed
   Scenario: Every kind of write gets a strictly greater revision
     When I put "a" = "1" into "regatta-test" on node 1
     Then the revision is remembered as "r1"

@@ -1,13 +1,14 @@
-@kv
+@kv @regatta-2022
 Feature: DeleteRange
   DeleteRange removes one key or a range. Deleting what does not exist
   succeeds. deleted counts the keys removed; with prev_kv, prev_kvs holds
-  every removed pair in ascending key order. (behaviour.md §2.4)
+  every removed pair in ascending key order.
 
   Background:
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "a=1, b=2, c=3, d=4, e=5"
 
+  @fixed
   Scenario: Deleting one key removes it from every node
     When I delete "b" from "regatta-test" on node 3
     Then 1 key was deleted
@@ -19,6 +20,7 @@ Feature: DeleteRange
     Then the request succeeds
     And 0 keys were deleted
 
+  @fixed
   Scenario: Deleting a range with prev_kv returns the removed pairs in order
     When I delete from "b" to "e" in "regatta-test" on any node with prev_kv
     Then 3 keys were deleted

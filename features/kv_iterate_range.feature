@@ -1,11 +1,10 @@
-@kv @v0.5
+@kv @regatta-0.5
 Feature: IterateRange
-  IterateRange (Regatta 0.5, docs/spec/regatta-0.5.md §3) streams a key range
-  from one point-in-time view of a table: Range's checks first, then
-  RangeResponse messages in ascending key order, each under 4 MiB - 1 KiB
-  encoded, `more` on every message but the last and exact at `limit`, `count`
-  per message, the view's revision in every header. A client may stop
-  reading halfway.
+  IterateRange (Regatta 0.5) streams a key range from one point-in-time view
+  of a table: Range's checks first, then RangeResponse messages in ascending
+  key order, each under 4 MiB - 1 KiB encoded, `more` on every message but
+  the last and exact at `limit`, `count` per message, the view's revision in
+  every header. A client may stop reading halfway.
 
   Background:
     Given a leader cluster of 3 nodes with tables "regatta-test"
@@ -104,6 +103,7 @@ Feature: IterateRange
       | table: "regatta-test", key: 1025 bytes of "k"                        | InvalidArgument | key length exceeded max allowed value                      |
       | table: "regatta-test", key: "a", range_end: 1025 bytes of "k"        | InvalidArgument | key length exceeded max allowed value                      |
 
+  @needs-follower-cluster
   Scenario: A follower cluster streams from its own copy
     Given table "regatta-test" holds "a=1, b=2, c=3"
     And a follower cluster of 3 nodes following it

@@ -1,8 +1,8 @@
-@kv
+@kv @regatta-2022
 Feature: Put
   Put upserts one key of a table. With prev_kv the answer carries the pair
   the put replaced, and no pair when the key did not exist. Empty values and
-  binary keys are allowed. (behaviour.md §2.4)
+  binary keys are allowed.
 
   Background:
     Given a leader cluster of 3 nodes with tables "regatta-test"

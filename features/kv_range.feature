@@ -1,8 +1,15 @@
-@kv
+@kv @regatta-2022
 Feature: Range
   Range reads one key or a half-open interval [key, range_end) in unsigned
-  byte order; range_end "\x00" means every key from key on. limit, more,
-  count, keys_only and count_only behave as in behaviour.md §2.2 and §2.3.
+  byte order; range_end "\x00" means every key from key on, and range_end at
+  or before key is an empty range. limit caps the pairs (0: no cap) and more
+  says whether the range holds others; count is the number of pairs the
+  answer covers; count_only returns only it, keys_only the keys without
+  values. A linearizable read sees every write acknowledged before it began.
+
+  # Wording: "I get" is a serializable Range (the node answers from its own
+  # copy, which may trail the leader); "I read" is a linearizable one (it
+  # reflects every write acknowledged before it began).
 
   Background:
     Given a leader cluster of 3 nodes with tables "regatta-test"
@@ -14,6 +21,7 @@ Feature: Range
     And count is 1
     And more is false
 
+  @fixed
   Scenario: A missing single key is a success with no pairs
     When I read "zz" from "regatta-test" on any node
     Then the request succeeds
@@ -47,12 +55,14 @@ Feature: Range
     And a linearizable range from "\x7f" to "\x00" over "regatta-test" on any node returns "\x7f=mid, \x80=high, \xff=top"
     And a linearizable range from "\x00" to "\x80" over "regatta-test" on any node returns "\x01=low, a=1, b=2, c=3, d=4, e=5, \x7f=mid"
 
+  @fixed
   Scenario: limit returns the first pairs and more says there are others
     When I send Range {table: "regatta-test", key: "a", range_end: "\x00", limit: 2, linearizable} to any node
     Then the response has pairs "a=1, b=2"
     And more is true
     And count is 2
 
+  @fixed
   Scenario: more is false when the limit covers exactly what is left
     When I send Range {table: "regatta-test", key: "b", range_end: "\x00", limit: 4, linearizable} to any node
     Then the response has pairs "b=2, c=3, d=4, e=5"

@@ -1,7 +1,7 @@
-@kv
+@kv @regatta-2022
 Feature: Request validation
-  Every check of behaviour.md §2.1, in its order: the first failing check
-  answers, with the exact code and message. Keys of exactly 1024 bytes and
+  Range, Put, DeleteRange and Txn requests are checked in a fixed order: the
+  first failing check answers, with the exact code and message. Keys of exactly 1024 bytes and
   values of exactly 2 MiB are accepted. A refused request changes nothing.
 
   Background:
@@ -58,7 +58,7 @@ Feature: Request validation
   Scenario Outline: Txn checks: table first, then every op in order, success before failure, then compares
     When I send a Txn to "<table>" on any node with:
       | part    | op      | key     | range_end | value   | flags   |
-      | compare | EQUAL   | <ckey>  |           | x       |         |
+      | compare | EQUAL   | <ckey>  | <cend>    | x       |         |
       | success | <s1>    | <s1key> |           | v       | <s1f>   |
       | success | put     | ok      |           | <s2val> |         |
       | failure | <f1>    | <f1key> | <f1end>   |         | <f1f>   |
@@ -66,18 +66,23 @@ Feature: Request validation
     And no node holds "ok" in "regatta-test"
 
     Examples:
-      | table        | ckey               | s1    | s1key              | s1f        | s2val                 | f1     | f1key | f1end              | f1f      | code            | message                                                   |
-      | (empty)      | a                  | range | a                  | limit=-1   | v                     | range  | a     |                    |          | InvalidArgument | table must be set                                         |
-      | nope         | a                  | range | a                  | limit=-1   | v                     | range  | a     |                    |          | NotFound        | table not found                                           |
-      | regatta-test | a                  | range | a                  | limit=-1   | v                     | range  | (empty) |                  |          | InvalidArgument | limit must be a positive number                           |
-      | regatta-test | a                  | range | a                  | keys_only count_only | v           | range  | a     |                    |          | InvalidArgument | keys_only and count_only must not be set at the same time |
-      | regatta-test | a                  | range | (empty)            |            | v                     | range  | a     |                    | limit=-1 | InvalidArgument | key must be set                                           |
-      | regatta-test | a                  | put   | 1025 bytes of "k"  |            | v                     | range  | a     |                    | limit=-1 | InvalidArgument | key length exceeded max allowed value                     |
-      | regatta-test | a                  | put   | a                  |            | 2097153 bytes of "v"  | range  | a     |                    | limit=-1 | InvalidArgument | value length exceeded max allowed value                   |
-      | regatta-test | a                  | put   | a                  |            | v                     | range  | a     |                    | limit=-1 | InvalidArgument | limit must be a positive number                           |
-      | regatta-test | a                  | put   | a                  |            | v                     | delete | (empty) |                  |          | InvalidArgument | key must be set                                           |
-      | regatta-test | a                  | put   | a                  |            | v                     | delete | a     | 1025 bytes of "k"  |          | InvalidArgument | key length exceeded max allowed value                     |
-      | regatta-test | 1025 bytes of "k"  | put   | a                  |            | v                     | range  | a     |                    |          | InvalidArgument | key length exceeded max allowed value                     |
+      | table        | ckey              | cend              | s1    | s1key             | s1f                  | s2val                | f1     | f1key             | f1end             | f1f      | code            | message                                                   |
+      | (empty)      | a                 |                   | range | a                 | limit=-1             | v                    | range  | a                 |                   |          | InvalidArgument | table must be set                                         |
+      | nope         | a                 |                   | range | a                 | limit=-1             | v                    | range  | a                 |                   |          | NotFound        | table not found                                           |
+      | regatta-test | a                 |                   | range | a                 | limit=-1             | v                    | range  | (empty)           |                   |          | InvalidArgument | limit must be a positive number                           |
+      | regatta-test | a                 |                   | range | a                 | keys_only count_only | v                    | range  | a                 |                   |          | InvalidArgument | keys_only and count_only must not be set at the same time |
+      | regatta-test | a                 |                   | range | (empty)           |                      | v                    | range  | a                 |                   | limit=-1 | InvalidArgument | key must be set                                           |
+      | regatta-test | a                 |                   | put   | 1025 bytes of "k" |                      | v                    | range  | a                 |                   | limit=-1 | InvalidArgument | key length exceeded max allowed value                     |
+      | regatta-test | a                 |                   | put   | a                 |                      | 2097153 bytes of "v" | range  | a                 |                   | limit=-1 | InvalidArgument | value length exceeded max allowed value                   |
+      | regatta-test | a                 |                   | put   | a                 |                      | v                    | range  | a                 |                   | limit=-1 | InvalidArgument | limit must be a positive number                           |
+      | regatta-test | a                 |                   | put   | a                 |                      | v                    | delete | (empty)           |                   |          | InvalidArgument | key must be set                                           |
+      | regatta-test | a                 |                   | put   | a                 |                      | v                    | delete | a                 | 1025 bytes of "k" |          | InvalidArgument | key length exceeded max allowed value                     |
+      | regatta-test | 1025 bytes of "k" |                   | put   | a                 |                      | v                    | range  | a                 |                   |          | InvalidArgument | key length exceeded max allowed value                     |
+      | regatta-test | a                 |                   | put   | (empty)           |                      | v                    | range  | a                 |                   | limit=-1 | InvalidArgument | key must be set                                           |
+      | regatta-test | a                 |                   | range | 1025 bytes of "k" |                      | v                    | range  | a                 |                   | limit=-1 | InvalidArgument | key length exceeded max allowed value                     |
+      | regatta-test | a                 |                   | put   | a                 |                      | v                    | range  | a                 | 1025 bytes of "k" |          | InvalidArgument | key length exceeded max allowed value                     |
+      | regatta-test | a                 |                   | put   | a                 |                      | v                    | delete | 1025 bytes of "k" |                   |          | InvalidArgument | key length exceeded max allowed value                     |
+      | regatta-test | a                 | 1025 bytes of "k" | put   | a                 |                      | v                    | range  | a                 |                   |          | InvalidArgument | key length exceeded max allowed value                     |
 
   Scenario: An empty compare key is a key that does not exist
     When I send a Txn to "regatta-test" on any node with:

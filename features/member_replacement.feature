@@ -1,4 +1,4 @@
-@membership @extension @restart
+@membership @extension @restart @regatta-2022 @needs-faults
 Feature: Replacing a node whose disk is lost
   A node whose disk is lost cannot come back under its old id: its vote
   and log are gone, and counting it again could lose acknowledged writes.
@@ -10,6 +10,7 @@ Feature: Replacing a node whose disk is lost
   taken again. (This implementation's extension: Regatta has no member
   changes.)
 
+  @needs-flags
   Scenario: A lost node is removed, a new node joins under a new id and catches up by snapshot
     Given a leader cluster of 3 nodes with tables "regatta-test,second" and flags "--raft.snapshot-entries=20 --raft.compaction-overhead=5"
     When I write 100 keys "k" into "regatta-test"

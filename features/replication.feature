@@ -1,11 +1,16 @@
-@replication
+@replication @regatta-2022
 Feature: Follower clusters
   A follower cluster copies every table of the leader cluster and serves it
   read-only: writes and Txn results show up there, tables come and go with
   the leader's, and with --replication.forward-writes=false writes sent to a
   follower are refused as Regatta 2022 did (follower_writes.feature has
-  Regatta 0.5's forwarding). (behaviour.md §2.6, §3, §4)
+  Regatta 0.5's forwarding).
 
+  # Wording: "I get" is a serializable Range, "I read" a linearizable one. On
+  # a follower node both answer from the follower cluster's copy: there a
+  # linearizable read is linearizable within the follower cluster only.
+
+  @needs-follower-cluster
   Scenario: Writes on the leader cluster show up on every follower node
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "a=1, b=2"
@@ -17,6 +22,7 @@ Feature: Follower clusters
     And no follower node holds "a" in "regatta-test"
     And a serializable range from "\x00" to "\x00" over "regatta-test" on follower node 1 returns "b=2, c=3"
 
+  @needs-follower-cluster
   Scenario: A Txn on the leader has the same outcome on the follower
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "n=1"
@@ -34,6 +40,7 @@ Feature: Follower clusters
     And every follower node eventually holds "ok" = "yes" in "regatta-test"
     And no follower node holds "ko" in "regatta-test"
 
+  @needs-follower-cluster @needs-flags
   Scenario: A follower refuses writes before any other check, with Regatta's messages
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And a follower cluster of 3 nodes with flags "--replication.forward-writes=false" following it
@@ -50,6 +57,7 @@ Feature: Follower clusters
     Then the error is Unimplemented "writable Txn not implemented for follower"
     And no node holds "k" in "regatta-test"
 
+  @needs-follower-cluster
   Scenario: Reads and read-only Txns on a follower answer from its copy
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "k=v"
@@ -67,7 +75,7 @@ Feature: Follower clusters
     When I send Range {table: "nope", key: "k"} to any follower node
     Then the error is NotFound "table not found"
 
-  @restart
+  @restart @needs-faults @needs-follower-cluster @needs-flags @fixed
   Scenario: Tables created and deleted on the leader cluster follow on the follower
     Given a leader cluster of 3 nodes with tables "regatta-test,doomed"
     And a follower cluster of 3 nodes following it
@@ -78,7 +86,7 @@ Feature: Follower clusters
     When I put "f" = "1" into "fresh" on node 2
     Then every follower node eventually holds "f" = "1" in "fresh"
 
-  @restart
+  @restart @needs-faults @needs-follower-cluster
   Scenario: The whole leader cluster restarted: the follower goes on from where it was
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And table "regatta-test" holds "before=1"
@@ -90,7 +98,7 @@ Feature: Follower clusters
     Then every follower node eventually holds "after" = "2" in "regatta-test"
     And every follower node eventually holds "before" = "1" in "regatta-test"
 
-  @restart
+  @restart @needs-faults @needs-follower-cluster
   Scenario: A follower node killed under replication catches up when it comes back
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And a follower cluster of 3 nodes following it
@@ -101,7 +109,7 @@ Feature: Follower clusters
     When follower node 1 is restarted
     Then every follower node eventually holds every acknowledged write to "regatta-test"
 
-  @faults
+  @faults @needs-faults @needs-follower-cluster
   Scenario: A follower cluster cut off from the leader cluster keeps serving its copy and converges once reconnected
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And a follower cluster of 3 nodes following it

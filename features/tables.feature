@@ -1,8 +1,12 @@
-@kv
+@kv @regatta-2022
 Feature: Tables
   Tables are created on the leader cluster by --tables.names at start and
   deleted by --tables.delete; the catalogue is replicated, so every node
-  agrees. Shard ids start at 10001 and are never reused. (behaviour.md §3)
+  agrees. Shard ids start at 10001 and are never reused.
+
+  # Wording: "I get" is a serializable Range (the node answers from its own
+  # copy, which may trail the leader); "I read" is a linearizable one (it
+  # reflects every write acknowledged before it began).
 
   Scenario: Tables named at start exist on every node, others do not
     Given a leader cluster of 3 nodes with tables "alpha,beta"
@@ -24,7 +28,7 @@ Feature: Tables
     And a linearizable range from "\x00" to "\x00" over "beta" on any node returns "k=in-beta"
     And a linearizable range from "\x00" to "\x00" over "alpha" on any node returns "(none)"
 
-  @restart
+  @restart @needs-faults @needs-flags
   Scenario: A table added at a restart appears on every node
     Given a leader cluster of 3 nodes with tables "alpha"
     When node 2 is stopped
@@ -33,7 +37,7 @@ Feature: Tables
     When I put "k" = "v" into "gamma" on node 1
     Then the request succeeds
 
-  @restart
+  @restart @needs-faults @needs-flags
   Scenario: A table deleted at a restart disappears from every node; a new one never reuses its shard
     Given a leader cluster of 3 nodes with tables "alpha,beta"
     And table "beta" holds "k=old"

@@ -1,4 +1,4 @@
-@tables_api @v0.5
+@tables_api @regatta-0.5
 Feature: Tables API
   Regatta 0.5's regatta.v1.Tables creates, deletes and lists tables at run
   time, on any node of a leader cluster. A created table serves on every
@@ -7,7 +7,6 @@ Feature: Tables API
   Names are UTF-8 text of 1 to 1024 bytes, and no name, however odd,
   reaches the server's own state. With --tables.token every call needs the
   bearer token, checked first, with the maintenance token's messages.
-  (regatta-0.5.md §4)
 
   Scenario: A table created through the API serves on every node; deleted, it is gone from every node
     Given a leader cluster of 3 nodes with tables "regatta-test"
@@ -127,7 +126,7 @@ Feature: Tables API
     When I put "k" = "v" into "regatta-test" on node 2
     Then the request succeeds
 
-  @restart
+  @restart @needs-faults
   Scenario: Tables created through the API, one named like the old catalogue, survive a restart of every node
     Given a leader cluster of 3 nodes with tables "regatta-test"
     When I create table "\x00catalogue" on node 1
@@ -174,6 +173,7 @@ Feature: Tables API
     When I delete table "orders" on node 1
     Then the request succeeds
 
+  @needs-flags
   Scenario: With --tables.token every call needs the bearer token, checked before anything else
     Given a leader cluster of 1 node with tables "regatta-test" and flags "--tables.token=s3cret --maintenance.token=other"
     When I list tables on node 1 without authorization
@@ -206,6 +206,7 @@ Feature: Tables API
     When I list tables on node 1 with authorization "Bearer s3cret"
     Then the listed tables do not include "orders"
 
+  @needs-flags
   Scenario: With --tables.enabled=false the server offers no Tables API
     Given a leader cluster of 1 node with tables "regatta-test" and flags "--tables.enabled=false"
     When I list tables on node 1
@@ -215,7 +216,7 @@ Feature: Tables API
     When I read "k" from "regatta-test" on node 1
     Then the request succeeds
 
-  @replication
+  @replication @needs-follower-cluster
   Scenario: A follower cluster lists the leader's tables, refuses Create and Delete, and follows the API's changes
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And a follower cluster of 3 nodes following it
@@ -245,7 +246,7 @@ Feature: Tables API
     Then the listed tables include "regatta-test"
     And the listed tables do not include "orders"
 
-  @replication
+  @replication @needs-follower-cluster
   Scenario: A table deleted and created again on the leader cluster starts empty on the follower cluster too
     Given a leader cluster of 3 nodes with tables "regatta-test"
     And a follower cluster of 3 nodes following it

@@ -1,4 +1,4 @@
-@tls
+@tls @regatta-2022
 Feature: TLS on every listener
   A node serves TLS on its API and REST listeners (--api.cert-filename),
   its maintenance listener and its replication listener from certificate
@@ -8,6 +8,7 @@ Feature: TLS on every listener
   The clusters of these scenarios get certificates of an authority made for
   the scenario; every other step then speaks TLS to them.
 
+  @needs-flags
   Scenario: Every listener of a leader cluster serves TLS; plaintext and untrusted clients are refused
     Given a leader cluster of 3 nodes with tables "regatta-test" serving TLS on every listener
     When I put "k" = "v" into "regatta-test" on node 1
@@ -20,6 +21,7 @@ Feature: TLS on every listener
     Then the maintenance call succeeds
     And no node's log contains "PRIVATE KEY"
 
+  @needs-follower-cluster @needs-flags
   Scenario: A follower with a client certificate of the leader's authority replicates over mutual TLS
     Given a leader cluster of 1 node with tables "regatta-test" serving TLS on every listener
     And table "regatta-test" holds "a=1"
@@ -27,12 +29,14 @@ Feature: TLS on every listener
     Then every follower node eventually holds "a" = "1" in "regatta-test"
     And follower node 1 answers GET /healthz over TLS with 200
 
+  @needs-follower-cluster @needs-flags
   Scenario: A follower without a client certificate gets nothing from a leader that asks for one
     Given a leader cluster of 1 node with tables "regatta-test" serving TLS on every listener
     And table "regatta-test" holds "a=1"
     And a follower cluster of 1 node serving TLS following it, without a client certificate
     Then for 5 seconds follower node 1 has no table "regatta-test"
 
+  @needs-flags
   Scenario: Renewed certificates are served without a restart
     Given a leader cluster of 1 node with tables "regatta-test" serving TLS on every listener
     When every node's certificate is renewed by a new authority

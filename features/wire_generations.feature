@@ -1,10 +1,10 @@
-@v0.5 @wire
+@regatta-0.5 @wire
 Feature: Regatta 2022 and 0.5 encodings on one server
   Clients generated from Regatta 2022's protos and from Regatta 0.5's talk to
   the same server. 0.5 moved RequestOp.DeleteRange.prev_kv from field 3 to
   field 4 and added `count` fields (5); a request means the same in either
   encoding. The requests here are written field by field ("raw"), as each
-  generation's generated code puts them on the wire. (regatta-0.5.md §1)
+  generation's generated code puts them on the wire.
 
   Background:
     Given a leader cluster of 1 node with tables "wire"

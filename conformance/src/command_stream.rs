@@ -1,5 +1,6 @@
-//! Reads the command-stream format of snapshots and backups (behaviour.md
-//! §6): Snappy framing around records `[u64 LE length][mvcc.v1.Command]`.
+//! Reads and writes the command-stream format of snapshots and backups
+//! (`docs/contract-notes.md`, "Command streams"): Snappy framing around
+//! records `[u64 LE length][mvcc.v1.Command]`.
 //! The suite's own reader, so it checks servers without trusting their code.
 
 use std::io::Read;
@@ -29,6 +30,21 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Command>> {
         }
         commands.push(Command::decode(record.as_slice()).context("undecodable record")?);
     }
+}
+
+/// Writes `commands` as one stream (the writer side, for restores the
+/// scenarios build record by record).
+pub fn encode(commands: &[Command]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut writer = snap::write::FrameEncoder::new(Vec::new());
+    for command in commands {
+        let record = command.encode_to_vec();
+        writer.write_all(&(record.len() as u64).to_le_bytes())?;
+        writer.write_all(&record)?;
+    }
+    writer
+        .into_inner()
+        .map_err(|err| anyhow::anyhow!("finishing the Snappy stream: {err}"))
 }
 
 fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> Result<usize> {

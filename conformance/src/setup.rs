@@ -53,6 +53,7 @@ fn cargo() -> Command {
 /// Picks the backend from `REGATTA_ENDPOINTS`, `REGATTA_CONFORMANCE_BACKEND`
 /// and whether a Docker engine answers, and says which on the terminal.
 pub async fn choose_backend() -> Result<Arc<dyn Backend>> {
+    let template = crate::template::load()?;
     if let Ok(list) = std::env::var("REGATTA_ENDPOINTS") {
         let replication = std::env::var("REGATTA_REPLICATION_ENDPOINTS").ok();
         let maintenance = std::env::var("REGATTA_MAINTENANCE_ENDPOINTS").ok();
@@ -71,7 +72,7 @@ pub async fn choose_backend() -> Result<Arc<dyn Backend>> {
     }
     if wanted != "processes" {
         match docker_engine().await {
-            Ok(()) => return containers_backend().await,
+            Ok(()) => return containers_backend(template.image.clone()).await,
             Err(err) if wanted == "containers" => {
                 bail!("REGATTA_CONFORMANCE_BACKEND=containers, but no Docker engine answers: {err:#}")
             }
@@ -80,9 +81,10 @@ pub async fn choose_backend() -> Result<Arc<dyn Backend>> {
             ),
         }
     }
-    let binary = match std::env::var_os("REGATTA_BINARY") {
-        Some(path) => PathBuf::from(path),
-        None => server_binary()?,
+    let binary = match (std::env::var_os("REGATTA_BINARY"), &template.binary) {
+        (Some(path), _) => PathBuf::from(path),
+        (None, Some(path)) => path.clone(),
+        (None, None) => server_binary()?,
     };
     println!(
         "conformance: processes backend, binary {}",
@@ -115,13 +117,14 @@ async fn docker_engine() -> Result<()> {
     Ok(())
 }
 
-async fn containers_backend() -> Result<Arc<dyn Backend>> {
+/// `REGATTA_IMAGE`, else the template's image, else `regatta:dev` built here.
+async fn containers_backend(template_image: Option<String>) -> Result<Arc<dyn Backend>> {
     containers::remove_leftovers()
         .await
         .context("removing containers of earlier runs")?;
-    let image = match std::env::var("REGATTA_IMAGE") {
-        Ok(image) => image,
-        Err(_) => {
+    let image = match std::env::var("REGATTA_IMAGE").ok().or(template_image) {
+        Some(image) => image,
+        None => {
             ensure_image()?;
             "regatta:dev".to_string()
         }

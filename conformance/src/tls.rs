@@ -75,14 +75,51 @@ pub struct ClientTls {
     pub ca: String,
     /// The suite's client certificate, for listeners that ask for one.
     pub identity: Option<Pair>,
+    /// The name checked in the servers' certificates; `None`: the host of
+    /// the address dialled (servers someone else runs).
+    pub server_name: Option<String>,
 }
 
 impl ClientTls {
-    /// tonic's client configuration: trusts `ca`, checks [`SERVER_NAME`].
+    /// The suite's own clusters: their certificates name [`SERVER_NAME`].
+    pub fn of_authority(authority: &Authority, identity: Option<Pair>) -> ClientTls {
+        ClientTls {
+            ca: authority.cert_pem(),
+            identity,
+            server_name: Some(SERVER_NAME.to_string()),
+        }
+    }
+
+    /// Servers someone else runs (`[tls]` of the server template): the CA
+    /// and, when both are given, the client certificate and key, from files.
+    pub fn from_files(
+        ca: &std::path::Path,
+        pair: Option<(&std::path::Path, &std::path::Path)>,
+        server_name: Option<String>,
+    ) -> Result<ClientTls> {
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let identity = match pair {
+            Some((cert, key)) => Some(Pair {
+                cert: read(cert)?,
+                key: read(key)?,
+            }),
+            None => None,
+        };
+        Ok(ClientTls {
+            ca: read(ca)?,
+            identity,
+            server_name,
+        })
+    }
+
+    /// tonic's client configuration: trusts `ca`, checks the server name.
     pub fn tonic(&self) -> ClientTlsConfig {
-        let config = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca))
-            .domain_name(SERVER_NAME);
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca));
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
+        }
         match &self.identity {
             Some(pair) => config.identity(Identity::from_pem(&pair.cert, &pair.key)),
             None => config,

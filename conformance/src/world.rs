@@ -97,7 +97,7 @@ pub struct RegattaWorld {
     pub remembered: HashMap<String, i64>,
     /// Every write acknowledged so far, per table: key -> value.
     pub acknowledged: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
-    pub background_writers: Option<crate::steps::faults::BackgroundWriters>,
+    pub background_writers: Option<crate::steps::writers::BackgroundWriters>,
     /// Readers counting pairs on the follower nodes in the background.
     pub counters: Option<crate::steps::recovery::Counters>,
     /// An IterateRange stream the scenario is reading: its node, the stream
@@ -115,6 +115,8 @@ pub struct RegattaWorld {
     pub agreed: Option<Vec<u8>>,
     /// The messages of the last Log.Replicate call, in order.
     pub replication: Option<Result<Vec<ReplicateResponse>, Status>>,
+    /// The node and table of the last Log.Replicate call.
+    pub replicated_at: Option<(usize, String)>,
     /// The chunks of the last Snapshot.Stream call.
     pub snapshot: Option<Result<Vec<SnapshotChunk>, Status>>,
     /// A follow-mode Log.Replicate stream kept open.
@@ -166,10 +168,12 @@ impl RegattaWorld {
             finished: HashMap::new(),
             agreed: None,
             replication: None,
+            replicated_at: None,
             snapshot: None,
             followed: None,
             pass: None,
-            tls: None,
+            // Servers someone else runs may serve TLS ([tls] of the template).
+            tls: crate::template::template().client_tls.clone(),
             authority: None,
             replaced_authority: None,
             next_node: 0,

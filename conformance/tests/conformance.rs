@@ -2,22 +2,30 @@
 //! backend, on containers several scenarios at a time except those that
 //! control nodes, which run alone (`conformance::gate`); human output on
 //! the terminal and JUnit XML in `<target>/conformance/junit.xml`. Arguments after `--` go to
-//! cucumber (`--tags @kv`, `--name "..."`, `--fail-fast`).
+//! cucumber (`--tags @kv`, `--name "..."`, `--fail-fast`), and `--profile NAME`
+//! (`conformance::report::PROFILES`) to the suite. Scenarios the backend cannot
+//! run are skipped with the reason whatever the selection, and listed as
+//! skipped in the report.
 
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use conformance::backend::external::NO_FAULTS;
-use conformance::{gate, setup, world, RegattaWorld};
+use conformance::report::{self, Run};
+use conformance::{gate, setup, template, world, RegattaWorld};
 use cucumber::event::ScenarioFinished;
 use cucumber::writer::Stats as _;
 use cucumber::{writer, World as _, WriterExt as _};
 
-/// Tags of scenarios that need the suite to control the nodes: to stop
-/// and start them, or (`tls`) to start them with certificates of its own.
-const NEEDS_NODE_CONTROL: [&str; 3] = ["faults", "restart", "tls"];
+/// The suite's own options, beside cucumber's.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct SuiteOptions {
+    /// A documented set of scenarios: regatta-2022, regatta-0.5 or
+    /// everything (combined with --tags or --name when given too).
+    #[arg(long, env = "REGATTA_CONFORMANCE_PROFILE")]
+    profile: Option<String>,
+}
 
 fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
@@ -32,6 +40,24 @@ fn target_dir() -> PathBuf {
 
 #[tokio::main]
 async fn main() {
+    let mut options = cucumber::cli::Opts::<_, _, _, SuiteOptions>::parsed();
+    // The selection is applied here, with the backend's skips, rather than
+    // by cucumber, which drops the run's own filter when given --tags.
+    let by_name = options.re_filter.take();
+    let by_tags = options.tags_filter.take();
+    let by_profile = match options.custom.profile.as_deref().map(report::profile) {
+        None => None,
+        Some(Ok(expression)) => expression,
+        Some(Err(err)) => {
+            eprintln!("conformance: {err:#}");
+            std::process::exit(2);
+        }
+    };
+    let selection = describe_selection(
+        options.custom.profile.as_deref(),
+        by_tags.as_ref().map(report::show),
+        by_name.as_ref().map(|n| n.to_string()),
+    );
     let backend = match setup::choose_backend().await {
         Ok(backend) => backend,
         Err(err) => {
@@ -39,10 +65,10 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let external = backend.name() == "external endpoints";
+    let backend_name = backend.name();
     // External endpoints are one shared cluster and local processes share
     // the host's ports: only containers give each scenario its own cluster.
-    let concurrency = if backend.name() == "containers" {
+    let concurrency = if backend_name == "containers" {
         gate::DEFAULT_CONCURRENCY
     } else {
         1
@@ -67,13 +93,16 @@ async fn main() {
     let failures_in_hook = Arc::clone(&failures);
 
     let writer = RegattaWorld::cucumber()
+        .with_cli(options)
         .max_concurrent_scenarios(concurrency)
-        // A step no definition matches is a failure, never a silent skip.
-        .fail_on_skipped()
         .with_writer(
             writer::Basic::raw(io::stdout(), writer::Coloring::Auto, 0)
                 .summarized()
                 .tee::<RegattaWorld, _>(writer::JUnit::for_tee(junit, 0))
+                // A step no definition matches is a failure, never a silent
+                // skip: wrapped around both reports (a `fail_on_skipped` of
+                // the runner would be replaced by this writer).
+                .fail_on_skipped()
                 .normalized(),
         )
         .before(|feature, rule, scenario, world| {
@@ -109,16 +138,53 @@ async fn main() {
             })
         })
         .filter_run(features, move |feature, rule, scenario| {
-            let needs_control = gate::tagged(feature, rule, scenario, &NEEDS_NODE_CONTROL);
-            if external && needs_control {
-                println!("SKIPPED: {} ({NO_FAULTS})", scenario.name);
+            let selected = by_name
+                .as_ref()
+                .is_none_or(|re| re.is_match(&scenario.name))
+                && by_tags
+                    .as_ref()
+                    .is_none_or(|tags| report::selects(tags, feature, rule, scenario))
+                && by_profile
+                    .as_ref()
+                    .is_none_or(|tags| report::selects(tags, feature, rule, scenario));
+            if !selected {
+                return false;
+            }
+            if let Some(why) = report::cannot_run(backend_name, feature, rule, scenario) {
+                report::skip(feature, scenario, why);
                 return false;
             }
             true
         })
         .await;
+    let failed = writer.execution_has_failed();
+    let counts = (
+        writer.failed_steps(),
+        writer.parsing_errors(),
+        writer.hook_errors(),
+    );
+    // Closes the report file before it is read back.
+    drop(writer);
 
-    if writer.execution_has_failed() {
+    let run = Run {
+        implementation: template::template().implementation.clone(),
+        backend: backend_name.to_string(),
+        selection,
+    };
+    match std::fs::read_to_string(&junit_path) {
+        Ok(junit) => {
+            if let Err(err) = std::fs::write(&junit_path, report::with_run_suite(&junit, &run)) {
+                eprintln!("conformance: writing {}: {err}", junit_path.display());
+            }
+        }
+        Err(err) => eprintln!("conformance: reading {}: {err}", junit_path.display()),
+    }
+    let skipped = report::skipped().len();
+    if skipped > 0 {
+        println!("conformance: {skipped} scenario(s) skipped: the {backend_name} backend cannot run them (listed above and in the report)");
+    }
+
+    if failed {
         let failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
         println!("conformance: {} scenario(s) failed:", failures.len());
         for failure in &failures {
@@ -126,11 +192,28 @@ async fn main() {
         }
         println!(
             "conformance: {} failed step(s), {} parsing error(s), {} hook error(s)",
-            writer.failed_steps(),
-            writer.parsing_errors(),
-            writer.hook_errors()
+            counts.0, counts.1, counts.2
         );
         std::process::exit(1);
+    }
+}
+
+/// How the run chose its scenarios, for the report.
+fn describe_selection(profile: Option<&str>, tags: Option<String>, name: Option<String>) -> String {
+    let mut parts = Vec::new();
+    if let Some(profile) = profile {
+        parts.push(format!("profile {profile}"));
+    }
+    if let Some(tags) = tags {
+        parts.push(format!("--tags {tags}"));
+    }
+    if let Some(name) = name {
+        parts.push(format!("--name {name}"));
+    }
+    if parts.is_empty() {
+        "every scenario".to_string()
+    } else {
+        parts.join(", ")
     }
 }
 

@@ -1,4 +1,4 @@
-//! Backup directories (behaviour.md §5, `fixtures/regatta-go/README.md`):
+//! Backup directories (`docs/backups.md`, `features/fixtures/regatta-go/README.md`):
 //! one `<table>.bak` command stream per table and a `manifest.json` naming
 //! each file with its MD5, written the way Regatta (Go) writes and reads
 //! them. Used by `regatta backup` and `regatta restore`; no server code.

@@ -1,5 +1,5 @@
 //! `--api.max-concurrent-connections` and `--api.max-concurrent-streams`
-//! (regatta-0.5.md §7) on the real binary: a connection past the limit
+//! (`docs/operations.md`) on the real binary: a connection past the limit
 //! waits until another closes; a call past a connection's stream limit
 //! waits until another call on it ends.
 

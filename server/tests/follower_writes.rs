@@ -1,4 +1,4 @@
-//! Writes sent to a follower cluster (regatta-0.5.md §6), against real
+//! Writes sent to a follower cluster (`features/follower_writes.feature`), against real
 //! `regatta leader` and `regatta follower` processes: forwarded to the
 //! leader cluster, readable on the follower the moment they are answered,
 //! the leader's errors passed on, and every way a deadline can pass named.

@@ -1,5 +1,6 @@
 //! The KV API of the real `regatta leader` binary over a real socket:
-//! behaviour.md §2 checks, codes and messages, headers, limits, compression.
+//! the checks, codes and messages of `features/kv_validation.feature`,
+//! headers, limits, compression.
 
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};

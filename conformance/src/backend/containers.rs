@@ -23,17 +23,12 @@ use testcontainers::core::{Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use super::{node_args, Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses, API_SOCKET};
+use super::{Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses, NodeCommand, API_SOCKET};
+use crate::template::{template, Ports};
 
 /// Label on every container and network the suite makes, valued with the run
 /// id, so leftovers of a killed run can be found and removed.
 pub const LABEL: &str = "org.regatta.conformance";
-
-const API_PORT: u16 = 8443;
-const RAFT_PORT: u16 = 5012;
-const REPLICATION_PORT: u16 = 8444;
-const REST_PORT: u16 = 8079;
-const MAINTENANCE_PORT: u16 = 8445;
 
 #[derive(Debug)]
 pub struct ContainersBackend {
@@ -73,10 +68,18 @@ impl Backend for ContainersBackend {
             .prefix(&format!("regatta-{}-", spec.name))
             .tempdir()?;
         let names: Vec<String> = (1..=spec.nodes).map(|n| format!("{prefix}-n{n}")).collect();
+        let Ports {
+            api,
+            rest,
+            raft,
+            replication,
+            maintenance,
+        } = template().ports;
+        let data_dir = template().data_dir.clone();
         let members: Vec<String> = names
             .iter()
             .enumerate()
-            .map(|(i, name)| format!("{}={name}:{RAFT_PORT}", i + 1))
+            .map(|(i, name)| format!("{}={name}:{raft}", i + 1))
             .collect();
         let (name, tag) = self
             .image
@@ -85,12 +88,12 @@ impl Backend for ContainersBackend {
         let mut nodes = Vec::new();
         for (index, container_name) in names.iter().enumerate() {
             let bind = NodeAddresses {
-                api: format!("0.0.0.0:{API_PORT}"),
-                rest: format!("0.0.0.0:{REST_PORT}"),
-                raft: format!("0.0.0.0:{RAFT_PORT}"),
-                raft_advertised: format!("{container_name}:{RAFT_PORT}"),
-                replication: format!("0.0.0.0:{REPLICATION_PORT}"),
-                maintenance: format!("0.0.0.0:{MAINTENANCE_PORT}"),
+                api: format!("0.0.0.0:{api}"),
+                rest: format!("0.0.0.0:{rest}"),
+                raft: format!("0.0.0.0:{raft}"),
+                raft_advertised: format!("{container_name}:{raft}"),
+                replication: format!("0.0.0.0:{replication}"),
+                maintenance: format!("0.0.0.0:{maintenance}"),
             };
             let host_dir = data.path().join(format!("n{}", index + 1));
             std::fs::create_dir_all(&host_dir)?;
@@ -99,7 +102,7 @@ impl Backend for ContainersBackend {
             }
             nodes.push(ContainerNode {
                 name: container_name.clone(),
-                args: node_args(spec, index + 1, &bind, &members.join(","), "/data"),
+                command: NodeCommand::new(spec, index + 1, &bind, &members.join(","), &data_dir),
                 host_dir: host_dir.to_string_lossy().into_owned(),
                 container: None,
                 ip: None,
@@ -132,7 +135,7 @@ impl Backend for ContainersBackend {
 
 struct ContainerNode {
     name: String,
-    args: Vec<String>,
+    command: NodeCommand,
     host_dir: String,
     container: Option<ContainerAsync<GenericImage>>,
     ip: Option<IpAddr>,
@@ -178,24 +181,28 @@ impl ContainerCluster {
     ) -> impl std::future::Future<Output = Result<ContainerAsync<GenericImage>>> + Send + 'static
     {
         let node = &self.nodes[n - 1];
-        let mut args = node.args.clone();
-        args.extend(extra_args.iter().cloned());
-        let request = GenericImage::new(self.image.0.clone(), self.image.1.clone())
-            .with_wait_for(WaitFor::Nothing)
-            .with_cmd(args)
-            .with_container_name(node.name.clone())
-            .with_network(self.network.clone())
-            .with_label(LABEL, self.run_id.clone())
-            .with_mount(Mount::bind_mount(node.host_dir.clone(), "/data"))
-            .with_startup_timeout(Duration::from_secs(60))
-            .with_host_config_modifier(|host| {
-                // A stopped peer's name is unknown to Docker's DNS, which
-                // would otherwise forward it upstream and wait.
-                host.dns_options = Some(vec!["timeout:1".into(), "attempts:1".into()]);
-            });
+        let args = node.command.args(extra_args);
+        let request = args.map(|args| {
+            GenericImage::new(self.image.0.clone(), self.image.1.clone())
+                .with_wait_for(WaitFor::Nothing)
+                .with_cmd(args)
+                .with_container_name(node.name.clone())
+                .with_network(self.network.clone())
+                .with_label(LABEL, self.run_id.clone())
+                .with_mount(Mount::bind_mount(
+                    node.host_dir.clone(),
+                    template().data_dir.clone(),
+                ))
+                .with_startup_timeout(Duration::from_secs(60))
+                .with_host_config_modifier(|host| {
+                    // A stopped peer's name is unknown to Docker's DNS, which
+                    // would otherwise forward it upstream and wait.
+                    host.dns_options = Some(vec!["timeout:1".into(), "attempts:1".into()]);
+                })
+        });
         let name = node.name.clone();
         async move {
-            request
+            request?
                 .start()
                 .await
                 .with_context(|| format!("starting container {name}"))
@@ -302,7 +309,7 @@ impl Cluster for ContainerCluster {
             }
         }
         match self.nodes.get(n.wrapping_sub(1)).and_then(|node| node.ip) {
-            Some(ip) => format!("http://{ip}:{API_PORT}"),
+            Some(ip) => format!("http://{ip}:{}", template().ports.api),
             // A stopped node: an address that refuses, like a dead host.
             None => "http://127.0.0.1:9".into(),
         }
@@ -310,12 +317,12 @@ impl Cluster for ContainerCluster {
 
     fn maintenance_endpoint(&self, n: usize) -> Option<String> {
         let ip = self.nodes.get(n.wrapping_sub(1))?.ip?;
-        Some(format!("http://{ip}:{MAINTENANCE_PORT}"))
+        Some(format!("http://{ip}:{}", template().ports.maintenance))
     }
 
     fn rest_address(&self, n: usize) -> Option<String> {
         let ip = self.nodes.get(n.wrapping_sub(1))?.ip?;
-        Some(format!("{ip}:{REST_PORT}"))
+        Some(format!("{ip}:{}", template().ports.rest))
     }
 
     fn host_data_dir(&self, n: usize) -> Option<std::path::PathBuf> {
@@ -324,14 +331,15 @@ impl Cluster for ContainerCluster {
 
     fn raft_address(&self, n: usize) -> Option<String> {
         let node = self.nodes.get(n.wrapping_sub(1))?;
-        super::flag_value(&node.args, "--raft.address")
+        Some(node.command.raft_address().to_string())
     }
 
     fn replication_target(&self, n: usize) -> Option<FollowTarget> {
         Some(FollowTarget {
             leader_address: format!(
-                "{}:{REPLICATION_PORT}",
-                self.nodes.get(n.wrapping_sub(1))?.name
+                "{}:{}",
+                self.nodes.get(n.wrapping_sub(1))?.name,
+                template().ports.replication
             ),
             network: Some(self.network.clone()),
         })
@@ -339,7 +347,7 @@ impl Cluster for ContainerCluster {
 
     fn replication_endpoint(&self, n: usize) -> Option<String> {
         let ip = self.nodes.get(n.wrapping_sub(1))?.ip?;
-        Some(format!("http://{ip}:{REPLICATION_PORT}"))
+        Some(format!("http://{ip}:{}", template().ports.replication))
     }
 
     fn fault_support(&self) -> Option<String> {
@@ -393,7 +401,7 @@ impl Cluster for ContainerCluster {
             self.halt(n, 0).await?;
         }
         let node = self.node_mut(n)?;
-        node.args = super::rejoin_args(&node.args, new_id);
+        node.command.rejoin(new_id);
         super::empty_dir(std::path::Path::new(&node.host_dir))?;
         self.start(n, &[]).await
     }

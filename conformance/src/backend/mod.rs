@@ -18,6 +18,8 @@ use std::time::Duration;
 use anyhow::Result;
 use async_trait::async_trait;
 
+use crate::template::NodeVars;
+
 /// The cluster a scenario asks for.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
@@ -76,23 +78,6 @@ pub fn write_node_tls(
     Ok(())
 }
 
-/// The TLS flags of a node whose data directory is `data_dir`.
-fn tls_args(spec: &ClusterSpec, tls: &ClusterTls, data_dir: &str) -> Vec<String> {
-    let dir = format!("{data_dir}/{TLS_DIR}");
-    let mut args = vec![
-        format!("--api.cert-filename={dir}/node.crt"),
-        format!("--api.key-filename={dir}/node.key"),
-        format!("--maintenance.cert-filename={dir}/node.crt"),
-        format!("--maintenance.key-filename={dir}/node.key"),
-        format!("--replication.ca-filename={dir}/ca.crt"),
-    ];
-    if spec.follow.is_none() || tls.client_certificate {
-        args.push(format!("--replication.cert-filename={dir}/node.crt"));
-        args.push(format!("--replication.key-filename={dir}/node.key"));
-    }
-    args
-}
-
 /// The KV API's socket file in a node's data directory, for
 /// [`ClusterSpec::api_socket`].
 pub const API_SOCKET: &str = "api.sock";
@@ -106,79 +91,86 @@ pub struct FollowTarget {
     pub network: Option<String>,
 }
 
-/// Server flags every backend passes to node `id` (1-based), given the
-/// addresses it binds and the addresses of every member as this node dials
-/// them. Flag names follow Regatta's, so another implementation's image
-/// that follows them runs unchanged.
-pub fn node_args(
-    spec: &ClusterSpec,
-    id: usize,
-    bind: &NodeAddresses,
-    members: &str,
-    data_dir: &str,
-) -> Vec<String> {
-    let role = if spec.follow.is_some() {
-        "follower"
-    } else {
-        "leader"
-    };
-    let mut args = vec![
-        role.to_string(),
-        format!("--raft.node-id={id}"),
-        format!("--raft.address={}", bind.raft_advertised),
-        format!("--raft.listen-address={}", bind.raft),
-        format!("--raft.initial-members={members}"),
-        format!("--raft.node-host-dir={data_dir}/raft"),
-        format!("--raft.state-machine-dir={data_dir}/state-machine"),
-        if spec.api_socket {
-            format!("--api.address=unix://{data_dir}/{API_SOCKET}")
-        } else {
-            format!("--api.address={}", bind.api)
-        },
-        format!("--rest.address={}", bind.rest),
-        format!("--replication.address={}", bind.replication),
-        format!("--maintenance.address={}", bind.maintenance),
-        "--log-level=info".to_string(),
-    ];
-    match &spec.follow {
-        None => args.push(format!("--tables.names={}", spec.tables.join(","))),
-        Some(target) => {
-            args.push(format!(
-                "--replication.leader-address={}",
-                target.leader_address
-            ));
-            // Scenarios cannot wait Regatta's default 30 s for new tables.
-            args.push("--replication.reconcile-interval=1s".to_string());
+/// How a backend starts one node: the template of the run
+/// ([`crate::template`]) filled in for this node. Kept per node, since a
+/// replaced node starts again under a new id and joins.
+#[derive(Debug, Clone)]
+pub struct NodeCommand {
+    follower: bool,
+    /// `Some(whether it presents a client certificate)` when it serves TLS.
+    tls: Option<bool>,
+    joining: bool,
+    scenario_flags: Vec<String>,
+    pub vars: NodeVars,
+}
+
+impl NodeCommand {
+    /// Node `id` (1-based) of `spec`, given the addresses it binds and every
+    /// member as this node dials them.
+    pub fn new(
+        spec: &ClusterSpec,
+        id: usize,
+        bind: &NodeAddresses,
+        members: &str,
+        data_dir: &str,
+    ) -> NodeCommand {
+        let vars = NodeVars {
+            id: id as u64,
+            members: members.to_string(),
+            raft_address: bind.raft_advertised.clone(),
+            raft_listen: bind.raft.clone(),
+            api_address: if spec.api_socket {
+                format!("unix://{data_dir}/{API_SOCKET}")
+            } else {
+                bind.api.clone()
+            },
+            rest_address: bind.rest.clone(),
+            replication_address: bind.replication.clone(),
+            maintenance_address: bind.maintenance.clone(),
+            data_dir: data_dir.to_string(),
+            tables: spec.tables.join(","),
+            leader_address: spec
+                .follow
+                .as_ref()
+                .map(|target| target.leader_address.clone())
+                .unwrap_or_default(),
+            tls_dir: format!("{data_dir}/{TLS_DIR}"),
+        };
+        NodeCommand {
+            follower: spec.follow.is_some(),
+            tls: spec
+                .tls
+                .as_ref()
+                .map(|tls| spec.follow.is_none() || tls.client_certificate),
+            joining: false,
+            scenario_flags: spec.extra_args.clone(),
+            vars,
         }
     }
-    if let Some(tls) = &spec.tls {
-        args.extend(tls_args(spec, tls, data_dir));
+
+    /// The arguments of a start with `extra_flags` (Regatta's names) added.
+    pub fn args(&self, extra_flags: &[String]) -> Result<Vec<String>> {
+        let mut flags = self.scenario_flags.clone();
+        flags.extend(extra_flags.iter().cloned());
+        crate::template::template().node_command(
+            self.follower,
+            self.tls,
+            self.joining,
+            &self.vars,
+            &flags,
+        )
     }
-    args.extend(spec.extra_args.iter().cloned());
-    args
-}
 
-/// The value of flag `name` (`--name=value`) in `args`.
-pub fn flag_value(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .rev()
-        .find_map(|arg| arg.strip_prefix(name)?.strip_prefix('=').map(String::from))
-}
+    /// The node starts anew under `new_id`, joining its cluster.
+    pub fn rejoin(&mut self, new_id: u64) {
+        self.vars.id = new_id;
+        self.joining = true;
+    }
 
-/// `args` of a node started anew under `new_id`, joining its cluster.
-pub fn rejoin_args(args: &[String], new_id: u64) -> Vec<String> {
-    let mut args: Vec<String> = args
-        .iter()
-        .map(|arg| {
-            if arg.starts_with("--raft.node-id=") {
-                format!("--raft.node-id={new_id}")
-            } else {
-                arg.clone()
-            }
-        })
-        .collect();
-    args.push("--raft.join".to_string());
-    args
+    /// Its `--raft.address`, as the other nodes dial it.
+    pub fn raft_address(&self) -> &str {
+        &self.vars.raft_address
+    }
 }
 
 /// Empties `dir` (a node's data directory) without removing it: a bind

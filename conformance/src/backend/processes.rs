@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 
 use super::proxy::LinkProxy;
-use super::{node_args, Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses, API_SOCKET};
+use super::{Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses, NodeCommand, API_SOCKET};
 
 #[derive(Debug)]
 pub struct ProcessesBackend {
@@ -91,7 +91,7 @@ impl Backend for ProcessesBackend {
             if let Some(tls) = &spec.tls {
                 super::write_node_tls(&tls.authority, &node_dir.join("data"), "127.0.0.1")?;
             }
-            let args = node_args(
+            let command = NodeCommand::new(
                 spec,
                 index + 1,
                 bind,
@@ -99,7 +99,7 @@ impl Backend for ProcessesBackend {
                 &node_dir.join("data").to_string_lossy(),
             );
             nodes.push(ProcessNode {
-                args,
+                command,
                 data: node_dir.join("data"),
                 log: node_dir.join("node.log"),
                 api: if spec.api_socket {
@@ -129,7 +129,7 @@ impl Backend for ProcessesBackend {
 }
 
 struct ProcessNode {
-    args: Vec<String>,
+    command: NodeCommand,
     /// The data directory its flags name.
     data: PathBuf,
     log: PathBuf,
@@ -165,8 +165,7 @@ impl ProcessCluster {
         }
         let log = open_log(&node.log)?;
         let child = Command::new(&binary)
-            .args(&node.args)
-            .args(extra_args)
+            .args(node.command.args(extra_args)?)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -235,7 +234,7 @@ impl Cluster for ProcessCluster {
 
     fn raft_address(&self, n: usize) -> Option<String> {
         let node = self.nodes.get(n.wrapping_sub(1))?;
-        super::flag_value(&node.args, "--raft.address")
+        Some(node.command.raft_address().to_string())
     }
 
     fn replication_target(&self, n: usize) -> Option<FollowTarget> {
@@ -299,7 +298,7 @@ impl Cluster for ProcessCluster {
             self.kill(n).await?;
         }
         let node = self.node(n)?;
-        node.args = super::rejoin_args(&node.args, new_id);
+        node.command.rejoin(new_id);
         super::empty_dir(&node.data)?;
         self.spawn(n, &[])
     }

@@ -689,7 +689,7 @@ pub fn restore_chunk(data: &[u8], index: u64) -> Vec<u8> {
         .into_bytes()
 }
 
-/// A command stream (behaviour.md §6) of `commands`: Snappy framing around
+/// A command stream (`docs/contract-notes.md`) of `commands`: Snappy framing around
 /// `[u64 LE length][Command]` records.
 pub fn command_stream(records: &[Vec<u8>]) -> Vec<u8> {
     let mut encoder = snap::write::FrameEncoder::new(Vec::new());

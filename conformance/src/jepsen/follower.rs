@@ -29,7 +29,8 @@ use regatta_proto::replication::v1::{ReplicateError, ReplicateRequest};
 
 use super::checker::{Op, Outcome};
 use super::history::{History, Record};
-use super::runner::{channel, Recorder, TABLE};
+use super::recorder::Recorder;
+use super::runner::{channel, TABLE};
 
 /// One entry of the leader's log as the model sees it: the key it changed
 /// and the value it set, or `None` (a failed compare, a no-op).

@@ -6,7 +6,11 @@
 //! leader's replication log.
 
 pub mod checker;
+pub mod client;
+pub mod convergence;
 pub mod follower;
 pub mod history;
+pub mod nemesis;
+pub mod recorder;
 pub mod runner;
 pub mod svg;

@@ -63,23 +63,25 @@ async fn fresh_leader_cluster(
     regex = r#"^a leader cluster of (\d+) nodes? with tables? "([^"]*)" serving TLS on every listener$"#
 )]
 async fn leader_cluster_tls(world: &mut RegattaWorld, nodes: usize, tables: String) -> Result<()> {
-    let authority = Arc::new(Authority::new()?);
-    // The suite's own client certificate: the replication listener asks
-    // for one (the others do not, and accept it).
-    let identity = authority.issue(&["conformance-client".to_string()])?;
-    world.tls = Some(ClientTls {
-        ca: authority.cert_pem(),
-        identity: Some(identity),
-    });
-    world.authority = Some(authority.clone());
     let spec = ClusterSpec {
-        tls: Some(ClusterTls {
-            authority,
-            client_certificate: true,
-        }),
+        tls: Some(serve_tls(world)?),
         ..spec(nodes, &tables, "")
     };
     start_spec(world, spec).await.map_err(flatten)
+}
+
+/// TLS on every listener of a leader cluster: a new authority for the
+/// scenario, and the suite's client certificate of it (the replication
+/// listener asks for one; the others do not, and accept it).
+fn serve_tls(world: &mut RegattaWorld) -> Result<ClusterTls> {
+    let authority = Arc::new(Authority::new()?);
+    let identity = authority.issue(&["conformance-client".to_string()])?;
+    world.tls = Some(ClientTls::of_authority(&authority, Some(identity)));
+    world.authority = Some(authority.clone());
+    Ok(ClusterTls {
+        authority,
+        client_certificate: true,
+    })
 }
 
 fn spec(nodes: usize, tables: &str, flags: &str) -> ClusterSpec {
@@ -98,7 +100,11 @@ async fn start(world: &mut RegattaWorld, nodes: usize, tables: &str, flags: &str
     start_spec(world, spec(nodes, tables, flags)).await
 }
 
-async fn start_spec(world: &mut RegattaWorld, spec: ClusterSpec) -> Result<()> {
+async fn start_spec(world: &mut RegattaWorld, mut spec: ClusterSpec) -> Result<()> {
+    if spec.tls.is_none() && crate::template::template().tls.serve {
+        // A server that only serves TLS ([tls] serve of the server template).
+        spec.tls = Some(serve_tls(world)?);
+    }
     let nodes = spec.nodes;
     let backend = backend()?;
     let cluster = tokio::time::timeout(START_TIMEOUT, backend.start_cluster(&spec))

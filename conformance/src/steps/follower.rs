@@ -1,4 +1,4 @@
-//! Follower clusters (behaviour.md §2.6, §3, §4.4): a second cluster that
+//! Follower clusters (`features/replication.feature`, `docs/replication.md`): a second cluster that
 //! copies the scenario's leader cluster. Its nodes are `follower node N` and
 //! `any follower node` in the other steps.
 
@@ -56,8 +56,18 @@ async fn start(
     world: &mut RegattaWorld,
     nodes: usize,
     flags: &str,
-    tls: Option<ClusterTls>,
+    mut tls: Option<ClusterTls>,
 ) -> Result<()> {
+    if tls.is_none() && crate::template::template().tls.serve {
+        // [tls] serve of the server template: as the leader cluster does.
+        tls = Some(ClusterTls {
+            authority: world
+                .authority
+                .clone()
+                .context("the leader cluster does not serve TLS")?,
+            client_certificate: true,
+        });
+    }
     let refused = tls.as_ref().is_some_and(|tls| !tls.client_certificate);
     let leader_spec = world.spec.clone().context("no leader cluster yet")?;
     let target = world

@@ -1,4 +1,4 @@
-//! The maintenance API (behaviour.md §1, §5): Backup, Restore and Reset,
+//! The maintenance API (`features/maintenance.feature`, `docs/backups.md`): Backup, Restore and Reset,
 //! the bearer token, and Regatta (Go) backups restored as they are.
 
 use std::path::PathBuf;
@@ -18,6 +18,7 @@ use tonic::{Request, Status};
 use super::node;
 use super::recovery::scan;
 use crate::command_stream;
+use crate::values;
 use crate::world::{RegattaWorld, FOLLOWER_NODES};
 
 /// How long a backup or restore call may take.
@@ -148,10 +149,28 @@ async fn back_up(
     Ok(())
 }
 
-#[then(regex = r#"^the backup "([^"]*)" holds (\d+) records in key order with no trailing DUMMY$"#)]
-async fn backup_holds(world: &mut RegattaWorld, name: String, records: usize) -> Result<()> {
+/// Data records are `Command{table, type: PUT, kv}`, one per key, in key
+/// order, without the trailing DUMMY of a snapshot; an empty table backs up
+/// as no bytes.
+#[then(
+    regex = r#"^the backup "([^"]*)" of "([^"]*)" holds (the pairs "[^"]*"|no pair), a PUT each in key order with no trailing DUMMY$"#
+)]
+async fn backup_holds(
+    world: &mut RegattaWorld,
+    name: String,
+    table: String,
+    what: String,
+) -> Result<()> {
     let bytes = world.backups.get(&name).context("no such backup")?;
-    if records == 0 {
+    let expected = match what.strip_prefix("the pairs \"") {
+        Some(set) => world
+            .pair_sets
+            .get(set.trim_end_matches('"'))
+            .context("no such pair set")?
+            .clone(),
+        None => Vec::new(),
+    };
+    if expected.is_empty() {
         if !bytes.is_empty() {
             bail!(
                 "an empty table's backup has {} bytes, expected none",
@@ -161,26 +180,92 @@ async fn backup_holds(world: &mut RegattaWorld, name: String, records: usize) ->
         return Ok(());
     }
     let commands = command_stream::decode(bytes)?;
-    if commands.len() != records {
+    if let Some(other) = commands
+        .iter()
+        .find(|c| c.r#type != CommandType::Put as i32)
+    {
+        bail!("the backup holds a record that is not a PUT: {other:?}");
+    }
+    if let Some(other) = commands
+        .iter()
+        .find(|c| c.table.as_slice() != table.as_bytes())
+    {
         bail!(
-            "the backup holds {} records, expected {records}",
-            commands.len()
+            "a record names table {}, expected {table}",
+            values::show(&other.table)
         );
     }
-    let keys: Vec<&[u8]> = commands
+    let held: Vec<(Vec<u8>, Vec<u8>)> = commands
         .iter()
         .map(|c| {
             c.kv.as_ref()
-                .map(|kv| kv.key.as_slice())
+                .map(|kv| (kv.key.clone(), kv.value.clone()))
                 .unwrap_or_default()
         })
         .collect();
-    if keys.windows(2).any(|pair| pair[0] >= pair[1]) {
-        bail!("the backup's keys are not strictly ascending");
+    if held != expected {
+        let show = |pairs: &[(Vec<u8>, Vec<u8>)]| {
+            pairs
+                .iter()
+                .take(5)
+                .map(|(k, v)| format!("{}={}", values::show(k), values::show(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        bail!(
+            "the backup holds {} records ({}, ...), expected {} ({}, ...) in key order",
+            held.len(),
+            show(&held),
+            expected.len(),
+            show(&expected)
+        );
     }
-    if commands.iter().any(|c| c.r#type != CommandType::Put as i32) {
-        bail!("the backup holds a record that is not a PUT (a trailing DUMMY?)");
-    }
+    Ok(())
+}
+
+/// A restore stream written record by record: a PUT per pair, then a
+/// record without a key (readers skip it) and a trailing DUMMY carrying a
+/// leader index (readers take the index, it holds no pair).
+#[when(
+    regex = r#"^I restore into "([^"]*)" on (.+?) a command stream of "(.*)", a record without a key and a trailing DUMMY$"#
+)]
+async fn restore_records(
+    world: &mut RegattaWorld,
+    table: String,
+    at: String,
+    pairs: String,
+) -> Result<()> {
+    use regatta_proto::mvcc::v1::{Command, KeyValue};
+    let n = maintenance_node(world, &at).await?;
+    let mut commands: Vec<Command> = super::parse_pairs(&pairs)?
+        .into_iter()
+        .map(|(key, value)| Command {
+            table: table.as_bytes().to_vec(),
+            r#type: CommandType::Put as i32,
+            kv: Some(KeyValue {
+                key,
+                value,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    commands.push(Command {
+        table: table.as_bytes().to_vec(),
+        r#type: CommandType::Put as i32,
+        ..Default::default()
+    });
+    commands.push(Command {
+        table: table.as_bytes().to_vec(),
+        r#type: CommandType::Dummy as i32,
+        leader_index: Some(97),
+        ..Default::default()
+    });
+    let bytes = command_stream::encode(&commands)?;
+    let mut messages = vec![info(&table)];
+    messages.extend(chunks(&bytes));
+    let outcome = restore(world, n, messages).await?;
+    world.maintenance = Some(outcome);
     Ok(())
 }
 
@@ -407,32 +492,36 @@ async fn holds_exactly(
 }
 
 #[then(
-    regex = r#"^the pairs "([^"]*)" are, for each writer, every key it wrote up to some point$"#
+    regex = r#"^the pairs "([^"]*)" are, for each writer "([^"]*)", every key it wrote up to some point$"#
 )]
-async fn prefix_per_writer(world: &mut RegattaWorld, name: String) -> Result<()> {
+async fn prefix_per_writer(world: &mut RegattaWorld, name: String, prefix: String) -> Result<()> {
     let pairs = world.pair_sets.get(&name).context("no such pair set")?;
-    // Writers put `<prefix><client>-<sequence>` one after the other, so a
-    // copy of one point in time holds, per writer, sequences 0..=k.
-    let mut next: std::collections::BTreeMap<String, u64> = Default::default();
-    let mut seen = 0;
-    for (key, _) in pairs {
-        let key = String::from_utf8_lossy(key);
-        let Some((writer, sequence)) = key.rsplit_once('-') else {
-            continue;
-        };
-        let sequence: u64 = sequence.parse().with_context(|| format!("key {key}"))?;
-        let expected = next.entry(writer.to_string()).or_default();
-        if sequence != *expected {
+    // A copy of one point in time holds, per writer, sequences 0..=k and no
+    // other (`writers::writer_key` scatters them over the key space, so a
+    // copy read while they were written has a gap).
+    let mut sequences: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (key, value) in pairs {
+        let (writer, seq) = super::writers::parse_writer_key(&prefix, key)
+            .with_context(|| format!("key {} is not a writer's key", values::show(key)))?;
+        if *value != format!("w{writer}-{seq}").into_bytes() {
+            bail!("key {} holds {}", values::show(key), values::show(value));
+        }
+        sequences.entry(writer).or_default().push(seq);
+    }
+    if sequences.is_empty() {
+        bail!("{name} holds no writer's key");
+    }
+    for (writer, mut seqs) in sequences {
+        seqs.sort_unstable();
+        if let Some(gap) = seqs.iter().enumerate().find(|(i, s)| *i != **s) {
             bail!(
-                "writer {writer}: key {key} follows sequence {}, a gap",
-                *expected as i64 - 1
+                "writer {writer}: holds sequence {} but not {} (of {} keys up to {}): not one point in time",
+                gap.1,
+                gap.0,
+                seqs.len(),
+                seqs.last().copied().unwrap_or_default()
             );
         }
-        *expected += 1;
-        seen += 1;
-    }
-    if seen == 0 {
-        bail!("{name} holds no writer's key");
     }
     Ok(())
 }

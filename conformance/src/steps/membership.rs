@@ -68,7 +68,7 @@ async fn installed_snapshot(world: &mut RegattaWorld, n: usize, table: String) -
         .rest_address(n)
         .context("the backend does not know the REST addresses")?;
     let series = format!("regatta_table_snapshot_installed_index{{table=\"{table}\"}}");
-    let body = metrics::get(&address).await?;
+    let body = metrics::get(&address, world.tls.as_ref()).await?;
     if !body.lines().any(|line| line.starts_with(&series)) {
         bail!("node {n} reports no {series}");
     }

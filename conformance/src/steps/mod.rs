@@ -7,6 +7,8 @@
 //! stopped node`, `the killed node`; `another node` is a running node with
 //! none of those roles.
 
+pub mod acknowledged;
+pub mod background;
 pub mod cluster;
 pub mod cluster_api;
 pub mod faults;
@@ -17,6 +19,7 @@ pub mod iterate;
 pub mod kv;
 pub mod maintenance;
 pub mod membership;
+pub mod observe;
 pub mod recovery;
 pub mod replication;
 pub mod request;
@@ -24,6 +27,7 @@ pub mod tables_api;
 pub mod tls;
 pub mod txn;
 pub mod wire;
+pub mod writers;
 
 use anyhow::{bail, Context, Result};
 use regatta_proto::mvcc::v1::KeyValue;

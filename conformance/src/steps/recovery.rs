@@ -1,8 +1,10 @@
 //! A follower cluster cut off from its leader cluster, reconnected, and
-//! recovering by snapshot (behaviour.md §4.3, §4.4): the faults between the
+//! recovering by snapshot (`features/snapshot.feature`): the faults between the
 //! clusters, reads kept running meanwhile, and the checks that the copy ends
 //! equal to the leader's.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -81,14 +83,17 @@ async fn cut_or_reconnect(world: &mut RegattaWorld, action: String) -> Result<()
 async fn start_reading(world: &mut RegattaWorld, table: String) -> Result<()> {
     let (stop, stopped) = watch::channel(false);
     let mut readers = Vec::new();
+    let mut answered = Vec::new();
     for node in follower_nodes(world) {
         let (client, client_updates) = watch::channel(world.client(node)?);
         let table = table.clone();
         let stopped = stopped.clone();
+        let count = Arc::new(AtomicUsize::new(0));
+        answered.push((node, count.clone()));
         readers.push(Reader {
             node,
             client,
-            handle: tokio::spawn(read_until(client_updates, table, stopped)),
+            handle: tokio::spawn(read_until(client_updates, table, stopped, count)),
         });
     }
     world.counters = Some(Counters {
@@ -96,6 +101,17 @@ async fn start_reading(world: &mut RegattaWorld, table: String) -> Result<()> {
         readers,
         moves: Vec::new(),
     });
+    // The step returns once every reader has read the copy as it is now, so
+    // that the reads overlap whatever the next steps start (a recovery).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (node, count) in answered {
+        while count.load(Ordering::Relaxed) == 0 {
+            if Instant::now() > deadline {
+                bail!("follower node {node} answered no read of {table} in 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     Ok(())
 }
 
@@ -105,6 +121,7 @@ async fn read_until(
     mut client: watch::Receiver<KvClient<Channel>>,
     table: String,
     stopped: watch::Receiver<bool>,
+    answered: Arc<AtomicUsize>,
 ) -> Vec<Read> {
     let mut seen = Vec::new();
     loop {
@@ -126,6 +143,9 @@ async fn read_until(
             // The node moved: the old address no longer answers.
             _ = client.changed() => Err("interrupted: the node moved".to_string()),
         };
+        if keys.is_ok() {
+            answered.fetch_add(1, Ordering::Relaxed);
+        }
         seen.push(Read {
             started,
             finished: Instant::now(),
@@ -327,7 +347,7 @@ async fn stored_index(world: &RegattaWorld, table: &str) -> Result<Option<u64>> 
         let Some(address) = follower.rest_address(n) else {
             bail!("this backend does not expose the nodes' /metrics");
         };
-        let Ok(metrics) = metrics::get(&address).await else {
+        let Ok(metrics) = metrics::get(&address, world.tls.as_ref()).await else {
             continue;
         };
         let series = |name: &str| {
@@ -379,7 +399,7 @@ async fn no_recovery(world: &mut RegattaWorld, table: String) -> Result<()> {
         let address = follower
             .rest_address(n)
             .context("this backend does not expose the nodes' /metrics")?;
-        let body = metrics::get(&address).await?;
+        let body = metrics::get(&address, world.tls.as_ref()).await?;
         // A missing series sums to 0: it must be there to say "none".
         reported |= body.lines().any(|line| line.starts_with(&name));
         let recoveries = metrics::sum(&body, &name);
@@ -391,4 +411,85 @@ async fn no_recovery(world: &mut RegattaWorld, table: String) -> Result<()> {
         bail!("no follower node reports {name}: cannot tell that none recovered");
     }
     Ok(())
+}
+
+/// Waits (up to a minute) until node `n` answers `Log.Replicate` from
+/// `index` with USE_SNAPSHOT: its log no longer holds that entry. A
+/// snapshot and the compaction after it come some time after the writes
+/// that call for them; scenarios wait for them rather than assume them.
+#[when(regex = r#"^node (\d+) has compacted its log of "([^"]*)" past leader index (\d+)$"#)]
+async fn compacted_past(
+    world: &mut RegattaWorld,
+    n: usize,
+    table: String,
+    index: u64,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        let mut client = LogClient::new(world.replication_channel(n)?);
+        let answer = client
+            .replicate(ReplicateRequest {
+                table: table.as_bytes().to_vec(),
+                leader_index: index,
+            })
+            .await;
+        match answer {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                match stream.message().await {
+                    Ok(Some(message)) => match message.response {
+                        Some(Reply::ErrorResponse(e))
+                            if e.error
+                                == regatta_proto::replication::v1::ReplicateError::UseSnapshot
+                                    as i32 =>
+                        {
+                            return Ok(())
+                        }
+                        other => last = format!("{other:?}"),
+                    },
+                    other => last = format!("{other:?}"),
+                }
+            }
+            Err(status) => last = format!("{:?} {}", status.code(), status.message()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("node {n} still serves {table} from leader index {index} after a minute (last answer: {last})")
+}
+
+/// The follower cluster's recoveries by snapshot of `table`, summed over
+/// its nodes (`regatta_replication_snapshot_recoveries_total`), reach
+/// `count` within a minute.
+#[then(
+    regex = r#"^the follower cluster has recovered "([^"]*)" by snapshot at least (\d+) times?$"#
+)]
+async fn recovered_at_least(world: &mut RegattaWorld, table: String, count: u64) -> Result<()> {
+    let name = format!("regatta_replication_snapshot_recoveries_total{{table=\"{table}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let follower = world
+            .follower
+            .as_deref()
+            .context("the scenario has no follower cluster")?;
+        let mut total = 0;
+        let mut reported = false;
+        for n in 1..=follower.size() {
+            let address = follower
+                .rest_address(n)
+                .context("this backend does not expose the nodes' /metrics")?;
+            let Ok(body) = metrics::get(&address, world.tls.as_ref()).await else {
+                continue;
+            };
+            reported |= body.lines().any(|line| line.starts_with(&name));
+            total += metrics::sum(&body, &name);
+        }
+        if reported && total >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the follower cluster recovered {table} by snapshot {total} times in a minute, expected at least {count} ({name} reported: {reported})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,4 +1,4 @@
-//! The leader cluster's replication API called directly (behaviour.md §4):
+//! The leader cluster's replication API called directly (`features/replication_protocol.feature`):
 //! `Metadata.Get`, `Log.Replicate` and `Snapshot.Stream`.
 
 use std::time::Duration;
@@ -48,6 +48,7 @@ async fn metadata_lists(world: &mut RegattaWorld, at: String, expected: String) 
 }
 
 async fn replicate(world: &mut RegattaWorld, n: usize, table: &str, from: u64) -> Result<()> {
+    world.replicated_at = Some((n, table.to_string()));
     let mut client =
         LogClient::new(world.replication_channel(n)?).max_decoding_message_size(64 * 1024 * 1024);
     let request = ReplicateRequest {
@@ -68,14 +69,48 @@ async fn replicate(world: &mut RegattaWorld, n: usize, table: &str, from: u64) -
     Ok(())
 }
 
-/// The leader index `A` node `n` reports (asked beyond it: LEADER_BEHIND).
+/// Node `n`'s applied index of `table`, read from the content it serves
+/// rather than from the field under test: the leader index of the last
+/// entry of its log (from the first entry, or after its snapshot when the
+/// log is compacted). The node must have applied everything acknowledged
+/// (a linearizable read first), and nothing may write meanwhile.
 async fn applied_index(world: &mut RegattaWorld, n: usize, table: &str) -> Result<u64> {
-    replicate(world, n, table, u64::MAX / 2).await?;
-    let messages = replication_ok(world)?;
-    messages
-        .first()
-        .map(|m| m.leader_index)
-        .context("no message to read the leader index from")
+    let saved = (world.replication.take(), world.snapshot.take());
+    let found = applied_from_content(world, n, table).await;
+    (world.replication, world.snapshot) = saved;
+    found
+}
+
+async fn applied_from_content(world: &mut RegattaWorld, n: usize, table: &str) -> Result<u64> {
+    replicate(world, n, table, 1).await?;
+    let from_log = |world: &RegattaWorld| -> Result<Option<u64>> {
+        let messages = replication_ok(world)?;
+        if let [message] = messages.as_slice() {
+            if let Some(Reply::ErrorResponse(e)) = &message.response {
+                if e.error == ReplicateError::UseSnapshot as i32 {
+                    return Ok(None);
+                }
+                bail!("Log.Replicate from 1 answered error {}", e.error);
+            }
+        }
+        Ok(commands(world)?.last().map(|(_, c)| c.leader_index))
+    };
+    if let Some(last) = from_log(world)? {
+        return Ok(last);
+    }
+    // Compacted: the snapshot's index, then the log after it.
+    stream_snapshot(world, table.to_string(), format!("node {n}")).await?;
+    let chunks = match &world.snapshot {
+        Some(Ok(chunks)) => chunks,
+        other => bail!("no snapshot to read the applied index from: {other:?}"),
+    };
+    let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+    let snapshot = command_stream::decode(&bytes)?
+        .last()
+        .and_then(|c| c.leader_index)
+        .context("a snapshot without its trailing DUMMY")?;
+    replicate(world, n, table, snapshot + 1).await?;
+    Ok(from_log(world)?.unwrap_or(snapshot))
 }
 
 fn replication_ok(world: &RegattaWorld) -> Result<&Vec<ReplicateResponse>> {
@@ -129,27 +164,28 @@ fn replication_fails(world: &mut RegattaWorld, code: String, message: String) ->
 #[then(
     regex = r"^the stream is one (USE_SNAPSHOT|LEADER_BEHIND) error carrying the applied index$"
 )]
-fn one_error(world: &mut RegattaWorld, error: String) -> Result<()> {
-    let messages = replication_ok(world)?;
+async fn one_error(world: &mut RegattaWorld, error: String) -> Result<()> {
     let wanted = if error == "USE_SNAPSHOT" {
         ReplicateError::UseSnapshot
     } else {
         ReplicateError::LeaderBehind
     };
-    match messages.as_slice() {
+    let carried = match replication_ok(world)?.as_slice() {
         [message] => match &message.response {
-            Some(Reply::ErrorResponse(e))
-                if e.error == wanted as i32 && message.leader_index > 0 =>
-            {
-                Ok(())
-            }
-            other => bail!(
-                "expected one {error} with a leader index, got {other:?} (leader_index {})",
-                message.leader_index
-            ),
+            Some(Reply::ErrorResponse(e)) if e.error == wanted as i32 => message.leader_index,
+            other => bail!("expected one {error}, got {other:?}"),
         },
         other => bail!("expected exactly one message, got {}", other.len()),
+    };
+    let (n, table) = world
+        .replicated_at
+        .clone()
+        .context("Log.Replicate was not called")?;
+    let applied = applied_index(world, n, &table).await?;
+    if carried != applied {
+        bail!("the {error} error carries leader_index {carried}; node {n} has applied {applied} (the last entry it serves)");
     }
+    Ok(())
 }
 
 #[then("the stream is one message with only the applied index")]

@@ -27,7 +27,7 @@ fn client_tls(world: &RegattaWorld) -> Result<ClientTls> {
 
 /// `host:port` of node `n`'s REST listener (`n` > [`FOLLOWER_NODES`]: a
 /// follower node's).
-fn rest_address(world: &RegattaWorld, n: usize) -> Result<String> {
+pub(crate) fn rest_address(world: &RegattaWorld, n: usize) -> Result<String> {
     let address = if n > FOLLOWER_NODES {
         world
             .follower
@@ -104,7 +104,11 @@ async fn untrusted_refused(
             .context("no certificate was renewed")?
             .cert_pem()
     };
-    let tls = ClientTls { ca, identity: None };
+    let tls = ClientTls {
+        ca,
+        identity: None,
+        server_name: Some(crate::tls::SERVER_NAME.to_string()),
+    };
     let url = world
         .cluster()?
         .api_endpoint(n)
@@ -132,10 +136,7 @@ async fn renew_certificates(world: &mut RegattaWorld) -> Result<()> {
         write_node_tls(&authority, &dir, &host)?;
     }
     let identity = authority.issue(&["conformance-client".to_string()])?;
-    world.tls = Some(ClientTls {
-        ca: authority.cert_pem(),
-        identity: Some(identity),
-    });
+    world.tls = Some(ClientTls::of_authority(&authority, Some(identity)));
     world.replaced_authority = world.authority.replace(authority);
     world.forget_all_clients();
     Ok(())

@@ -19,7 +19,7 @@ use regatta_proto::mvcc::v1::compare::{CompareResult, CompareTarget, TargetUnion
 use regatta_proto::mvcc::v1::request_op::{self, Request};
 use regatta_proto::mvcc::v1::response_op::Response;
 use regatta_proto::mvcc::v1::{Compare, RequestOp, ResponseOp};
-use regatta_proto::regatta::v1::TxnRequest;
+use regatta_proto::regatta::v1::{RangeRequest, TxnRequest};
 
 use super::{node, show_pairs};
 use crate::values;
@@ -220,6 +220,214 @@ fn txn_no_responses(world: &mut RegattaWorld, branch: String) -> Result<()> {
             "the Txn took the {took} branch with {} responses",
             txn.responses.len()
         );
+    }
+    Ok(())
+}
+
+/// A compare-and-swap of `key` from its current value to `value`.
+fn cas(table: &str, key: &[u8], current: &[u8], value: Vec<u8>) -> TxnRequest {
+    TxnRequest {
+        table: table.as_bytes().to_vec(),
+        compare: vec![Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Value as i32,
+            key: key.to_vec(),
+            target_union: Some(TargetUnion::Value(current.to_vec())),
+            ..Default::default()
+        }],
+        success: vec![RequestOp {
+            request: Some(Request::RequestPut(request_op::Put {
+                key: key.to_vec(),
+                value,
+                ..Default::default()
+            })),
+        }],
+        ..Default::default()
+    }
+}
+
+/// `key`'s value on node `n`, read linearizably.
+async fn read_value(
+    world: &mut RegattaWorld,
+    n: usize,
+    table: &str,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    let request = RangeRequest {
+        table: table.as_bytes().to_vec(),
+        key: key.to_vec(),
+        linearizable: true,
+        ..Default::default()
+    };
+    Ok(world
+        .range(n, request)
+        .await?
+        .kvs
+        .first()
+        .map(|kv| kv.value.clone()))
+}
+
+/// `rounds` times: the key's value read linearizably, then `writers`
+/// compare-and-swaps from that value sent at once, each through another
+/// node. Exactly one wins each round, and the key then holds its value.
+#[then(
+    regex = r#"^in each of (\d+) rounds, of (\d+) writers racing to compare-and-swap "([^"]*)" in "([^"]*)" through different nodes, exactly one wins$"#
+)]
+async fn cas_race(
+    world: &mut RegattaWorld,
+    rounds: usize,
+    writers: usize,
+    key: String,
+    table: String,
+) -> Result<()> {
+    let key = values::parse(&key)?;
+    let nodes = world.live_nodes();
+    for round in 0..rounds {
+        let reader = nodes[round % nodes.len()];
+        let current = read_value(world, reader, &table, &key)
+            .await?
+            .context("the key does not exist")?;
+        let mut sends = Vec::new();
+        for writer in 0..writers {
+            let n = nodes[(round + writer) % nodes.len()];
+            let mut client = world.client(n)?;
+            let value = format!("round{round}-writer{writer}").into_bytes();
+            let request = cas(&table, &key, &current, value.clone());
+            sends.push(async move { (value, client.txn(request).await) });
+        }
+        let mut winners = Vec::new();
+        for (value, answer) in futures::future::join_all(sends).await {
+            match answer {
+                Ok(response) if response.get_ref().succeeded => winners.push(value),
+                Ok(_) => {}
+                Err(status) => bail!(
+                    "round {round}: a compare-and-swap failed: {:?} {}",
+                    status.code(),
+                    status.message()
+                ),
+            }
+        }
+        if winners.len() != 1 {
+            bail!(
+                "round {round}: {} of {writers} compare-and-swaps from {} won",
+                winners.len(),
+                values::show(&current)
+            );
+        }
+        let after = read_value(world, reader, &table, &key).await?;
+        if after.as_deref() != Some(winners[0].as_slice()) {
+            bail!(
+                "round {round}: the winner wrote {}, the key holds {:?}",
+                values::show(&winners[0]),
+                after.map(|v| values::show(&v))
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A Txn putting every key of `keys` to `round<i>` is sent `times` times
+/// while readers on every node (serializable and linearizable in turn)
+/// read the keys as one range: each read sees all of them at one round, or
+/// all of them as they were before.
+#[then(
+    regex = r#"^while a Txn putting "([^"]*)" into "([^"]*)" is sent (\d+) times on (.+), readers on every node see all of its writes or none$"#
+)]
+async fn txn_seen_whole(
+    world: &mut RegattaWorld,
+    keys: String,
+    table: String,
+    times: usize,
+    at: String,
+) -> Result<()> {
+    let keys: Vec<Vec<u8>> = super::parse_keys(&keys)?;
+    let first = keys.iter().min().cloned().context("no keys")?;
+    let mut end = keys.iter().max().cloned().context("no keys")?;
+    end.push(0);
+    let range = move |linearizable: bool| RangeRequest {
+        table: table.as_bytes().to_vec(),
+        key: first.clone(),
+        range_end: end.clone(),
+        linearizable,
+        ..Default::default()
+    };
+    let only = |kvs: Vec<regatta_proto::mvcc::v1::KeyValue>, keys: &[Vec<u8>]| {
+        kvs.into_iter()
+            .filter(|kv| keys.contains(&kv.key))
+            .map(|kv| (kv.key, kv.value))
+            .collect::<Vec<_>>()
+    };
+    let writer_node = node(world, &at, "").await?;
+    let before = only(world.range(writer_node, range(true)).await?.kvs, &keys);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut readers = Vec::new();
+    for n in world.live_nodes() {
+        let mut client = world.client(n)?;
+        let (range, keys, stopped) = (range.clone(), keys.clone(), stopped.clone());
+        readers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut i = 0usize;
+            while !*stopped.borrow() {
+                i += 1;
+                if let Ok(answer) = client.range(range(i.is_multiple_of(2))).await {
+                    seen.push(only(answer.into_inner().kvs, &keys));
+                }
+            }
+            (n, seen)
+        }));
+    }
+    let mut client = world.client(writer_node)?;
+    let mut sent = Ok(());
+    for round in 0..times {
+        let value = format!("round{round}").into_bytes();
+        let request = TxnRequest {
+            table: range(true).table,
+            success: keys
+                .iter()
+                .map(|key| RequestOp {
+                    request: Some(Request::RequestPut(request_op::Put {
+                        key: key.clone(),
+                        value: value.clone(),
+                        ..Default::default()
+                    })),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        if let Err(status) = client.txn(request).await {
+            sent = Err(anyhow::anyhow!("Txn {round} failed: {status}"));
+            break;
+        }
+    }
+    let _ = stop.send(true);
+    let mut reads = 0;
+    for reader in readers {
+        let (n, seen) = reader.await?;
+        for pairs in seen {
+            reads += 1;
+            let one_round = pairs.len() == keys.len()
+                && pairs.iter().all(|(_, value)| *value == pairs[0].1)
+                && pairs[0].1.starts_with(b"round");
+            if pairs != before && !one_round {
+                bail!(
+                    "node {n} read part of a Txn: {}",
+                    show_pairs(
+                        &pairs
+                            .iter()
+                            .map(|(k, v)| regatta_proto::mvcc::v1::KeyValue {
+                                key: k.clone(),
+                                value: v.clone(),
+                                ..Default::default()
+                            })
+                            .collect::<Vec<_>>()
+                    )
+                );
+            }
+        }
+    }
+    sent?;
+    if reads == 0 {
+        bail!("no read answered while the Txns were sent");
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `regatta.v1.Cluster` (Regatta 0.5, regatta-0.5.md §5): the local
+//! `regatta.v1.Cluster` (Regatta 0.5, `features/cluster_api.feature`): the local
 //! cluster's members, from its Raft membership (Regatta 0.5 gossips; no
 //! gossip port is needed here), and this node's status per table. Served on
 //! leader and follower clusters alike.

@@ -1,6 +1,6 @@
-//! `regatta.v1.KV` (behaviour.md §2): read-write on a leader-cluster node;
-//! on a follower-cluster node, reads from its copy and writes forwarded to
-//! the leader cluster (regatta-0.5.md §6) or refused (behaviour.md §2.6).
+//! `regatta.v1.KV` (`features/kv_*.feature`): read-write on a leader-cluster
+//! node; on a follower-cluster node, reads from its copy and writes forwarded
+//! to the leader cluster or refused (`features/follower_writes.feature`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::cluster::{Consistency, GroupInfo, Node};
 use crate::replication::forward::WriteForwarder;
 use crate::storage::{is_read_only, MessageSizes, RangeQuery};
 
-/// Deadline of a KV call that brings none (behaviour.md §1).
+/// Deadline of a KV call that brings none (`docs/operations.md`, "Settings").
 pub const DEFAULT_KV_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The KV service of a node.
@@ -38,10 +38,11 @@ pub enum Writes {
     /// A leader-cluster node: through the table's own Raft group.
     Local,
     /// A follower-cluster node with `--replication.forward-writes=false`:
-    /// refused before any other check (behaviour.md §2.6).
+    /// refused before any other check (`features/replication.feature`, "A
+    /// follower refuses writes before any other check, with Regatta's messages").
     Refused,
     /// A follower-cluster node: to the leader cluster, answered once this
-    /// node's copy holds the write (regatta-0.5.md §6).
+    /// node's copy holds the write (`features/follower_writes.feature`).
     Forwarded(Arc<WriteForwarder>),
 }
 
@@ -101,15 +102,28 @@ pub(super) fn deadline<T>(request: &Request<T>) -> Duration {
     deadline_or(request, DEFAULT_KV_DEADLINE)
 }
 
-/// The call's deadline, or `default` when it sets none.
+/// How long before the client's deadline a call that has to give up
+/// answers: a tenth of the deadline, at most this. Answering when the
+/// client's own timer fires would race it, and the client would read its
+/// timer's `DeadlineExceeded` instead of the reason (`Unavailable`: no
+/// quorum, no leader in time; `cluster_faults.feature`).
+const ANSWER_MARGIN: Duration = Duration::from_millis(250);
+
+/// The time the call has: the client's deadline less [`ANSWER_MARGIN`], or
+/// `default` when it sets none.
 pub(super) fn deadline_or<T>(request: &Request<T>, default: Duration) -> Duration {
-    request
+    let asked = request
         .metadata()
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
-        .and_then(parse_grpc_timeout)
-        .unwrap_or(default)
-        .min(LONGEST_DEADLINE)
+        .and_then(parse_grpc_timeout);
+    match asked {
+        Some(deadline) => {
+            let deadline = deadline.min(LONGEST_DEADLINE);
+            deadline - (deadline / 10).min(ANSWER_MARGIN)
+        }
+        None => default,
+    }
 }
 
 /// gRPC's `TimeoutValue TimeoutUnit`: at most 8 digits, then one unit
@@ -190,8 +204,8 @@ fn txn_scans(txn: &Txn) -> bool {
 }
 
 impl KvService {
-    /// What Range and IterateRange share: the deadline, behaviour.md §2.1's
-    /// checks, the consistency asked for and the query.
+    /// What Range and IterateRange share: the deadline, the checks of
+    /// `features/kv_validation.feature`, the consistency asked for and the query.
     fn checked_read(
         &self,
         request: Request<RangeRequest>,
@@ -240,7 +254,7 @@ impl KvService {
         }))
     }
 
-    /// IterateRange (regatta-0.5.md §3): Range's validation, then one
+    /// IterateRange (`features/kv_iterate_range.feature`): Range's checks, then one
     /// point-in-time view streamed in messages under 4 MiB. The view is read
     /// on a blocking thread that hands over one message at a time, so the
     /// server holds at most a couple ahead of the client; a client that goes
@@ -409,7 +423,7 @@ impl KvService {
             failure: request.failure,
         };
         if is_read_only(&txn) {
-            // Read-only: never logged, but linearizable (§2.5).
+            // Read-only: never logged, but linearizable (`features/kv_txn.feature`).
             let (data, info) = self
                 .node
                 .read(&request.table, Consistency::Linearizable, timeout)
@@ -517,6 +531,20 @@ mod tests {
         request
             .metadata_mut()
             .insert("grpc-timeout", "99999999H".parse().expect("header"));
-        assert_eq!(deadline(&request), LONGEST_DEADLINE);
+        assert_eq!(deadline(&request), LONGEST_DEADLINE - ANSWER_MARGIN);
+    }
+
+    #[test]
+    fn a_call_gives_up_before_the_clients_deadline() {
+        let with = |timeout: &str| {
+            let mut request = Request::new(());
+            request
+                .metadata_mut()
+                .insert("grpc-timeout", timeout.parse().expect("header"));
+            deadline(&request)
+        };
+        assert_eq!(with("3S"), Duration::from_millis(2750));
+        assert_eq!(with("1000m"), Duration::from_millis(900));
+        assert_eq!(deadline(&Request::new(())), DEFAULT_KV_DEADLINE);
     }
 }

@@ -1,4 +1,4 @@
-//! Message-size refusals with the code behaviour.md §1 asks for: tonic
+//! Message-size refusals with the code `features/limits.feature` expects: tonic
 //! answers a request over its decoding limit with `OutOfRange`; clients of
 //! Regatta expect `ResourceExhausted`.
 

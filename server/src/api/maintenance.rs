@@ -1,8 +1,9 @@
-//! `maintenance.v1.Maintenance` on `--maintenance.address` (behaviour.md §1,
-//! §5): Backup and Restore on a leader cluster, Reset on a follower cluster;
-//! the RPC a role does not serve answers `Unimplemented` "method <Name> not
-//! implemented". The bearer-token check is [`TokenCheck`], an interceptor
-//! that guards unary and streaming calls alike.
+//! `maintenance.v1.Maintenance` on `--maintenance.address`
+//! (`features/maintenance.feature`, `docs/backups.md`): Backup and Restore on
+//! a leader cluster, Reset on a follower cluster; the RPC a role does not
+//! serve answers `Unimplemented` "method <Name> not implemented"
+//! (`docs/contract-notes.md`, "Who serves what"). The bearer-token check is
+//! [`TokenCheck`], an interceptor that guards unary and streaming calls alike.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,10 +206,11 @@ impl Maintenance for MaintenanceService {
     }
 }
 
-/// The bearer-token check of the maintenance listener (§5), in the order and
-/// with the messages of Regatta's: a missing header or another scheme,
-/// a value without a space, a wrong token. The comparison takes the same
-/// time wherever the tokens differ.
+/// The bearer-token check of the maintenance listener
+/// (`features/maintenance.feature`), in the order and with the messages of
+/// Regatta's: a missing header or another scheme, a value without a space,
+/// a wrong token. The comparison takes the same time wherever the tokens
+/// differ.
 #[derive(Clone)]
 pub struct TokenCheck {
     token: Option<Arc<[u8]>>,

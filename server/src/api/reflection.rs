@@ -16,7 +16,7 @@ pub const REPLICATION_SERVICES: [&str; 4] = [
     "replication.v1.Metadata",
     "replication.v1.Log",
     "replication.v1.Snapshot",
-    // Follower clusters forward writes here (regatta-0.5.md §6).
+    // Follower clusters forward writes here (`features/follower_writes.feature`).
     "regatta.v1.KV",
 ];
 

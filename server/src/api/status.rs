@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! api::Error
-//! ├── InvalidArgument(msg)  -> InvalidArgument   (bad request: behaviour.md §2.1; a table name: regatta-0.5.md §4)
-//! ├── InvalidStream(msg)    -> InvalidArgument   (a malformed restore stream: §5)
+//! ├── InvalidArgument(msg)  -> InvalidArgument   (bad request or table name: kv_validation, tables_api features)
+//! ├── InvalidStream(msg)    -> InvalidArgument   (malformed restore stream: maintenance.feature)
 //! ├── NotFound(msg)         -> NotFound          (unknown table)
 //! ├── Unimplemented(msg)    -> Unimplemented     (a role does not serve the call)
 //! ├── Unavailable(reason)   -> Unavailable       (no leader, no quorum, timeout: retryable)
@@ -11,7 +11,7 @@
 //! │                                              disk; too many streams producing at once)
 //! ├── DeadlineExceeded(why) -> DeadlineExceeded  (a stream's client stopped reading)
 //! ├── Internal(detail)      -> Internal          (a bug or the disk; detail logged, not sent)
-//! └── Forward(err)          -> a write a follower forwarded (regatta-0.5.md §6):
+//! └── Forward(err)          -> a write a follower forwarded (follower_writes.feature):
 //!         Leader{code, msg}   -> code, "leader error: <msg>"
 //!         NotReplicated{rev}  -> DeadlineExceeded "write committed on the leader cluster at revision <rev>, not yet replicated here"
 //!         Unreachable(why)    -> DeadlineExceeded "leader cluster unreachable, the write was not made: <why>"

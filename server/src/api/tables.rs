@@ -1,4 +1,4 @@
-//! `regatta.v1.Tables` (Regatta 0.5, regatta-0.5.md §4): tables created and
+//! `regatta.v1.Tables` (Regatta 0.5, `features/tables_api.feature`): tables created and
 //! deleted at run time through the metadata group, listed from this node's
 //! catalogue. Behind `--tables.token` (the interceptor, checked before
 //! anything else); on a follower cluster only List is served.

@@ -1,5 +1,5 @@
-//! Request checks of behaviour.md §2.1, in their order: the first failing
-//! check answers.
+//! The request checks of `features/kv_validation.feature`, in their order:
+//! the first failing check answers.
 
 use regatta_proto::mvcc::v1::request_op::{self, Request};
 use regatta_proto::mvcc::v1::{Compare, RequestOp};

@@ -1,6 +1,7 @@
-//! Property tests of request validation (`validate.rs`, behaviour.md §2.1)
-//! and of the command-stream decoder (`storage/stream.rs`, §6), the two
-//! places where bytes from outside meet the server first.
+//! Property tests of request validation (`validate.rs`,
+//! `features/kv_validation.feature`) and of the command-stream decoder
+//! (`storage/stream.rs`, `docs/contract-notes.md`), the two places where
+//! bytes from outside meet the server first.
 //!
 //! Validation: for arbitrary requests (lengths around every limit, any
 //! integer) the checks never panic, refuse only with InvalidArgument or
@@ -155,8 +156,8 @@ prop_compose! {
     }
 }
 
-/// The documented limits (behaviour.md §2.1), written out independently of
-/// the checks' order.
+/// The limits `features/kv_validation.feature` checks, written out
+/// independently of the checks' order.
 fn keys_ok(key: &[u8], range_end: &[u8]) -> bool {
     key.len() <= MAX_KEY_BYTES && range_end.len() <= MAX_KEY_BYTES
 }
@@ -290,7 +291,8 @@ fn read_checked(bytes: &[u8]) -> Result<Result<Vec<Record>, String>, String> {
     ))
 }
 
-/// Snappy framing (behaviour.md §6) around `content`, valid at that level.
+/// Snappy framing (`docs/contract-notes.md`, "Command streams") around
+/// `content`, valid at that level.
 fn snappy(content: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut encoder = snap::write::FrameEncoder::new(Vec::new());

@@ -1,4 +1,4 @@
-//! `regatta backup` and `regatta restore` (behaviour.md §5): every table of
+//! `regatta backup` and `regatta restore` (`docs/backups.md`): every table of
 //! a leader cluster to a directory of `<table>.bak` files and a
 //! `manifest.json`, and back. Progress per table: a bar with bytes and rate
 //! on a terminal, plain lines otherwise, JSON lines with `--json`.

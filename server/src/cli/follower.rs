@@ -1,5 +1,6 @@
 //! `regatta follower`: a node of a follower cluster, which copies the tables
-//! of a leader cluster and serves them read-only (behaviour.md §2.6, §4.4).
+//! of a leader cluster and serves them read-only
+//! (`features/replication.feature`, `docs/replication.md`).
 
 use std::process::ExitCode;
 use std::time::Duration;

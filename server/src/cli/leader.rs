@@ -591,7 +591,8 @@ async fn serve(args: LeaderArgs, role: Role) -> Result<(), String> {
             metrics.add_source(Box::new(move || {
                 crate::api::replication::leader_metrics(&rendered)
             }));
-            // Follower clusters forward their writes here (regatta-0.5.md §6).
+            // Follower clusters forward their writes here
+            // (`features/follower_writes.feature`).
             let kv = kv_server(KvService::new(node.clone(), metrics.clone()));
             let forward = ForwardServer::new(ForwardService::new(Arc::new(KvService::new(
                 node.clone(),

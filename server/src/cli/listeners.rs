@@ -1,5 +1,6 @@
 //! The listeners beside the KV API: replication (leader cluster,
-//! behaviour.md §4) and maintenance (§5), each with its own TLS settings.
+//! `docs/replication.md`) and maintenance (`docs/backups.md`), each with its
+//! own TLS settings.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,9 +24,9 @@ use regatta_proto::regatta::v1::kv_server::KvServer;
 use regatta_proto::regatta::v1::tables_server::TablesServer;
 use regatta_proto::replication::v1::metadata_server::MetadataServer;
 
-/// Serves the replication API (behaviour.md §4) on `--replication.address`.
-/// `kv` is served there too: follower clusters forward their writes to it
-/// (regatta-0.5.md §6).
+/// Serves the replication API (`docs/replication.md`) on
+/// `--replication.address`. `kv` is served there too: follower clusters
+/// forward their writes to it (`features/follower_writes.feature`).
 pub async fn replication_server(
     args: &LeaderArgs,
     node: Arc<Node>,
@@ -68,7 +69,7 @@ pub async fn replication_server(
     Ok(spawn_router(router, listener, tls, "replication"))
 }
 
-/// Serves the maintenance API (behaviour.md §1, §5) on
+/// Serves the maintenance API (`docs/backups.md`, `docs/contract-notes.md`) on
 /// `--maintenance.address`: Backup, Restore and Metadata.Get on a leader,
 /// Reset on a follower, every call behind the bearer token when one is set.
 pub async fn maintenance_server(

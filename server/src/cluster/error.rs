@@ -54,7 +54,8 @@ pub enum MembershipError {
 }
 
 impl Error {
-    /// Whether the client may retry (behaviour.md §2.1: `Unavailable`).
+    /// Whether the client may retry: `Unavailable` (`docs/contract-notes.md`,
+    /// "Errors a client may retry").
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Unavailable(_))
     }

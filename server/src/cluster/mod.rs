@@ -1,5 +1,6 @@
 //! The cluster layer: Raft groups per table plus the metadata group that
-//! holds the table catalogue (behaviour.md §3, §7), write forwarding to the
+//! holds the table catalogue (`features/tables.feature`; durability:
+//! `features/cluster_faults.feature`), write forwarding to the
 //! leader and linearizable reads on any node. Sits between `api` and
 //! `storage`.
 

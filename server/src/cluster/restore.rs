@@ -1,9 +1,9 @@
 //! Replacing a table's whole content through its Raft group: a command
-//! stream (behaviour.md §6) arriving chunk by chunk becomes a restore carried
-//! by the log (`storage/restore.rs`): begin, batches of about 1 MiB of
-//! records, commit. Every replica ends with the same content and readers see
-//! the old content until the commit. Used by follower recovery by snapshot
-//! and by the maintenance `Restore`.
+//! stream (`docs/contract-notes.md`, "Command streams") arriving chunk by
+//! chunk becomes a restore carried by the log (`storage/restore.rs`):
+//! begin, batches of about 1 MiB of records, commit. Every replica ends with
+//! the same content and readers see the old content until the commit. Used
+//! by follower recovery by snapshot and by the maintenance `Restore`.
 //!
 //! The stream is decoded on a blocking thread between two small channels,
 //! so at most a few chunks and batches are in memory at once.

@@ -1,5 +1,6 @@
 //! Reading a table's committed Raft log for cross-cluster replication
-//! (behaviour.md §4.2): what `Log.Replicate` sends to follower clusters.
+//! (`features/replication_protocol.feature`): what `Log.Replicate` sends to
+//! follower clusters.
 //!
 //! Only applied entries are read (applied implies committed), so a follower
 //! never sees an entry this cluster could still lose. The caller converts

@@ -1,4 +1,4 @@
-//! Writes sent to a follower cluster (regatta-0.5.md §6): forwarded to the
+//! Writes sent to a follower cluster (`features/follower_writes.feature`): forwarded to the
 //! leader cluster over the replication connection (the leader serves
 //! `regatta.v1.KV` on its replication listener), answered once this node's
 //! copy of the table holds them, so a client reads its write here next.

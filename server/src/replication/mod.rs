@@ -1,5 +1,6 @@
-//! The follower side of cross-cluster replication (behaviour.md §3, §4.4):
-//! a follower cluster copies the leader cluster's tables.
+//! The follower side of cross-cluster replication
+//! (`features/replication.feature`, `docs/replication.md`): a follower
+//! cluster copies the leader cluster's tables.
 //!
 //! Every node runs a [`Follower`]. The node leading the metadata group keeps
 //! the table catalogue equal to the leader cluster's (`Metadata.Get`); the
@@ -50,8 +51,8 @@ pub struct FollowerSettings {
     pub max_recovery_in_flight: usize,
     /// Snapshot download rate limit of this node (bytes/s), 0 = none.
     pub max_snapshot_recv_bytes_per_second: u64,
-    /// Forward writes to the leader cluster (regatta-0.5.md §6); `false`
-    /// refuses them as 2022 did (behaviour.md §2.6).
+    /// Forward writes to the leader cluster; `false` refuses them as 2022
+    /// did (both in `features/follower_writes.feature`).
     pub forward_writes: bool,
 }
 

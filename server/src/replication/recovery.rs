@@ -1,4 +1,4 @@
-//! Recovery by snapshot (behaviour.md §4.3): when the leader cluster has
+//! Recovery by snapshot (`features/snapshot.feature`): when the leader cluster has
 //! compacted the entries a follower needs (`USE_SNAPSHOT`), the table's
 //! worker copies the leader's Snapshot.Stream into the follower cluster as a
 //! restore carried by the follower's own Raft log (`cluster/restore.rs`),

@@ -1,6 +1,7 @@
-//! One table's replication worker on a follower cluster (behaviour.md §4.2,
-//! §4.4): asks the leader cluster for entries after the stored leader index
-//! `L` and proposes them, in order, to the table's own Raft group.
+//! One table's replication worker on a follower cluster
+//! (`docs/replication.md`, "Follower side"): asks the leader cluster for
+//! entries after the stored leader index `L` and proposes them, in order, to
+//! the table's own Raft group.
 //!
 //! `L` is stored with the data by the state machine, which applies a
 //! replicated command only as the next after `L`; a retried or late proposal

@@ -1,4 +1,4 @@
-//! Applying one `mvcc.v1.Command` (behaviour.md §2.2–2.5): computes the
+//! Applying one `mvcc.v1.Command` (`features/kv_*.feature`): computes the
 //! responses and the writes, which the table then commits in one batch with
 //! its applied index.
 

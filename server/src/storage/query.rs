@@ -1,4 +1,5 @@
-//! Range reads (behaviour.md §2.3), shared by the Range RPC and Txn range ops.
+//! Range reads (`features/kv_range.feature`, `features/limits.feature`),
+//! shared by the Range RPC and Txn range ops.
 
 use prost::Message;
 use regatta_proto::mvcc::v1::KeyValue;
@@ -186,7 +187,8 @@ pub struct MessageSizes {
 
 impl MessageSizes {
     /// IterateRange's: 64 KiB first, then every message under 4 MiB - 1 KiB
-    /// encoded (regatta-0.5.md §3), header, count and framing included.
+    /// encoded (`features/kv_iterate_range.feature`), header, count and
+    /// framing included.
     pub const STREAM: MessageSizes = MessageSizes {
         first: 64 * 1024,
         rest: MAX_MESSAGE_BYTES - 1024 - 256,

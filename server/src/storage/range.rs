@@ -1,6 +1,6 @@
 //! Key ranges as the API spells them: `key` plus an optional `range_end`.
 
-/// A set of keys, as selected by `(key, range_end)` (behaviour.md §2.2).
+/// A set of keys, as selected by `(key, range_end)` (`features/kv_range.feature`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyRange {
     /// `range_end` empty: exactly this key.

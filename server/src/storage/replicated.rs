@@ -1,5 +1,5 @@
 //! Writers waiting for a follower cluster's copy of a table to hold a
-//! leader-cluster index (regatta-0.5.md §6): a write forwarded to the leader
+//! leader-cluster index (`features/follower_writes.feature`): a write forwarded to the leader
 //! cluster answers once the local copy's `L` reaches the leader's revision.
 //!
 //! Each waiter is one entry keyed by the index it needs, woken once, by the

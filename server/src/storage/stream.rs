@@ -1,6 +1,7 @@
-//! The command-stream format of snapshots and backups (behaviour.md §6): a
-//! Snappy framing-format stream of records `[u64 LE length N][N bytes of a
-//! serialized mvcc.v1.Command]`. Regatta (Go) writes and reads the same bytes.
+//! The command-stream format of snapshots and backups
+//! (`docs/contract-notes.md`, "Command streams"): a Snappy framing-format
+//! stream of records `[u64 LE length N][N bytes of a serialized
+//! mvcc.v1.Command]`. Regatta (Go) writes and reads the same bytes.
 
 use std::io::{self, Read, Write};
 

@@ -347,7 +347,7 @@ impl Table {
         })
     }
 
-    /// A range read (behaviour.md §2.3) from one consistent view.
+    /// A range read (`features/kv_range.feature`) from one consistent view.
     pub fn range(&self, query: &RangeQuery) -> Result<Versioned<RangeResult>> {
         self.with_snapshot(|view| query::range(view, query, &mut ResponseBudget::default()))
     }

@@ -1,6 +1,7 @@
 //! Transactions and the write commands built from the same parts
-//! (behaviour.md §2.4, §2.5), evaluated over an [`Overlay`] so every op sees
-//! the effects of the ops before it.
+//! (`features/kv_txn.feature`, `kv_put.feature`, `kv_delete_range.feature`),
+//! evaluated over an [`Overlay`] so every op sees the effects of the ops
+//! before it.
 
 use regatta_proto::mvcc::v1::compare::{CompareResult, TargetUnion};
 use regatta_proto::mvcc::v1::request_op::{self, Request};
@@ -21,7 +22,7 @@ pub struct TxnOutcome {
 }
 
 /// Whether every op of both branches is a range read: such a Txn is never
-/// written to the log (§2.5).
+/// written to the log (`features/kv_txn.feature`).
 pub fn is_read_only(txn: &Txn) -> bool {
     txn.success
         .iter()
@@ -167,8 +168,8 @@ pub(crate) fn key_value(key: Vec<u8>, stored: Stored) -> KeyValue {
     }
 }
 
-/// One compare of §2.5: a missing single key is false whatever the operator;
-/// a range must be non-empty and hold for every key.
+/// One compare (`features/kv_txn.feature`): a missing single key is false
+/// whatever the operator; a range must be non-empty and hold for every key.
 fn compare_holds(view: &impl View, compare: &Compare) -> Result<bool> {
     let holds = |stored: &Stored| match &compare.target_union {
         None => true,

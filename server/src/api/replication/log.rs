@@ -1,5 +1,5 @@
 //! `Log.Replicate`: a table's committed entries from a leader index on
-//! (behaviour.md §4.2).
+//! (`features/replication_protocol.feature`, `docs/replication.md`).
 //!
 //! Messages hold contiguous entries within the message size; entries that
 //! are not user writes travel as `DUMMY` commands so indices stay
@@ -152,7 +152,8 @@ impl Replication {
                     }
                 }
                 None if !sent_any => {
-                    // Nothing new: say where the leader stands (§4.2 fixed).
+                    // Nothing new: say where the leader stands
+                    // (`features/replication_protocol.feature`).
                     let idle = ReplicateResponse {
                         response: None,
                         leader_index: applied,

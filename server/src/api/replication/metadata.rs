@@ -1,4 +1,5 @@
-//! `Metadata.Get`: the leader cluster's tables, sorted by name (§4.1).
+//! `Metadata.Get`: the leader cluster's tables, sorted by name
+//! (`features/replication_protocol.feature`).
 
 use std::sync::Arc;
 
@@ -11,7 +12,8 @@ use crate::cluster::Node;
 
 pub struct MetadataService {
     /// `None` where the role does not serve the call (a follower's
-    /// maintenance listener): it answers `Unimplemented` (behaviour.md §1).
+    /// maintenance listener): it answers `Unimplemented`
+    /// (`features/maintenance.feature`, `docs/contract-notes.md`).
     node: Option<Arc<Node>>,
 }
 

@@ -1,4 +1,4 @@
-//! The leader cluster's replication services (behaviour.md §4), served on
+//! The leader cluster's replication services (`docs/replication.md`), served on
 //! `--replication.address`: `Metadata.Get`, `Log.Replicate` and
 //! `Snapshot.Stream`, and the writes follower clusters forward
 //! (`forward.v1.Forward`, beside `regatta.v1.KV`). Follower clusters are
@@ -20,7 +20,8 @@ use std::fmt::Write;
 use crate::cluster::Node;
 
 /// `regatta_replication_index{role="leader"}`: per table, the applied index
-/// followers replicate up to (§4.2 `A`). Rendered on leader-cluster nodes.
+/// followers replicate up to (`A` in `docs/replication.md`). Rendered on
+/// leader-cluster nodes.
 pub fn leader_metrics(node: &Node) -> String {
     let mut out = String::new();
     let _ = writeln!(

@@ -1,6 +1,7 @@
 //! `Snapshot.Stream`: a consistent copy of a table in the command-stream
 //! format, in chunks of at most 1 MiB, ending with a `DUMMY` whose
-//! `leader_index` is the applied index the copy reflects (behaviour.md §4.3).
+//! `leader_index` is the applied index the copy reflects
+//! (`features/replication_protocol.feature`, `features/snapshot.feature`).
 //!
 //! The copy is read from a RocksDB snapshot on a blocking thread and handed
 //! over chunk by chunk, the next built only once the client took the last,

@@ -37,7 +37,7 @@ use crate::storage::{DiskSpace, Storage, StorageOptions};
 /// connection (h2's default is 20).
 const MAX_PENDING_RESETS: usize = 4096;
 
-/// What the response header needs about a group (behaviour.md §2.7).
+/// What the response header needs about a group (`features/headers_and_revisions.feature`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupInfo {
     pub shard_id: GroupId,

@@ -14,7 +14,8 @@ use crate::storage::Table;
 /// How current a read must be (`linearizable` of Range and Txn).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
-    /// Sees every write acknowledged before the read began (§2.5).
+    /// Sees every write acknowledged before the read began
+    /// (`features/kv_range.feature`, `features/kv_txn.feature`).
     Linearizable,
     /// This replica's applied state, whatever it is.
     Serializable,
@@ -113,7 +114,7 @@ async fn read_index_round(
 
 impl Node {
     /// Waits until this node's copy of `table` holds leader-cluster index
-    /// `leader_index` (its `L`, regatta-0.5.md §6): a write forwarded to the
+    /// `leader_index` (its `L`, `docs/replication.md`): a write forwarded to the
     /// leader cluster is then readable here. The table may not be here yet
     /// (created on the leader cluster since the last reconcile). Returns
     /// whether it got there before `deadline`.

@@ -1,4 +1,4 @@
-//! IterateRange from the table's side (regatta-0.5.md §3): one view, cut
+//! IterateRange from the table's side (`features/kv_iterate_range.feature`): one view, cut
 //! into messages by size, `more` on every message but the last and exact at
 //! the limit, counts per message.
 

@@ -1,4 +1,6 @@
-//! Range, Put, DeleteRange and revisions: behaviour.md §2.2–2.4 and §2.7.
+//! Range, Put, DeleteRange and revisions, as `features/kv_range.feature`,
+//! `kv_put.feature`, `kv_delete_range.feature` and
+//! `headers_and_revisions.feature` describe them.
 
 use regatta_proto::mvcc::v1::command::CommandType;
 use regatta_proto::mvcc::v1::response_op::Response;

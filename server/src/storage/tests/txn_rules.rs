@@ -1,4 +1,4 @@
-//! Txn: behaviour.md §2.5.
+//! Txn, as `features/kv_txn.feature` describes it.
 
 use regatta_proto::mvcc::v1::compare::{CompareResult, TargetUnion};
 use regatta_proto::mvcc::v1::request_op::{self, Request};

@@ -1,5 +1,5 @@
 //! What Regatta 0.5 added to the commands and ops a table applies
-//! (regatta-0.5.md §1): SEQUENCE commands, and a Txn delete's `prev_kv` at
+//! (`features/wire_generations.feature`): SEQUENCE commands, and a Txn delete's `prev_kv` at
 //! field 4 as well as at field 3.
 
 use regatta_proto::mvcc::v1::command::CommandType;
