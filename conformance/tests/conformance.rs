@@ -93,7 +93,6 @@ async fn main() {
     let failures_in_hook = Arc::clone(&failures);
 
     let writer = RegattaWorld::cucumber()
-        .with_cli(options)
         .max_concurrent_scenarios(concurrency)
         .with_writer(
             writer::Basic::raw(io::stdout(), writer::Coloring::Auto, 0)
@@ -105,6 +104,8 @@ async fn main() {
                 .fail_on_skipped()
                 .normalized(),
         )
+        // After the writer: `with_writer` forgets options given before it.
+        .with_cli(options)
         .before(|feature, rule, scenario, world| {
             let alone = gate::runs_alone(feature, rule, scenario);
             Box::pin(async move {

@@ -119,6 +119,8 @@ async fn start_spec(world: &mut RegattaWorld, mut spec: ClusterSpec) -> Result<(
     for n in 1..=nodes {
         world.wait_linearizable(n, START_TIMEOUT).await?;
     }
+    // The report names the server's version (once per run).
+    crate::report::note_version(world.api_channel(1)?).await;
     if external {
         // Someone else's cluster: start every scenario from empty tables.
         for table in &spec.tables {
