@@ -23,25 +23,31 @@ pub use world::RegattaWorld;
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
+    use cucumber::gherkin::Feature;
+
+    /// Every `features/*.feature`, parsed.
+    fn features() -> Vec<(PathBuf, Feature)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../features");
+        let mut features = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "feature") {
+                let feature = Feature::parse_path(&path, Default::default())
+                    .unwrap_or_else(|err| panic!("{}: {err:?}", path.display()));
+                features.push((path, feature));
+            }
+        }
+        features
+    }
+
     /// Every feature file parses (cucumber reports a parse error only at run
     /// time, where it is easy to miss among scenario results).
     #[test]
     fn every_feature_parses() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../features");
-        let mut count = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "feature") {
-                let parsed = cucumber::gherkin::Feature::parse_path(&path, Default::default());
-                assert!(parsed.is_ok(), "{}: {:?}", path.display(), parsed.err());
-                count += 1;
-            }
-        }
-        assert!(
-            count >= 9,
-            "only {count} feature files in {}",
-            dir.display()
-        );
+        let count = features().len();
+        assert!(count >= 9, "only {count} feature files");
     }
 
     /// Every step of every feature matches exactly one step definition of
@@ -51,15 +57,8 @@ mod tests {
     fn every_step_has_exactly_one_definition() {
         use cucumber::World as _;
         let steps = crate::RegattaWorld::collection();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../features");
         let mut problems = Vec::new();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "feature") {
-                continue;
-            }
-            let feature =
-                cucumber::gherkin::Feature::parse_path(&path, Default::default()).unwrap();
+        for (path, feature) in features() {
             let background: Vec<cucumber::gherkin::Step> = feature
                 .background
                 .iter()
@@ -132,16 +131,9 @@ mod tests {
         .unwrap();
         let flags = Regex::new(r#"flags "|serving TLS|Unix socket"#).unwrap();
         let follower = Regex::new(r"follower cluster|follower node").unwrap();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../features");
         let mut problems = Vec::new();
         let mut fixed = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "feature") {
-                continue;
-            }
-            let feature =
-                cucumber::gherkin::Feature::parse_path(&path, Default::default()).unwrap();
+        for (path, feature) in features() {
             let background: Vec<String> = feature
                 .background
                 .iter()

@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use cucumber::{then, when};
-use regatta_proto::mvcc::v1::compare::{CompareResult, CompareTarget, TargetUnion};
-use regatta_proto::mvcc::v1::request_op::{self, Request as Op};
-use regatta_proto::mvcc::v1::{Compare, KeyValue, RequestOp};
-use regatta_proto::regatta::v1::{PutRequest, RangeRequest, TxnRequest};
+use regatta_proto::mvcc::v1::KeyValue;
+use regatta_proto::regatta::v1::{PutRequest, RangeRequest};
 use tonic::Code;
 
 use super::node;
@@ -143,27 +141,6 @@ async fn held_only_if_maybe(world: &mut RegattaWorld, key: String, table: String
     Ok(())
 }
 
-fn cas(table: &str, key: &[u8], expected: &[u8], value: &[u8]) -> TxnRequest {
-    TxnRequest {
-        table: table.as_bytes().to_vec(),
-        compare: vec![Compare {
-            result: CompareResult::Equal as i32,
-            target: CompareTarget::Value as i32,
-            key: key.to_vec(),
-            target_union: Some(TargetUnion::Value(expected.to_vec())),
-            ..Compare::default()
-        }],
-        success: vec![RequestOp {
-            request: Some(Op::RequestPut(request_op::Put {
-                key: key.to_vec(),
-                value: value.to_vec(),
-                ..Default::default()
-            })),
-        }],
-        ..TxnRequest::default()
-    }
-}
-
 #[when(
     regex = r#"^a Txn setting "(.*)" from "(.*)" to "(.*)" on (follower node \d+) races one setting it to "(.*)" on (node \d+) in "([^"]*)"$"#
 )]
@@ -182,8 +159,8 @@ async fn cas_race(
     let f = node(world, &follower_at, &table).await?;
     let l = node(world, &leader_at, &table).await?;
     let (mut follower, mut leader) = (world.client(f)?, world.client(l)?);
-    let via_follower = cas(&table, &key, &expected, &values::parse(&on_follower)?);
-    let via_leader = cas(&table, &key, &expected, &values::parse(&on_leader)?);
+    let via_follower = super::txn::cas(&table, &key, &expected, &values::parse(&on_follower)?);
+    let via_leader = super::txn::cas(&table, &key, &expected, &values::parse(&on_leader)?);
     let (a, b) = tokio::join!(follower.txn(via_follower), leader.txn(via_leader));
     world.finished.insert(
         "race via the follower".into(),

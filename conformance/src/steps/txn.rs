@@ -225,7 +225,7 @@ fn txn_no_responses(world: &mut RegattaWorld, branch: String) -> Result<()> {
 }
 
 /// A compare-and-swap of `key` from its current value to `value`.
-fn cas(table: &str, key: &[u8], current: &[u8], value: Vec<u8>) -> TxnRequest {
+pub fn cas(table: &str, key: &[u8], current: &[u8], value: &[u8]) -> TxnRequest {
     TxnRequest {
         table: table.as_bytes().to_vec(),
         compare: vec![Compare {
@@ -238,7 +238,7 @@ fn cas(table: &str, key: &[u8], current: &[u8], value: Vec<u8>) -> TxnRequest {
         success: vec![RequestOp {
             request: Some(Request::RequestPut(request_op::Put {
                 key: key.to_vec(),
-                value,
+                value: value.to_vec(),
                 ..Default::default()
             })),
         }],
@@ -292,7 +292,7 @@ async fn cas_race(
             let n = nodes[(round + writer) % nodes.len()];
             let mut client = world.client(n)?;
             let value = format!("round{round}-writer{writer}").into_bytes();
-            let request = cas(&table, &key, &current, value.clone());
+            let request = cas(&table, &key, &current, &value);
             sends.push(async move { (value, client.txn(request).await) });
         }
         let mut winners = Vec::new();

@@ -47,9 +47,10 @@ pub struct Producer<T> {
 }
 
 impl<T: Send + 'static> Producer<T> {
-    /// Waits for a turn up to nine tenths of `wait` (the call's deadline:
-    /// the refusal must reach the client before it gives up); then the
-    /// producer and the stream its messages go out on.
+    /// Waits for a turn up to `wait` (the time the call has, which already
+    /// ends before the client's deadline: `kv::deadline_or`, so the refusal
+    /// reaches the client before it gives up); then the producer and the
+    /// stream its messages go out on.
     pub async fn start(
         wait: Duration,
     ) -> Result<(Producer<T>, impl Stream<Item = Result<T, Status>>), Status> {
@@ -61,7 +62,7 @@ impl<T: Send + 'static> Producer<T> {
         wait: Duration,
         stall_timeout: Duration,
     ) -> Result<(Producer<T>, impl Stream<Item = Result<T, Status>>), Status> {
-        let turn = match tokio::time::timeout(wait * 9 / 10, slots.acquire_owned()).await {
+        let turn = match tokio::time::timeout(wait, slots.acquire_owned()).await {
             Ok(Ok(turn)) => turn,
             _ => {
                 return Err(Error::ResourceExhausted(format!(
