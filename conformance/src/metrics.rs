@@ -8,20 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The body of `GET /metrics` at `address` (`host:port`), over HTTPS when
 /// the scenario's listeners serve TLS.
 pub async fn get(address: &str, tls: Option<&crate::tls::ClientTls>) -> Result<String> {
-    if let Some(tls) = tls {
-        let (_, body) = crate::tls::https_get(address, &tls.ca, "/metrics").await?;
-        return Ok(body);
-    }
-    let mut socket = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(address),
-    )
-    .await??;
-    socket
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: regatta\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(5), socket.read_to_string(&mut body)).await??;
+    let (_, body) = http_get(address, "/metrics", tls).await?;
     Ok(body)
 }
 

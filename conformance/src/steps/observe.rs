@@ -87,7 +87,7 @@ async fn compressed_range(
 }
 
 /// Every follower node's samples of `series` for `table`: (node, value).
-async fn follower_samples(
+pub(crate) async fn follower_samples(
     world: &RegattaWorld,
     series: &str,
     table: &str,

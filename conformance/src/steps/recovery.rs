@@ -465,30 +465,20 @@ async fn compacted_past(
     regex = r#"^the follower cluster has recovered "([^"]*)" by snapshot at least (\d+) times?$"#
 )]
 async fn recovered_at_least(world: &mut RegattaWorld, table: String, count: u64) -> Result<()> {
-    let name = format!("regatta_replication_snapshot_recoveries_total{{table=\"{table}\"}}");
+    let series = "regatta_replication_snapshot_recoveries_total";
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let follower = world
-            .follower
-            .as_deref()
-            .context("the scenario has no follower cluster")?;
-        let mut total = 0;
-        let mut reported = false;
-        for n in 1..=follower.size() {
-            let address = follower
-                .rest_address(n)
-                .context("this backend does not expose the nodes' /metrics")?;
-            let Ok(body) = metrics::get(&address, world.tls.as_ref()).await else {
-                continue;
-            };
-            reported |= body.lines().any(|line| line.starts_with(&name));
-            total += metrics::sum(&body, &name);
-        }
+        // A node that does not answer this time is asked again next time.
+        let samples = super::observe::follower_samples(world, series, &table)
+            .await
+            .unwrap_or_default();
+        let reported = !samples.is_empty();
+        let total: u64 = samples.iter().map(|(_, v)| v).sum();
         if reported && total >= count {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the follower cluster recovered {table} by snapshot {total} times in a minute, expected at least {count} ({name} reported: {reported})");
+            bail!("the follower cluster recovered {table} by snapshot {total} times in a minute, expected at least {count} ({series} reported: {reported})");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
