@@ -172,6 +172,7 @@ mod tests {
                     ),
                     ("needs-follower-cluster", follower.is_match(&steps)),
                     ("needs-flags", flags.is_match(&steps)),
+                    ("needs-tools", steps.contains("with the backup tool")),
                 ];
                 for (tag, needed) in needs {
                     if has(tag) != needed {

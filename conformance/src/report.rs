@@ -89,7 +89,7 @@ pub fn selects(
 
 /// What a backend that only reaches servers someone else runs cannot do:
 /// (tag, why).
-pub const EXTERNAL_CANNOT: [(&str, &str); 4] = [
+pub const EXTERNAL_CANNOT: [(&str, &str); 5] = [
     (
         "needs-faults",
         "an external cluster (REGATTA_ENDPOINTS) cannot be killed, restarted, paused or cut off by the suite",
@@ -101,6 +101,10 @@ pub const EXTERNAL_CANNOT: [(&str, &str); 4] = [
     (
         "needs-flags",
         "the nodes of an external cluster (REGATTA_ENDPOINTS) run with the flags they were started with",
+    ),
+    (
+        "needs-tools",
+        "the suite runs the server's tools beside the nodes it starts, not beside an external cluster (REGATTA_ENDPOINTS)",
     ),
     (
         "addresses",

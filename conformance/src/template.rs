@@ -32,6 +32,7 @@ pub struct Template {
     /// Regatta's flag name -> the server's argument (`{value}`), `""`: none.
     pub flags: BTreeMap<String, String>,
     pub tls: Tls,
+    pub tools: Tools,
     /// `[tls]` ca, cert and key read: how the suite reaches servers someone
     /// else runs.
     #[serde(skip)]
@@ -92,38 +93,49 @@ impl Tls {
     }
 }
 
-/// A file's keys, each optional: what is missing comes from the default.
-#[derive(Debug, Default, Deserialize)]
+/// The implementation's backup and restore tools (`[tools]`), which the
+/// scenarios tagged `@needs-tools` run.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Overrides {
-    implementation: Option<String>,
-    binary: Option<PathBuf>,
-    image: Option<String>,
-    data_dir: Option<String>,
-    ports: Option<PortOverrides>,
-    command: Option<CommandOverrides>,
-    flags: Option<BTreeMap<String, String>>,
-    tls: Option<Tls>,
+pub struct Tools {
+    /// The tools' program; none: the server's own (the processes backend's
+    /// binary, the image's entrypoint in a container).
+    pub program: Option<String>,
+    /// Arguments of a backup of every table into `{dir}`; empty: no tool.
+    pub backup: Vec<String>,
+    /// Arguments of a restore of the backup in `{dir}`; empty: no tool.
+    pub restore: Vec<String>,
+    /// Added to both against a cluster serving TLS.
+    pub tls: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PortOverrides {
-    api: Option<u16>,
-    rest: Option<u16>,
-    raft: Option<u16>,
-    replication: Option<u16>,
-    maintenance: Option<u16>,
+/// One of the [`Tools`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Backup,
+    Restore,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CommandOverrides {
-    leader: Option<Vec<String>>,
-    follower: Option<Vec<String>>,
-    tls: Option<Vec<String>>,
-    tls_client: Option<Vec<String>>,
-    join: Option<Vec<String>>,
+/// What a tool's command line is made of.
+#[derive(Debug, Clone, Default)]
+pub struct ToolVars {
+    /// The node's maintenance API as the tool reaches it (host:port).
+    pub maintenance: String,
+    /// The backup directory as the tool sees it.
+    pub dir: String,
+    /// The cluster's CA certificate as the tool sees it (TLS clusters).
+    pub ca: Option<String>,
+}
+
+impl ToolVars {
+    fn get(&self, name: &str) -> Option<String> {
+        match name {
+            "maintenance" => Some(self.maintenance.clone()),
+            "dir" => Some(self.dir.clone()),
+            "ca" => Some(self.ca.clone().unwrap_or_default()),
+            _ => None,
+        }
+    }
 }
 
 /// What a node's command line is made of.
@@ -221,42 +233,14 @@ impl Template {
         Ok(template)
     }
 
-    /// `text`'s keys over the default's.
+    /// `text`'s keys over the default's: tables merge key by key, any
+    /// other value replaces the default's.
     pub fn parse(text: &str) -> Result<Template> {
-        let file: Overrides = toml::from_str(text)?;
-        let mut template = Template::default_template()?;
-        if let Some(name) = file.implementation {
-            template.implementation = name;
-        }
-        template.binary = file.binary.or(template.binary);
-        template.image = file.image.or(template.image);
-        if let Some(dir) = file.data_dir {
-            template.data_dir = dir;
-        }
-        if let Some(ports) = file.ports {
-            let p = &mut template.ports;
-            p.api = ports.api.unwrap_or(p.api);
-            p.rest = ports.rest.unwrap_or(p.rest);
-            p.raft = ports.raft.unwrap_or(p.raft);
-            p.replication = ports.replication.unwrap_or(p.replication);
-            p.maintenance = ports.maintenance.unwrap_or(p.maintenance);
-        }
-        if let Some(command) = file.command {
-            let c = &mut template.command;
-            c.leader = command.leader.unwrap_or(std::mem::take(&mut c.leader));
-            c.follower = command.follower.unwrap_or(std::mem::take(&mut c.follower));
-            c.tls = command.tls.unwrap_or(std::mem::take(&mut c.tls));
-            c.tls_client = command
-                .tls_client
-                .unwrap_or(std::mem::take(&mut c.tls_client));
-            c.join = command.join.unwrap_or(std::mem::take(&mut c.join));
-        }
-        if let Some(flags) = file.flags {
-            template.flags = flags;
-        }
-        if let Some(tls) = file.tls {
-            template.tls = tls;
-        }
+        let file: toml::Table = toml::from_str(text)?;
+        let mut merged: toml::Table =
+            toml::from_str(DEFAULT).context("conformance/server.toml (the built-in default)")?;
+        merge(&mut merged, file);
+        let template: Template = merged.try_into()?;
         template.check()?;
         Ok(template)
     }
@@ -280,6 +264,17 @@ impl Template {
         }
         if c.leader.is_empty() || c.follower.is_empty() {
             bail!("[command] leader and follower must not be empty");
+        }
+        let t = &self.tools;
+        for (name, list) in [
+            ("backup", &t.backup),
+            ("restore", &t.restore),
+            ("tls", &t.tls),
+        ] {
+            for arg in list {
+                render_with(arg, |v| ToolVars::default().get(v))
+                    .with_context(|| format!("[tools] {name}: {arg:?}"))?;
+            }
         }
         for (flag, argument) in &self.flags {
             let only_value = argument.replace("{value}", "");
@@ -321,6 +316,30 @@ impl Template {
         Ok(args)
     }
 
+    /// The arguments of `tool` (after its program); fails naming the
+    /// missing tool when `[tools]` has none.
+    pub fn tool_command(&self, tool: Tool, vars: &ToolVars) -> Result<Vec<String>> {
+        let (name, list) = match tool {
+            Tool::Backup => ("backup", &self.tools.backup),
+            Tool::Restore => ("restore", &self.tools.restore),
+        };
+        if list.is_empty() {
+            bail!(
+                "the server under test ({}) has no {name} tool ([tools] {name} of the template is empty)",
+                self.implementation
+            );
+        }
+        let tls = if vars.ca.is_some() {
+            &self.tools.tls[..]
+        } else {
+            &[]
+        };
+        list.iter()
+            .chain(tls)
+            .map(|arg| render_with(arg, |v| vars.get(v)))
+            .collect()
+    }
+
     /// Regatta's flags of a scenario (`--name=value`, `--name`) as the server
     /// under test takes them ([`Template::flags`]).
     pub fn scenario_flags(&self, flags: &[String]) -> Result<Vec<String>> {
@@ -344,8 +363,26 @@ impl Template {
     }
 }
 
+/// `over`'s keys into `base`: a table into a table key by key, anything
+/// else in place of what was there.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(over)) => merge(base, over),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 /// `arg` with each `{name}` replaced by the variable's value.
 fn render(arg: &str, vars: &NodeVars) -> Result<String> {
+    render_with(arg, |name| vars.get(name))
+}
+
+/// `arg` with each `{name}` replaced by `lookup(name)`.
+fn render_with(arg: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String> {
     let mut out = String::with_capacity(arg.len());
     let mut rest = arg;
     while let Some(start) = rest.find('{') {
@@ -355,9 +392,8 @@ fn render(arg: &str, vars: &NodeVars) -> Result<String> {
             .find('}')
             .with_context(|| format!("an unclosed {{ in {arg:?}"))?;
         let name = &after[..end];
-        let value = vars
-            .get(name)
-            .with_context(|| format!("unknown placeholder {{{name}}} in {arg:?}"))?;
+        let value =
+            lookup(name).with_context(|| format!("unknown placeholder {{{name}}} in {arg:?}"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -414,6 +450,26 @@ mod tests {
             .iter()
             .any(|a| a.starts_with("--replication.cert-filename")));
         assert_eq!(follower.last().unwrap(), "--raft.join");
+        let restore = template
+            .tool_command(
+                Tool::Restore,
+                &ToolVars {
+                    maintenance: "n1:8445".into(),
+                    dir: "/backup".into(),
+                    ca: Some("/backup/ca.crt".into()),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            restore,
+            [
+                "restore",
+                "--address=n1:8445",
+                "--dir=/backup",
+                "--yes",
+                "--ca=/backup/ca.crt"
+            ]
+        );
     }
 
     #[test]
@@ -479,6 +535,16 @@ mod tests {
             format!("{placeholder:#}").contains("unknown placeholder {node}"),
             "{placeholder:#}"
         );
+        let tool = Template::parse("[tools]\nbackup = [\"--to={data_dir}\"]").unwrap_err();
+        assert!(
+            format!("{tool:#}").contains("unknown placeholder {data_dir}"),
+            "{tool:#}"
+        );
+        let none = Template::parse("[tools]\nrestore = []")
+            .unwrap()
+            .tool_command(Tool::Restore, &ToolVars::default())
+            .unwrap_err();
+        assert!(none.to_string().contains("no restore tool"), "{none}");
         let flag = Template::parse("[flags]\n\"--x\" = \"--y={id}\"").unwrap_err();
         assert!(format!("{flag:#}").contains("{value}"), "{flag:#}");
     }

@@ -129,6 +129,8 @@ pub struct RegattaWorld {
     pub authority: Option<std::sync::Arc<crate::tls::Authority>>,
     /// The authority whose certificates the nodes had before a renewal.
     pub replaced_authority: Option<std::sync::Arc<crate::tls::Authority>>,
+    /// Backup directories of the server's backup tool, and its last run.
+    pub tool_dirs: Option<crate::steps::backup_tool::ToolDirs>,
     next_node: usize,
 }
 
@@ -176,6 +178,7 @@ impl RegattaWorld {
             tls: crate::template::template().client_tls.clone(),
             authority: None,
             replaced_authority: None,
+            tool_dirs: None,
             next_node: 0,
         }
     }

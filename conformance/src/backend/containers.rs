@@ -23,8 +23,11 @@ use testcontainers::core::{Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use super::{Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses, NodeCommand, API_SOCKET};
-use crate::template::{template, Ports};
+use super::{
+    Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses, NodeCommand, ToolRun, API_SOCKET,
+    TLS_DIR, TOOL_TIMEOUT,
+};
+use crate::template::{template, Ports, Tool, ToolVars};
 
 /// Label on every container and network the suite makes, valued with the run
 /// id, so leftovers of a killed run can be found and removed.
@@ -404,6 +407,62 @@ impl Cluster for ContainerCluster {
         node.command.rejoin(new_id);
         super::empty_dir(std::path::Path::new(&node.host_dir))?;
         self.start(n, &[]).await
+    }
+
+    /// The tool runs in a container of the image of its own on the
+    /// cluster's network, the backup directory mounted at `/backup` (and
+    /// the node's TLS files at `/tls`): the image needs no shell, and the
+    /// tool reaches the node as the other nodes do.
+    async fn run_tool(&self, n: usize, tool: Tool, dir: &std::path::Path) -> Result<ToolRun> {
+        let node = self.node(n)?;
+        let tls = std::path::Path::new(&node.host_dir).join(TLS_DIR);
+        let tls = tls.exists().then_some(tls);
+        let vars = ToolVars {
+            maintenance: format!("{}:{}", node.name, template().ports.maintenance),
+            dir: "/backup".into(),
+            ca: tls.as_ref().map(|_| "/tls/ca.crt".into()),
+        };
+        let args = template().tool_command(tool, &vars)?;
+        let mut image = GenericImage::new(self.image.0.clone(), self.image.1.clone())
+            .with_wait_for(WaitFor::Nothing);
+        if let Some(program) = &template().tools.program {
+            image = image.with_entrypoint(program);
+        }
+        let mut request = image
+            .with_cmd(args)
+            .with_network(self.network.clone())
+            .with_label(LABEL, self.run_id.clone())
+            .with_mount(Mount::bind_mount(dir.to_string_lossy(), "/backup"));
+        if let Some(tls) = &tls {
+            request = request.with_mount(Mount::bind_mount(tls.to_string_lossy(), "/tls"));
+        }
+        let container = request
+            .start()
+            .await
+            .context("starting the tool's container")?;
+        let deadline = tokio::time::Instant::now() + TOOL_TIMEOUT;
+        let exit_code = loop {
+            let state = self
+                .docker
+                .inspect_container(container.id(), None)
+                .await?
+                .state
+                .unwrap_or_default();
+            if state.running == Some(false) {
+                break state.exit_code;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the tool ran past {TOOL_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let output = Self::container_logs(&container).await;
+        // Removed when dropped.
+        drop(container);
+        Ok(ToolRun {
+            success: exit_code == Some(0),
+            output,
+        })
     }
 
     async fn pause(&mut self, n: usize) -> Result<()> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Result;
 use async_trait::async_trait;
 
-use crate::template::NodeVars;
+use crate::template::{NodeVars, Tool};
 
 /// The cluster a scenario asks for.
 #[derive(Debug, Clone)]
@@ -260,11 +260,28 @@ pub trait Cluster: Send + Sync {
     /// Undoes every [`Cluster::isolate`], [`Cluster::partition`] and
     /// [`Cluster::cut_off_cluster`].
     async fn heal(&mut self) -> Result<()>;
+    /// Runs the server's backup `tool` (`[tools]` of the template) against
+    /// node `n`'s maintenance API, with the host directory `dir` as its
+    /// backup directory.
+    async fn run_tool(&self, _n: usize, _tool: Tool, _dir: &std::path::Path) -> Result<ToolRun> {
+        anyhow::bail!("this backend does not run the server's tools")
+    }
     /// Whatever node `n` wrote to stdout and stderr, for failure reports.
     async fn logs(&self, n: usize) -> String;
     /// Removes every node and everything they stored.
     async fn destroy(&mut self);
 }
+
+/// How a run of one of the server's tools ended.
+#[derive(Debug, Clone)]
+pub struct ToolRun {
+    pub success: bool,
+    /// What it printed, stdout then stderr.
+    pub output: String,
+}
+
+/// How long a tool may run.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Makes clusters.
 #[async_trait]

@@ -14,7 +14,11 @@ use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 
 use super::proxy::LinkProxy;
-use super::{Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses, NodeCommand, API_SOCKET};
+use super::{
+    Backend, Cluster, ClusterSpec, FollowTarget, NodeAddresses, NodeCommand, ToolRun, API_SOCKET,
+    TLS_DIR, TOOL_TIMEOUT,
+};
+use crate::template::{template, Tool, ToolVars};
 
 #[derive(Debug)]
 pub struct ProcessesBackend {
@@ -115,6 +119,7 @@ impl Backend for ProcessesBackend {
         }
         let mut cluster = ProcessCluster {
             binary: self.binary.clone(),
+            tls: spec.tls.is_some(),
             nodes,
             links,
             uplink,
@@ -142,6 +147,7 @@ struct ProcessNode {
 
 pub struct ProcessCluster {
     binary: PathBuf,
+    tls: bool,
     nodes: Vec<ProcessNode>,
     links: Vec<Vec<Option<LinkProxy>>>,
     /// A follower cluster's way to its leader cluster.
@@ -301,6 +307,48 @@ impl Cluster for ProcessCluster {
         node.command.rejoin(new_id);
         super::empty_dir(&node.data)?;
         self.spawn(n, &[])
+    }
+
+    async fn run_tool(&self, n: usize, tool: Tool, dir: &Path) -> Result<ToolRun> {
+        let node = self
+            .nodes
+            .get(n.wrapping_sub(1))
+            .with_context(|| format!("no node {n}"))?;
+        let vars = ToolVars {
+            maintenance: node.maintenance.clone(),
+            dir: dir.to_string_lossy().into_owned(),
+            ca: self.tls.then(|| {
+                node.data
+                    .join(TLS_DIR)
+                    .join("ca.crt")
+                    .to_string_lossy()
+                    .into_owned()
+            }),
+        };
+        let args = template().tool_command(tool, &vars)?;
+        let program = template()
+            .tools
+            .program
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.binary.clone());
+        let run = tokio::process::Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(TOOL_TIMEOUT, run)
+            .await
+            .with_context(|| format!("{} {args:?} ran past {TOOL_TIMEOUT:?}", program.display()))?
+            .with_context(|| format!("running {}", program.display()))?;
+        Ok(ToolRun {
+            success: output.status.success(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        })
     }
 
     async fn pause(&mut self, n: usize) -> Result<()> {

@@ -184,3 +184,48 @@ async fn follower_node_fault(world: &mut RegattaWorld, n: usize, action: String)
     world.forget_client(crate::world::FOLLOWER_NODES + n);
     Ok(())
 }
+
+/// The role of the follower node left alone by the next step.
+pub(crate) const REPLICATING_FOLLOWER: &str = "the replicating follower node";
+
+/// The table's group in the follower cluster loses its quorum: its worker
+/// goes on receiving entries it cannot store.
+#[when(regex = r#"^every follower node but the one that replicates "([^"]*)" is killed$"#)]
+async fn kill_all_but_worker(world: &mut RegattaWorld, table: String) -> Result<()> {
+    let holder = super::observe::replicating_node(world, &table).await?;
+    world.marked.insert(REPLICATING_FOLLOWER.into(), holder);
+    for n in others_than(world, holder)? {
+        follower(world)?.kill(n).await.map_err(super::flatten)?;
+        world.forget_client(crate::world::FOLLOWER_NODES + n);
+    }
+    Ok(())
+}
+
+#[when("the killed follower nodes are restarted")]
+async fn restart_killed_followers(world: &mut RegattaWorld) -> Result<()> {
+    let holder = *world
+        .marked
+        .get(REPLICATING_FOLLOWER)
+        .context("no follower nodes were killed")?;
+    for n in others_than(world, holder)? {
+        follower(world)?
+            .start(n, &[])
+            .await
+            .map_err(super::flatten)?;
+        world.forget_client(crate::world::FOLLOWER_NODES + n);
+    }
+    Ok(())
+}
+
+fn follower(world: &mut RegattaWorld) -> Result<&mut Box<dyn crate::backend::Cluster>> {
+    world
+        .follower
+        .as_mut()
+        .context("the scenario has no follower cluster")
+}
+
+/// The follower nodes other than `n`.
+fn others_than(world: &mut RegattaWorld, n: usize) -> Result<Vec<usize>> {
+    let size = follower(world)?.size();
+    Ok((1..=size).filter(|m| *m != n).collect())
+}

@@ -25,7 +25,7 @@ use crate::world::{RegattaWorld, FOLLOWER_NODES};
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The Regatta (Go) files shipped with the suite (`features/fixtures`).
-fn go_fixture(relative: &str) -> PathBuf {
+pub(crate) fn go_fixture(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../features/fixtures/regatta-go/backups")
         .join(relative)

@@ -9,6 +9,7 @@
 
 pub mod acknowledged;
 pub mod background;
+pub mod backup_tool;
 pub mod cluster;
 pub mod cluster_api;
 pub mod faults;

@@ -208,3 +208,72 @@ async fn no_replication_api(world: &mut RegattaWorld, n: usize, table: String) -
         Ok(_) => bail!("follower node {n} serves Log.Replicate"),
     }
 }
+
+/// Follower node `n`'s sample of `series` for `table` (none: not exported).
+async fn follower_sample(
+    world: &RegattaWorld,
+    n: usize,
+    series: &str,
+    table: &str,
+) -> Result<Option<u64>> {
+    let name = format!("{series}{{table=\"{table}\"}}");
+    let address = rest_address(world, FOLLOWER_NODES + n)?;
+    let body = metrics::get(&address, world.tls.as_ref()).await?;
+    Ok(body
+        .lines()
+        .any(|line| line.starts_with(&name))
+        .then(|| metrics::sum(&body, &name)))
+}
+
+/// The follower node whose worker replicates `table` now (leased).
+pub(crate) async fn replicating_node(world: &RegattaWorld, table: &str) -> Result<usize> {
+    let leased = follower_samples(world, "regatta_replication_leased", table).await?;
+    let holders: Vec<usize> = leased
+        .iter()
+        .filter(|(_, v)| *v == 1)
+        .map(|(n, _)| *n)
+        .collect();
+    match holders[..] {
+        [n] => Ok(n),
+        _ => bail!("follower nodes {holders:?} replicate {table}, expected exactly one"),
+    }
+}
+
+const RESTARTS: &str = "regatta_replication_worker_restarts_total";
+
+/// The restart counter of `table` is exported (by the node whose worker
+/// replicates it, at least) and is 0 everywhere.
+#[then(regex = r#"^no follower node has restarted a worker of "([^"]*)"$"#)]
+async fn no_restarts(world: &mut RegattaWorld, table: String) -> Result<()> {
+    let restarts = follower_samples(world, RESTARTS, &table).await?;
+    let worker = replicating_node(world, &table).await?;
+    if !restarts.iter().any(|(n, _)| *n == worker) {
+        bail!("follower node {worker} replicates {table} and does not export {RESTARTS} for it");
+    }
+    if restarts.iter().any(|(_, v)| *v > 0) {
+        bail!("worker restarts of {table} already: {restarts:?}");
+    }
+    Ok(())
+}
+
+/// The node marked as replicating `table` restarts its stalled worker
+/// (the counter moves) within a minute, while it still replicates it.
+#[then(regex = r#"^the follower node that replicates "([^"]*)" eventually restarts its worker$"#)]
+async fn restarts_worker(world: &mut RegattaWorld, table: String) -> Result<()> {
+    let n = *world
+        .marked
+        .get(super::faults::REPLICATING_FOLLOWER)
+        .context("no follower node was marked as replicating the table")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let restarts = follower_sample(world, n, RESTARTS, &table).await?;
+        let leased = follower_sample(world, n, "regatta_replication_leased", &table).await?;
+        if restarts.is_some_and(|r| r > 0) && leased == Some(1) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("follower node {n} reports {RESTARTS} {restarts:?} (leased {leased:?}) for {table} after a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -116,6 +116,11 @@ impl Follower {
 
     async fn supervise(self) {
         let mut workers: HashMap<Vec<u8>, (watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
+        // Workers told to stop whose tasks have not ended yet: a table's
+        // next worker starts once its last one has ended, so that one
+        // worker at a time replicates it here (and the last one's cleanup,
+        // `leased` 0 among it, cannot land after the next one started).
+        let mut stopping: HashMap<Vec<u8>, JoinHandle<()>> = HashMap::new();
         let mut next_reconcile = tokio::time::Instant::now();
         let tick = SUPERVISE_TICK.min(self.settings.lease_interval);
         loop {
@@ -139,7 +144,8 @@ impl Follower {
                 .filter(|table| self.node.leads_table(table))
                 .collect();
             let patience = (self.settings.poll_interval * 5).max(STALL_PATIENCE);
-            workers.retain(|table, (stop, handle)| {
+            let mut stopped = Vec::new();
+            for (table, (stop, handle)) in &workers {
                 let stats = self.metrics.table(table);
                 let stalled = stats.stalled(patience);
                 if stalled {
@@ -150,14 +156,19 @@ impl Follower {
                         "replication worker made no progress for {patience:?} while the leader has newer entries: restarting it"
                     );
                 }
-                let keep = led.contains(table) && !handle.is_finished() && !stalled;
-                if !keep {
+                if !led.contains(table) || handle.is_finished() || stalled {
                     stop.send_replace(true);
+                    stopped.push(table.clone());
                 }
-                keep
-            });
+            }
+            for table in stopped {
+                if let Some((_, handle)) = workers.remove(&table) {
+                    stopping.insert(table, handle);
+                }
+            }
+            stopping.retain(|_, handle| !handle.is_finished());
             for table in led {
-                if workers.contains_key(&table) {
+                if workers.contains_key(&table) || stopping.contains_key(&table) {
                     continue;
                 }
                 let (stop, stopped) = watch::channel(false);
