@@ -316,26 +316,6 @@ pub(crate) async fn followers_hold_pairs_of(
     Ok(())
 }
 
-/// The applied index of `table` on leader node `n`: the `leader_index` of
-/// the LEADER_BEHIND answer to a request far beyond it.
-async fn applied_index(world: &mut RegattaWorld, n: usize, table: &str) -> Result<u64> {
-    world.wait_linearizable(n, Duration::from_secs(30)).await?;
-    let mut client = LogClient::new(world.replication_channel(n)?);
-    let mut stream = client
-        .replicate(ReplicateRequest {
-            table: table.as_bytes().to_vec(),
-            leader_index: u64::MAX / 2,
-        })
-        .await?
-        .into_inner();
-    while let Some(message) = stream.message().await? {
-        if let Some(Reply::ErrorResponse(_)) = message.response {
-            return Ok(message.leader_index);
-        }
-    }
-    bail!("Log.Replicate far beyond the log did not answer LEADER_BEHIND")
-}
-
 /// The follower cluster's stored leader index of `table`, from the
 /// `/metrics` of the node that replicates it.
 async fn stored_index(world: &RegattaWorld, table: &str) -> Result<Option<u64>> {
@@ -373,9 +353,14 @@ async fn stored_equals_applied(
     table: String,
     leader_node: usize,
 ) -> Result<()> {
+    // Read once, from the log and snapshot node 1 serves: nothing writes
+    // while this step waits.
+    world
+        .wait_linearizable(leader_node, Duration::from_secs(30))
+        .await?;
+    let applied = super::replication::applied_index(world, leader_node, &table).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let applied = applied_index(world, leader_node, &table).await?;
         let stored = stored_index(world, &table).await?;
         if stored == Some(applied) {
             return Ok(());

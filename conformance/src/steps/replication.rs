@@ -74,7 +74,7 @@ async fn replicate(world: &mut RegattaWorld, n: usize, table: &str, from: u64) -
 /// entry of its log (from the first entry, or after its snapshot when the
 /// log is compacted). The node must have applied everything acknowledged
 /// (a linearizable read first), and nothing may write meanwhile.
-async fn applied_index(world: &mut RegattaWorld, n: usize, table: &str) -> Result<u64> {
+pub(crate) async fn applied_index(world: &mut RegattaWorld, n: usize, table: &str) -> Result<u64> {
     let saved = (world.replication.take(), world.snapshot.take());
     let found = applied_from_content(world, n, table).await;
     (world.replication, world.snapshot) = saved;
