@@ -49,6 +49,9 @@ const RETRY_UNSUPPORTED: Duration = Duration::from_secs(60);
 /// growing past a quarter of the largest one (a single write may be larger).
 const MAX_WRITES_PER_MESSAGE: usize = 256;
 const MAX_BATCH_BYTES: usize = MAX_FORWARD_MESSAGE_BYTES / 4;
+/// Turns the stream's task lets other tasks run before it takes a batch,
+/// at most (each a few microseconds).
+const MAX_YIELDS: usize = 4;
 
 struct Queued {
     method: Method,
@@ -194,6 +197,16 @@ async fn drive(
             let Some(write) = write else {
                 continue;
             };
+            // Callers woken together (by the answers of one message) queue
+            // their next writes a moment later: let them, while the queue
+            // grows, so that those go in one message rather than one each.
+            for _ in 0..MAX_YIELDS {
+                let before = queued.len();
+                tokio::task::yield_now().await;
+                if queued.len() == before {
+                    break;
+                }
+            }
             let batch = take_batch(write, &mut queued, &mut waiting, &mut next_id);
             if outgoing.send(batch).await.is_err() {
                 break "the stream closed".to_string();
