@@ -27,8 +27,9 @@ pub(super) enum Resend {
 /// How one attempt at a write ended.
 enum Attempt {
     Applied(Response),
-    /// Refused or never delivered: certainly not applied.
-    NotApplied,
+    /// Refused or never delivered: certainly not applied; why, when it is
+    /// worth telling the client should every attempt end so.
+    NotApplied(Option<String>),
     /// It may or may not have been applied; why.
     Unknown(String),
     /// Refused for good (the leader's disk is full): not applied, and not
@@ -197,7 +198,11 @@ impl Node {
             match self.propose_once(group, &request, remaining).await {
                 Attempt::Applied(response) => return Ok(response),
                 Attempt::Refused(err) => return Err(err),
-                Attempt::NotApplied => {}
+                Attempt::NotApplied(reason) => {
+                    if reason.is_some() {
+                        last_failure = reason;
+                    }
+                }
                 Attempt::Unknown(reason) => match resend {
                     Resend::IfNotApplied => return Err(Error::Unavailable(reason)),
                     Resend::Idempotent => {
@@ -231,14 +236,16 @@ impl Node {
         };
         let leader = match local {
             Ok(response) => return Attempt::Applied(response),
-            Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason)) => {
-                return Attempt::Unknown(reason)
-            }
+            // The leader could not renew its lease, so the write never
+            // reached the Raft core: a later attempt (once the peers
+            // answer again, say after a moment of load) may succeed.
+            Err(GroupError::NoQuorum(reason)) => return Attempt::NotApplied(Some(reason)),
+            Err(GroupError::Unavailable(reason)) => return Attempt::Unknown(reason),
             Err(GroupError::NoSpace(reason)) => return Attempt::Refused(Error::NoSpace(reason)),
             Err(GroupError::NotLeader(leader)) => leader,
         };
         let Some(leader) = leader.filter(|leader| *leader != self.id()) else {
-            return Attempt::NotApplied;
+            return Attempt::NotApplied(None);
         };
         let reply: std::result::Result<std::result::Result<Response, GroupError>, CallError> = tokio::select! {
             // Batched with the other writes queued for it
@@ -251,15 +258,14 @@ impl Node {
         };
         match reply {
             Ok(Ok(response)) => Attempt::Applied(response),
-            Ok(Err(GroupError::Unavailable(reason) | GroupError::NoQuorum(reason))) => {
-                Attempt::Unknown(reason)
-            }
+            Ok(Err(GroupError::NoQuorum(reason))) => Attempt::NotApplied(Some(reason)),
+            Ok(Err(GroupError::Unavailable(reason))) => Attempt::Unknown(reason),
             Ok(Err(GroupError::NoSpace(reason))) => Attempt::Refused(Error::NoSpace(reason)),
             // Provably not applied there: the leader moved, or the request
             // never reached it. Anything else (a lost connection after
             // sending, a timeout) may have been applied.
             Ok(Err(GroupError::NotLeader(_))) | Err(CallError::Unreachable(_)) => {
-                Attempt::NotApplied
+                Attempt::NotApplied(None)
             }
             Err(err) => Attempt::Unknown(format!("write outcome unknown: {err}")),
         }

@@ -32,7 +32,8 @@ pub enum GroupError {
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// The leader could not confirm its leadership with a quorum this round
-    /// (peers down, or slow to answer); a later round may succeed.
+    /// (peers down, or slow to answer); a later round may succeed. A write
+    /// refused so never reached the Raft core.
     #[error("no quorum: {0}")]
     NoQuorum(String),
     /// The leader's disk is below its reserve (`storage/disk_space.rs`):
