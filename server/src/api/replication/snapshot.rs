@@ -79,7 +79,7 @@ pub(crate) async fn chunked_copy(
                 if trailer != Trailer::None {
                     // The last chunk carries the index the copy reflects.
                     let _ = writer.send(state.applied_index);
-                } else if writer.buffer.is_empty() {
+                } else if !writer.buffer.is_empty() {
                     let _ = writer.send(0);
                 }
                 return;
