@@ -145,7 +145,7 @@ async fn manifest(world: &mut RegattaWorld, name: String, tables: String) -> Res
         }
         let bytes =
             std::fs::read(dir.join(file)).with_context(|| format!("{table}'s file {file}"))?;
-        let md5 = hex(&Md5::digest(&bytes));
+        let md5 = crate::fuzz::proto::hex(&Md5::digest(&bytes));
         if field("md5")? != md5 {
             bail!(
                 "{file}: the manifest says md5 {}, the file has {md5}",
@@ -167,10 +167,6 @@ async fn manifest(world: &mut RegattaWorld, name: String, tables: String) -> Res
         bail!("the directory holds {present:?}; the manifest names {files:?}");
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Byte for byte the files may differ (Snappy's framing leaves the

@@ -92,13 +92,11 @@ pub(crate) async fn follower_samples(
     series: &str,
     table: &str,
 ) -> Result<Vec<(usize, u64)>> {
-    let name = format!("{series}{{table=\"{table}\"}}");
     let mut samples = Vec::new();
     for n in follower_nodes(world) {
-        let address = rest_address(world, n)?;
-        let body = metrics::get(&address, world.tls.as_ref()).await?;
-        if body.lines().any(|line| line.starts_with(&name)) {
-            samples.push((n - FOLLOWER_NODES, metrics::sum(&body, &name)));
+        let n = n - FOLLOWER_NODES;
+        if let Some(value) = follower_sample(world, n, series, table).await? {
+            samples.push((n, value));
         }
     }
     Ok(samples)
